@@ -1,0 +1,182 @@
+//! Wires the stages together, runs them, and shuts them down in order: stop the receivers, decide what is
+//! buffered, let the pipeline finish, let the exporter drain within the grace period.
+
+use crate::admin::{self, AdminState};
+use crate::buffer::{self, BufferLimits, PipelineSender, TraceBuffer};
+use crate::config::Config;
+use crate::decisions::DecisionCache;
+use crate::export::Exporter;
+use crate::ingest::{IngestHandle, Pressure};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, PipelineContext, Policy};
+use crate::receiver::{self, ReceiverContext};
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why tailgate could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("cannot start pipeline threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
+pub struct RunningApp {
+    /// Bound OTLP/gRPC address (useful with port 0).
+    pub grpc_addr: Option<SocketAddr>,
+    /// Bound OTLP/HTTP address.
+    pub http_addr: Option<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    /// The live policy (swap it to change rules at run time).
+    pub policy: Arc<ArcSwap<Policy>>,
+    stop: watch::Sender<bool>,
+    done: JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// Graceful shutdown: returns once everything accepted is exported or accounted for, or the grace
+    /// period ran out.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { what, addr, source })
+}
+
+/// Starts every stage with `policy` as the initial policy.
+pub async fn start_with_policy(config: Config, policy: Policy) -> Result<RunningApp, AppError> {
+    let metrics = Metrics::new();
+    let cfg = Arc::new(config);
+
+    // Bind everything first so a taken port fails before any task starts.
+    let protocols = &cfg.receivers.otlp.protocols;
+    let grpc_listener = match &protocols.grpc {
+        Some(g) => Some(bind("OTLP/gRPC receiver", g.endpoint).await?),
+        None => None,
+    };
+    let http_listener = match &protocols.http {
+        Some(h) => Some(bind("OTLP/HTTP receiver", h.endpoint).await?),
+        None => None,
+    };
+    let admin_listener = bind("admin server", cfg.admin.endpoint).await?;
+    let local = |l: &TcpListener| l.local_addr().ok();
+    let grpc_addr = grpc_listener.as_ref().and_then(local);
+    let http_addr = http_listener.as_ref().and_then(local);
+    let admin_addr = local(&admin_listener).unwrap_or(cfg.admin.endpoint);
+
+    // Downstream first, so upstream never sends into nothing.
+    let (export, exporter) = Exporter::start(&cfg.exporters.otlp, metrics.clone())?;
+    let cache = Arc::new(DecisionCache::new(
+        cfg.buffer.decision_cache.kept_traces,
+        cfg.buffer.decision_cache.dropped_traces,
+        cfg.buffer.decision_cache.ttl,
+    ));
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let workers = cfg.plugins.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let (pipeline_tx, pipeline_done) = pipeline::start(
+        workers,
+        256,
+        PipelineContext { policy: policy.clone(), cache: cache.clone(), export, metrics: metrics.clone() },
+    )
+    .map_err(AppError::Threads)?;
+
+    let limits = BufferLimits::from(&cfg.buffer);
+    let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
+    let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());
+    let buffer_task = tokio::spawn(buffer::run(
+        ingest_rx,
+        TraceBuffer::new(limits, cache),
+        PipelineSender::new(pipeline_tx),
+        pressure,
+        metrics.clone(),
+    ));
+
+    let (stop, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut receivers = Vec::new();
+    if let (Some(l), Some(g)) = (grpc_listener, &protocols.grpc) {
+        let ctx = ReceiverContext {
+            ingest: ingest.clone(),
+            metrics: metrics.clone(),
+            max_body_bytes: g.max_recv_msg_size.as_usize(),
+        };
+        receivers.push(tokio::spawn(receiver::grpc::serve(l, ctx, stopped())));
+    }
+    if let (Some(l), Some(h)) = (http_listener, &protocols.http) {
+        let ctx = ReceiverContext {
+            ingest: ingest.clone(),
+            metrics: metrics.clone(),
+            max_body_bytes: h.max_request_body_size.as_usize(),
+        };
+        receivers.push(tokio::spawn(receiver::http::serve(l, ctx, stopped())));
+    }
+    drop(ingest);
+    let ready = Arc::new(AtomicBool::new(true));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState { metrics: metrics.clone(), ready: ready.clone() },
+        stopped(),
+    ));
+    tracing::info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "tailgate is listening");
+
+    let grace = cfg.service.shutdown_grace;
+    let done_metrics = metrics.clone();
+    let done = tokio::spawn(async move {
+        for r in receivers {
+            match r.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "receiver stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "receiver task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        ready.store(false, Ordering::Relaxed);
+        tracing::info!("receivers stopped; deciding buffered traces");
+        // The buffer ends when the last ingest handle (held by receivers) is gone, then hands everything
+        // to the pipeline; the pipeline ends when the buffer's senders are gone.
+        let _ = buffer_task.await;
+        let _ = pipeline_done.await;
+        tracing::info!("pipeline finished; draining exporter");
+        exporter.shutdown(grace).await;
+        let _ = admin_task.await;
+        let _ = done_metrics;
+        tracing::info!("tailgate stopped");
+    });
+    Ok(RunningApp { grpc_addr, http_addr, admin_addr, metrics, policy, stop, done })
+}
+
+/// Starts tailgate from a configuration: loads the policy's plugins, then every stage.
+pub async fn start(config: Config) -> Result<RunningApp, AppError> {
+    let policy = crate::policy::load(&config).map_err(|e| AppError::Policy(e.to_string()))?;
+    start_with_policy(config, policy).await
+}
+
+/// Runs tailgate until `shutdown` completes, then shuts down gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let app = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutdown requested");
+    app.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! The trace buffer: groups spans by trace id until each trace is due for a decision, within a byte bound.
+//!
+//! A trace is due when the first of these fires: its root arrived and nothing new came for `settle`;
+//! nothing new came for `idle_timeout`; `max_wait` passed since its first span; it reached
+//! `max_spans_per_trace` / `max_bytes_per_trace`; or the buffer is past 90 % of `max_buffer_bytes`, in which
+//! case the oldest traces are decided early (never dropped undecided) until it is below 80 %. Spans of a
+//! trace that was already handed on follow it to the pipeline as late spans (see `decisions`).
+//!
+//! [`TraceBuffer`] is plain synchronous state with an explicit clock, so every trigger is unit-tested
+//! with exact instants; [`run`] is the task around it.
+
+use crate::config::BufferConfig;
+use crate::decisions::DecisionCache;
+use crate::ingest::{Ack, Pressure, SpanBatch};
+use crate::metrics::{Metrics, TriggerLabels};
+use crate::otlp::{SpanRecord, TraceId};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+
+/// Why a trace became due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    Settle,
+    Idle,
+    MaxWait,
+    Size,
+    Pressure,
+    Shutdown,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Settle => "settle",
+            Trigger::Idle => "idle",
+            Trigger::MaxWait => "max_wait",
+            Trigger::Size => "size",
+            Trigger::Pressure => "pressure",
+            Trigger::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A complete trace, due for its decision.
+#[derive(Debug)]
+pub struct DueTrace {
+    pub trace_id: TraceId,
+    pub spans: Vec<SpanRecord>,
+    /// Acks of the batches these spans came in; dropped once the spans are decided and handed on.
+    pub acks: Vec<Ack>,
+    pub trigger: Trigger,
+    pub first_seen: Instant,
+    /// When it became due (for the decision latency metric).
+    pub due_at: Instant,
+}
+
+/// Spans of a trace that was already handed to the pipeline.
+#[derive(Debug)]
+pub struct LateSpans {
+    pub trace_id: TraceId,
+    pub spans: Vec<SpanRecord>,
+    pub acks: Vec<Ack>,
+}
+
+/// What the buffer hands to the pipeline.
+#[derive(Debug)]
+pub enum BufferOutput {
+    Due(DueTrace),
+    Late(LateSpans),
+}
+
+impl BufferOutput {
+    pub fn trace_id(&self) -> TraceId {
+        match self {
+            BufferOutput::Due(t) => t.trace_id,
+            BufferOutput::Late(l) => l.trace_id,
+        }
+    }
+}
+
+/// Timing and size limits (from [`BufferConfig`]).
+#[derive(Debug, Clone)]
+pub struct BufferLimits {
+    pub settle: Duration,
+    pub idle_timeout: Duration,
+    pub max_wait: Duration,
+    pub max_spans_per_trace: usize,
+    pub max_bytes_per_trace: usize,
+    pub max_buffer_bytes: usize,
+}
+
+impl From<&BufferConfig> for BufferLimits {
+    fn from(c: &BufferConfig) -> Self {
+        BufferLimits {
+            settle: c.settle,
+            idle_timeout: c.idle_timeout,
+            max_wait: c.max_wait,
+            max_spans_per_trace: c.max_spans_per_trace,
+            max_bytes_per_trace: c.max_bytes_per_trace.as_usize(),
+            max_buffer_bytes: c.max_buffer_bytes.as_usize(),
+        }
+    }
+}
+
+struct Entry {
+    spans: Vec<SpanRecord>,
+    acks: Vec<Ack>,
+    first_seen: Instant,
+    last_seen: Instant,
+    bytes: usize,
+    has_root: bool,
+    /// Due time of this trace's live entry in the heap (older heap entries for it are stale).
+    heap_due: Instant,
+}
+
+impl Entry {
+    fn deadline(&self, l: &BufferLimits) -> (Instant, Trigger) {
+        let mut best = (self.first_seen + l.max_wait, Trigger::MaxWait);
+        let idle = (self.last_seen + l.idle_timeout, Trigger::Idle);
+        if idle.0 < best.0 {
+            best = idle;
+        }
+        if self.has_root {
+            let settle = (self.last_seen + l.settle, Trigger::Settle);
+            if settle.0 <= best.0 {
+                best = settle;
+            }
+        }
+        best
+    }
+}
+
+/// The buffer's state. See the module header.
+pub struct TraceBuffer {
+    limits: BufferLimits,
+    traces: HashMap<TraceId, Entry>,
+    /// Lazy min-heap of (due, trace): an entry is live only if it equals the trace's `heap_due`.
+    heap: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    /// Traces in creation order, for deciding the oldest first under memory pressure (lazy as well).
+    order: VecDeque<(Instant, TraceId)>,
+    bytes: usize,
+    spans: usize,
+    cache: Arc<DecisionCache>,
+}
+
+impl TraceBuffer {
+    pub fn new(limits: BufferLimits, cache: Arc<DecisionCache>) -> TraceBuffer {
+        TraceBuffer {
+            limits,
+            traces: HashMap::new(),
+            heap: BinaryHeap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            spans: 0,
+            cache,
+        }
+    }
+
+    /// Bytes charged for buffered spans.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Buffered traces.
+    pub fn trace_count(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Buffered spans.
+    pub fn span_count(&self) -> usize {
+        self.spans
+    }
+
+    /// Adds a batch; returns what is due right away (late spans, traces that hit a size limit, and traces
+    /// decided early under memory pressure).
+    pub fn insert(&mut self, batch: SpanBatch, now: Instant, out: &mut Vec<BufferOutput>) {
+        for (trace_id, spans) in batch.traces {
+            self.insert_trace(trace_id, spans, batch.ack.as_ref(), now, out);
+        }
+        self.relieve_pressure(now, out);
+    }
+
+    fn insert_trace(
+        &mut self,
+        trace_id: TraceId,
+        spans: Vec<SpanRecord>,
+        ack: Option<&Ack>,
+        now: Instant,
+        out: &mut Vec<BufferOutput>,
+    ) {
+        let added: usize = spans.iter().map(SpanRecord::charged_bytes).sum();
+        let has_root = spans.iter().any(SpanRecord::is_root);
+        let entry = match self.traces.get_mut(&trace_id) {
+            Some(e) => e,
+            None => {
+                if self.cache.lookup(trace_id, now).is_some() {
+                    out.push(BufferOutput::Late(LateSpans { trace_id, spans, acks: ack.cloned().into_iter().collect() }));
+                    return;
+                }
+                self.order.push_back((now, trace_id));
+                self.traces.entry(trace_id).or_insert(Entry {
+                    spans: Vec::new(),
+                    acks: Vec::new(),
+                    first_seen: now,
+                    last_seen: now,
+                    bytes: 0,
+                    has_root: false,
+                    heap_due: now + self.limits.max_wait,
+                })
+            }
+        };
+        let fresh = entry.spans.is_empty();
+        self.bytes += added;
+        self.spans += spans.len();
+        entry.bytes += added;
+        entry.last_seen = now;
+        entry.has_root |= has_root;
+        if entry.spans.is_empty() {
+            entry.spans = spans;
+        } else {
+            entry.spans.extend(spans);
+        }
+        if let Some(a) = ack {
+            entry.acks.push(a.clone());
+        }
+        if entry.spans.len() >= self.limits.max_spans_per_trace || entry.bytes >= self.limits.max_bytes_per_trace {
+            self.take(trace_id, Trigger::Size, now, out);
+            return;
+        }
+        // Only schedule when the deadline moved earlier (new trace, or root arrived); a later deadline is
+        // found when the existing heap entry pops.
+        let (due, _) = entry.deadline(&self.limits);
+        if fresh || due < entry.heap_due {
+            entry.heap_due = due;
+            self.heap.push(Reverse((due, trace_id)));
+        }
+    }
+
+    /// Removes a trace and emits it.
+    fn take(&mut self, trace_id: TraceId, trigger: Trigger, now: Instant, out: &mut Vec<BufferOutput>) {
+        if let Some(e) = self.traces.remove(&trace_id) {
+            self.bytes -= e.bytes;
+            self.spans -= e.spans.len();
+            self.cache.mark_pending(trace_id);
+            out.push(BufferOutput::Due(DueTrace {
+                trace_id,
+                spans: e.spans,
+                acks: e.acks,
+                trigger,
+                first_seen: e.first_seen,
+                due_at: now,
+            }));
+        }
+    }
+
+    /// The earliest instant at which [`TraceBuffer::expire`] may have something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((due, _))| *due)
+    }
+
+    /// Emits every trace whose deadline has passed.
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<BufferOutput>) {
+        while let Some(Reverse((due, id))) = self.heap.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(e) = self.traces.get_mut(&id) else { continue };
+            if e.heap_due != due {
+                continue; // stale
+            }
+            let (actual, trigger) = e.deadline(&self.limits);
+            if actual <= now {
+                self.take(id, trigger, now, out);
+            } else {
+                e.heap_due = actual;
+                self.heap.push(Reverse((actual, id)));
+            }
+        }
+        // Drop creation-order entries of traces that are gone, so the queue tracks live traces only.
+        while let Some((first, id)) = self.order.front() {
+            match self.traces.get(id) {
+                Some(e) if e.first_seen == *first => break,
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Past 90 % of the byte bound, decides the oldest traces until below 80 %.
+    pub fn relieve_pressure(&mut self, now: Instant, out: &mut Vec<BufferOutput>) {
+        let max = self.limits.max_buffer_bytes;
+        if self.bytes <= max / 10 * 9 {
+            return;
+        }
+        let target = max / 10 * 8;
+        while self.bytes > target {
+            let Some((first, id)) = self.order.pop_front() else { break };
+            if self.traces.get(&id).is_some_and(|e| e.first_seen == first) {
+                self.take(id, Trigger::Pressure, now, out);
+            }
+        }
+    }
+
+    /// Emits everything (shutdown).
+    pub fn drain(&mut self, now: Instant, out: &mut Vec<BufferOutput>) {
+        let ids: Vec<TraceId> = self.order.drain(..).map(|(_, id)| id).collect();
+        for id in ids {
+            self.take(id, Trigger::Shutdown, now, out);
+        }
+        self.heap.clear();
+    }
+}
+
+/// Where the buffer sends due traces: one bounded queue per pipeline worker; a trace and its late spans
+/// always go to the same worker (by trace id) so they are handled in order.
+#[derive(Clone)]
+pub struct PipelineSender {
+    workers: Vec<mpsc::Sender<BufferOutput>>,
+}
+
+impl PipelineSender {
+    pub fn new(workers: Vec<mpsc::Sender<BufferOutput>>) -> PipelineSender {
+        PipelineSender { workers }
+    }
+
+    async fn send(&self, o: BufferOutput) -> bool {
+        let i = (o.trace_id() as usize) % self.workers.len();
+        self.workers[i].send(o).await.is_ok()
+    }
+}
+
+/// Runs the buffer until the ingest queue closes (all receivers stopped), then hands everything still
+/// buffered to the pipeline (shutdown trigger) and returns.
+pub async fn run(
+    mut rx: mpsc::Receiver<SpanBatch>,
+    mut buffer: TraceBuffer,
+    pipeline: PipelineSender,
+    pressure: Arc<Pressure>,
+    metrics: Arc<Metrics>,
+) {
+    metrics.buffer_bytes_limit.set(buffer.limits.max_buffer_bytes as i64);
+    let mut out = Vec::new();
+    loop {
+        let deadline = buffer.next_deadline();
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                let charged = batch.charged;
+                buffer.insert(batch, Instant::now(), &mut out);
+                pressure.dequeued(charged);
+            }
+            _ = sleep_until(deadline) => {
+                buffer.expire(Instant::now(), &mut out);
+            }
+        }
+        pressure.set_buffered(buffer.bytes());
+        if !flush(&mut out, &pipeline, &metrics).await {
+            break;
+        }
+        metrics.buffer_traces.set(buffer.trace_count() as i64);
+        metrics.buffer_spans.set(buffer.span_count() as i64);
+        metrics.buffer_bytes.set(buffer.bytes() as i64);
+    }
+    buffer.drain(Instant::now(), &mut out);
+    pressure.set_buffered(0);
+    flush(&mut out, &pipeline, &metrics).await;
+    metrics.buffer_traces.set(0);
+    metrics.buffer_spans.set(0);
+    metrics.buffer_bytes.set(0);
+}
+
+async fn flush(out: &mut Vec<BufferOutput>, pipeline: &PipelineSender, metrics: &Metrics) -> bool {
+    for o in out.drain(..) {
+        if let BufferOutput::Due(t) = &o {
+            metrics.decision_triggers.get_or_create(&TriggerLabels { trigger: t.trigger.as_str() }).inc();
+        }
+        if !pipeline.send(o).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! The command line: `tailgate [--config FILE]` runs the proxy, `tailgate validate --config FILE` checks a
+//! configuration, `tailgate plugin check FILE.wasm` inspects a plugin.
+
+use crate::config::{Config, ConfigError, Overrides};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// tailgate: a tail-sampling, PII-redacting OpenTelemetry trace proxy with WebAssembly policy plugins.
+#[derive(Debug, Parser)]
+#[command(name = "tailgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (YAML). Without it tailgate runs on the built-in defaults: receive on
+    /// 0.0.0.0:4317/4318, keep every trace, export OTLP/gRPC to http://localhost:4317.
+    #[arg(long, short, global = true, env = "TAILGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub overrides: Overrides,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Check a configuration file and exit: 0 when valid, 1 with a message naming the problem.
+    Validate,
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load a component and report which world it implements.
+    Check {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
+}
+
+/// The built-in configuration used without `--config`: keep everything (a pass-through), so a first run
+/// shows traffic flowing; real policies come from a file.
+pub const DEFAULT_CONFIG: &str = "policy:\n  default: keep\n";
+
+impl Cli {
+    /// The configuration: the file (or the built-in default) with flags and environment applied.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::parse(DEFAULT_CONFIG, "built-in default")?,
+        };
+        cfg.apply(&self.overrides);
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: self.config.as_ref().map_or("command line".into(), |p| p.display().to_string()),
+            message,
+        })?;
+        Ok(cfg)
+    }
+}

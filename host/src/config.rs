@@ -1,0 +1,712 @@
+//! The configuration file: serde structs in the OpenTelemetry Collector's vocabulary where it applies,
+//! `${env:NAME}` substitution, unknown keys rejected with their name, documented defaults, and the
+//! command-line / environment overrides applied on top.
+//!
+//! The full reference with every key and default is `docs/configuration.md`; keep the two in step.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration could not be loaded. Messages name the file, the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: environment variable `{name}` referenced as ${{env:{name}}} is not set")]
+    MissingEnv { path: String, name: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The whole configuration. Every section is optional; an empty file means all defaults.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub receivers: Receivers,
+    pub exporters: Exporters,
+    pub buffer: BufferConfig,
+    pub policy: PolicyConfig,
+    pub plugins: PluginRuntimeConfig,
+    pub admin: AdminConfig,
+    pub service: ServiceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Receivers {
+    pub otlp: OtlpReceiver,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiver {
+    pub protocols: OtlpProtocols,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpProtocols {
+    /// OTLP/gRPC; `null` disables it.
+    pub grpc: Option<GrpcReceiver>,
+    /// OTLP/HTTP; `null` disables it.
+    pub http: Option<HttpReceiver>,
+}
+
+impl Default for OtlpProtocols {
+    fn default() -> Self {
+        OtlpProtocols { grpc: Some(GrpcReceiver::default()), http: Some(HttpReceiver::default()) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcReceiver {
+    /// Listen address. Default `0.0.0.0:4317`.
+    pub endpoint: SocketAddr,
+    /// Largest accepted request, after decompression. Default 16 MiB.
+    pub max_recv_msg_size: ByteSize,
+}
+
+impl Default for GrpcReceiver {
+    fn default() -> Self {
+        GrpcReceiver { endpoint: ([0, 0, 0, 0], 4317).into(), max_recv_msg_size: ByteSize::mib(16) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpReceiver {
+    /// Listen address. Default `0.0.0.0:4318`.
+    pub endpoint: SocketAddr,
+    /// Largest accepted body, compressed and decompressed. Default 16 MiB.
+    pub max_request_body_size: ByteSize,
+}
+
+impl Default for HttpReceiver {
+    fn default() -> Self {
+        HttpReceiver { endpoint: ([0, 0, 0, 0], 4318).into(), max_request_body_size: ByteSize::mib(16) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Exporters {
+    pub otlp: OtlpExporter,
+}
+
+/// How kept spans leave tailgate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportProtocol {
+    /// OTLP/gRPC (Jaeger's port 4317).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP protobuf (Jaeger's port 4318, path `/v1/traces`).
+    Http,
+    /// OTLP/JSON lines to a file (`endpoint` is the path, `-` is standard output), like the Collector's
+    /// file exporter: one `ExportTraceServiceRequest` per line. For trying tailgate without Jaeger.
+    File,
+}
+
+impl fmt::Display for ExportProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExportProtocol::Grpc => "grpc",
+            ExportProtocol::Http => "http",
+            ExportProtocol::File => "file",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    #[default]
+    Gzip,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpExporter {
+    /// `grpc`, `http` or `file`. Default `grpc`.
+    pub protocol: ExportProtocol,
+    /// gRPC: `http://host:4317`; HTTP: `http://host:4318` (`/v1/traces` is appended unless a path is
+    /// given); file: a path or `-`. Default `http://localhost:4317`.
+    pub endpoint: String,
+    /// Default `gzip`.
+    pub compression: Compression,
+    /// Extra request headers (gRPC metadata), e.g. an authorization token.
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub sending_queue: SendingQueue,
+    pub retry_on_failure: RetryConfig,
+    pub batch: BatchConfig,
+}
+
+impl Default for OtlpExporter {
+    fn default() -> Self {
+        OtlpExporter {
+            protocol: ExportProtocol::Grpc,
+            endpoint: "http://localhost:4317".into(),
+            compression: Compression::Gzip,
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            sending_queue: SendingQueue::default(),
+            retry_on_failure: RetryConfig::default(),
+            batch: BatchConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendingQueue {
+    /// Most spans waiting for export (in batches and retries). When full, the pipeline waits, which in
+    /// turn fills the buffer and pushes back on clients. Default 200 000.
+    pub queue_size: usize,
+    /// Concurrent export requests. Default 4.
+    pub num_consumers: usize,
+}
+
+impl Default for SendingQueue {
+    fn default() -> Self {
+        SendingQueue { queue_size: 200_000, num_consumers: 4 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub enabled: bool,
+    /// First backoff. Default 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    /// Longest backoff. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Give up on a batch (counted as `failed`) after this long. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: Duration::from_millis(200),
+            max_interval: Duration::from_secs(10),
+            max_elapsed_time: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Send when this many spans are waiting. Default 8192.
+    pub send_batch_size: usize,
+    /// Never send more spans than this in one request. Default 16384.
+    pub send_batch_max_size: usize,
+    /// Send what is waiting after this long. Default 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { send_batch_size: 8192, send_batch_max_size: 16384, timeout: Duration::from_millis(200) }
+    }
+}
+
+/// When a trace is decided, and how much may wait.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Decide once the root span has arrived and nothing new came for this long. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// Decide when nothing new came for this long, root or not. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Decide at the latest this long after the first span. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Decide a trace early when it holds this many spans. Default 10 000.
+    pub max_spans_per_trace: usize,
+    /// Decide a trace early when it holds this many bytes. Default 8 MiB.
+    pub max_bytes_per_trace: ByteSize,
+    /// Bound on all buffered spans. Past 90 % the oldest traces are decided early; at 100 % receivers
+    /// push back. Default: 1/8 of the machine's memory, at most 4 GiB (`auto`).
+    pub max_buffer_bytes: ByteSize,
+    /// Remembered decisions, for spans that arrive after their trace was decided.
+    pub decision_cache: DecisionCacheConfig,
+    /// Capacity of the queue between receivers and the buffer, in requests. Default 1024.
+    pub queue_size: usize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            settle: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            max_wait: Duration::from_secs(30),
+            max_spans_per_trace: 10_000,
+            max_bytes_per_trace: ByteSize::mib(8),
+            max_buffer_bytes: ByteSize::auto_buffer(),
+            decision_cache: DecisionCacheConfig::default(),
+            queue_size: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCacheConfig {
+    /// Kept trace ids remembered (with the rule that kept them). Default 200 000.
+    pub kept_traces: usize,
+    /// Dropped trace ids remembered. Default 1 000 000.
+    pub dropped_traces: usize,
+    /// Forget a decision after this long. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for DecisionCacheConfig {
+    fn default() -> Self {
+        DecisionCacheConfig { kept_traces: 200_000, dropped_traces: 1_000_000, ttl: Duration::from_secs(300) }
+    }
+}
+
+/// What happens to a trace when no rule keeps or drops it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultDecision {
+    Keep,
+    #[default]
+    Drop,
+}
+
+/// What a sampler failure (trap, timeout, bad result) counts as.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerFailurePolicy {
+    /// Keep the trace (fail open). Default.
+    #[default]
+    Keep,
+    /// Treat the rule as having no opinion.
+    Abstain,
+    /// Drop the trace.
+    Drop,
+}
+
+/// What happens to a kept trace whose redactor fails.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactorFailurePolicy {
+    /// Remove every attribute not on the strict allow-list and clear messages. Default.
+    #[default]
+    StrictScrub,
+    /// Drop the trace (counted).
+    Drop,
+}
+
+/// The sampling policy: ordered rules (first keep/drop wins), then redactors on kept traces.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Decision when every rule abstains. Default `drop`.
+    pub default: DefaultDecision,
+    pub rules: Vec<RuleConfig>,
+    pub redactors: Vec<RuleConfig>,
+    pub on_sampler_failure: SamplerFailurePolicy,
+    pub on_redactor_failure: RedactorFailurePolicy,
+}
+
+/// One rule: a plugin file and the configuration passed to its `init`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name, used in metrics, logs and the `tailgate.rule` span attribute.
+    pub name: String,
+    /// Path to the `.wasm` component, relative to the config file.
+    pub plugin: PathBuf,
+    /// Any YAML; handed to the plugin's `init` as JSON text.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Evaluated beside the live policy, decisions only counted (samplers only).
+    #[serde(default)]
+    pub shadow: bool,
+    /// Per-call deadline, overriding `plugins.call_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub call_timeout: Option<Duration>,
+    /// Memory cap, overriding `plugins.memory_limit`.
+    #[serde(default)]
+    pub memory_limit: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginRuntimeConfig {
+    /// Where compiled plugins are cached. Default `$XDG_CACHE_HOME/tailgate` or `~/.cache/tailgate`.
+    pub cache_dir: Option<PathBuf>,
+    /// Deadline for one plugin call. Default 5 ms.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Linear memory cap per plugin instance. Default 64 MiB.
+    pub memory_limit: ByteSize,
+    /// Threads that run plugin calls. Default: the number of cores.
+    pub workers: Option<usize>,
+}
+
+impl Default for PluginRuntimeConfig {
+    fn default() -> Self {
+        PluginRuntimeConfig {
+            cache_dir: None,
+            call_timeout: Duration::from_millis(5),
+            memory_limit: ByteSize::mib(64),
+            workers: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `/healthz`, `/metrics`. Default `127.0.0.1:8888` (localhost only).
+    pub endpoint: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { endpoint: ([127, 0, 0, 1], 8888).into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `tailgate=debug`. Default `info`; `RUST_LOG` overrides.
+    pub log_level: String,
+    /// On SIGINT/SIGTERM: time allowed to decide what is buffered and drain the exporter. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig { log_format: LogFormat::Text, log_level: "info".into(), shutdown_grace: Duration::from_secs(10) }
+    }
+}
+
+/// A size in bytes, written as an integer or with a unit: `512KiB`, `16MiB`, `2GiB`, `1.5GB`, or `auto`
+/// where a default is computed from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const fn mib(n: u64) -> Self {
+        ByteSize(n * 1024 * 1024)
+    }
+
+    /// 1/8 of physical memory, between 64 MiB and 4 GiB.
+    pub fn auto_buffer() -> Self {
+        let total = physical_memory().unwrap_or(2 << 30);
+        ByteSize((total / 8).clamp(64 << 20, 4 << 30))
+    }
+
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "auto" {
+            return Ok(Self::auto_buffer());
+        }
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}` (use e.g. 512KiB, 16MiB, 1GiB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1000 * 1000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" | "g" => 1 << 30,
+            other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b >= 1 << 30 && b % (1 << 20) == 0 {
+            write!(f, "{:.1}GiB", b as f64 / (1u64 << 30) as f64)
+        } else if b >= 1 << 20 {
+            write!(f, "{:.1}MiB", b as f64 / (1u64 << 20) as f64)
+        } else {
+            write!(f, "{b}B")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn physical_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Settings given on the command line or in `TAILGATE_*` environment variables; they win over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// OTLP/gRPC listen address (file: receivers.otlp.protocols.grpc.endpoint).
+    #[arg(long, env = "TAILGATE_OTLP_GRPC_ENDPOINT")]
+    pub otlp_grpc_endpoint: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (file: receivers.otlp.protocols.http.endpoint).
+    #[arg(long, env = "TAILGATE_OTLP_HTTP_ENDPOINT")]
+    pub otlp_http_endpoint: Option<SocketAddr>,
+    /// Where kept traces go: a URL, or a path / `-` with `--exporter-protocol file`
+    /// (file: exporters.otlp.endpoint).
+    #[arg(long, env = "TAILGATE_EXPORTER_ENDPOINT")]
+    pub exporter_endpoint: Option<String>,
+    /// grpc, http or file (file: exporters.otlp.protocol).
+    #[arg(long, env = "TAILGATE_EXPORTER_PROTOCOL")]
+    pub exporter_protocol: Option<ExportProtocol>,
+    /// Admin server address for /healthz and /metrics (file: admin.endpoint).
+    #[arg(long, env = "TAILGATE_ADMIN_ENDPOINT")]
+    pub admin_endpoint: Option<SocketAddr>,
+    /// Log format, text or json (file: service.log_format).
+    #[arg(long, env = "TAILGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads, substitutes `${env:NAME}`, parses and validates a config file. Relative plugin paths are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg = Config::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for rule in cfg.policy.rules.iter_mut().chain(cfg.policy.redactors.iter_mut()) {
+            if rule.plugin.is_relative() {
+                rule.plugin = base.join(&rule.plugin);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, origin, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::parse`] with a custom environment lookup (tests).
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = substitute_env(text, origin, env)?;
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_norway::from_str(&text)
+                .map_err(|e| ConfigError::Invalid { path: origin.to_owned(), message: e.to_string() })?
+        };
+        cfg.validate().map_err(|message| ConfigError::Invalid { path: origin.to_owned(), message })?;
+        Ok(cfg)
+    }
+
+    /// Applies command-line / environment overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(a) = o.otlp_grpc_endpoint {
+            self.receivers.otlp.protocols.grpc.get_or_insert_with(Default::default).endpoint = a;
+        }
+        if let Some(a) = o.otlp_http_endpoint {
+            self.receivers.otlp.protocols.http.get_or_insert_with(Default::default).endpoint = a;
+        }
+        if let Some(e) = &o.exporter_endpoint {
+            self.exporters.otlp.endpoint = e.clone();
+        }
+        if let Some(p) = o.exporter_protocol {
+            self.exporters.otlp.protocol = p;
+        }
+        if let Some(a) = o.admin_endpoint {
+            self.admin.endpoint = a;
+        }
+        if let Some(f) = o.log_format {
+            self.service.log_format = f;
+        }
+    }
+
+    /// Checks relations between keys that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let b = &self.buffer;
+        if b.settle.is_zero() || b.idle_timeout.is_zero() || b.max_wait.is_zero() {
+            return Err("buffer.settle, buffer.idle_timeout and buffer.max_wait must be greater than 0".into());
+        }
+        if b.max_spans_per_trace == 0 || b.queue_size == 0 {
+            return Err("buffer.max_spans_per_trace and buffer.queue_size must be greater than 0".into());
+        }
+        let e = &self.exporters.otlp;
+        if e.batch.send_batch_size == 0 || e.batch.send_batch_max_size < e.batch.send_batch_size {
+            return Err("exporters.otlp.batch: send_batch_size must be > 0 and <= send_batch_max_size".into());
+        }
+        if e.sending_queue.queue_size < e.batch.send_batch_max_size {
+            return Err("exporters.otlp.sending_queue.queue_size must be >= batch.send_batch_max_size".into());
+        }
+        if e.sending_queue.num_consumers == 0 {
+            return Err("exporters.otlp.sending_queue.num_consumers must be greater than 0".into());
+        }
+        if e.protocol != ExportProtocol::File
+            && !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://"))
+        {
+            return Err(format!(
+                "exporters.otlp.endpoint `{}` must start with http:// or https:// for protocol {}",
+                e.endpoint, e.protocol
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (section, rules) in [("rules", &self.policy.rules), ("redactors", &self.policy.redactors)] {
+            for (i, r) in rules.iter().enumerate() {
+                if r.name.is_empty() {
+                    return Err(format!("policy.{section}[{i}].name must not be empty"));
+                }
+                if !names.insert(r.name.as_str()) {
+                    return Err(format!("policy.{section}[{i}].name `{}` is used twice", r.name));
+                }
+                if section == "redactors" && r.shadow {
+                    return Err(format!("policy.redactors[{i}] `{}`: shadow is only for sampling rules", r.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `${env:NAME}` and `${NAME}` with the variable's value, as the Collector does. `$$` is a `$`.
+fn substitute_env(text: &str, origin: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err(ConfigError::Invalid { path: origin.into(), message: "unclosed `${` in config".into() });
+            };
+            let name = body[..end].strip_prefix("env:").unwrap_or(&body[..end]);
+            let value = env(name).ok_or_else(|| ConfigError::MissingEnv { path: origin.into(), name: name.into() })?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("", "t").expect("ok");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.receivers.otlp.protocols.grpc.as_ref().map(|g| g.endpoint.port()), Some(4317));
+        assert_eq!(c.admin.endpoint.to_string(), "127.0.0.1:8888");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("buffer:\n  setle: 1s\n", "cfg.yaml").expect_err("typo");
+        let m = e.to_string();
+        assert!(m.contains("setle") && m.contains("cfg.yaml"), "{m}");
+    }
+
+    #[test]
+    fn env_substitution_and_missing_env() {
+        let env = |k: &str| (k == "EP").then(|| "http://jaeger:4317".to_owned());
+        let c = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:EP}\n", "t", env).expect("ok");
+        assert_eq!(c.exporters.otlp.endpoint, "http://jaeger:4317");
+        let c = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${EP}\n", "t", env).expect("ok");
+        assert_eq!(c.exporters.otlp.endpoint, "http://jaeger:4317");
+        let e = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:NOPE}\n", "t", env)
+            .expect_err("missing");
+        assert!(e.to_string().contains("NOPE"));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        let c = Config::parse(
+            "buffer:\n  max_buffer_bytes: 512MiB\n  settle: 1500ms\nreceivers:\n  otlp:\n    protocols:\n      http:\n        max_request_body_size: 1048576\n",
+            "t",
+        )
+        .expect("ok");
+        assert_eq!(c.buffer.max_buffer_bytes, ByteSize::mib(512));
+        assert_eq!(c.buffer.settle, Duration::from_millis(1500));
+        assert_eq!(c.receivers.otlp.protocols.http.map(|h| h.max_request_body_size), Some(ByteSize::mib(1)));
+        assert!(Config::parse("buffer:\n  max_buffer_bytes: 5 parsecs\n", "t").is_err());
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::default();
+        c.apply(&Overrides {
+            exporter_protocol: Some(ExportProtocol::File),
+            exporter_endpoint: Some("-".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.exporters.otlp.protocol, ExportProtocol::File);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn duplicate_rule_names_rejected() {
+        let y = "policy:\n  rules:\n    - {name: a, plugin: x.wasm}\n    - {name: a, plugin: y.wasm}\n";
+        assert!(Config::parse(y, "t").expect_err("dup").to_string().contains("used twice"));
+    }
+}

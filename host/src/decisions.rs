@@ -1,0 +1,164 @@
+//! Remembered decisions, so spans that arrive after their trace was decided follow that decision.
+//!
+//! Shared by the buffer (which marks a trace `Pending` when it hands it to the pipeline, and routes later
+//! spans of any remembered trace to the pipeline instead of starting a new trace) and the pipeline (which
+//! records the outcome). Kept and dropped traces are remembered separately with their own capacity and a
+//! common time-to-live; ids are the full 128 bits. Sharded by trace id so the two sides rarely contend.
+
+use crate::otlp::TraceId;
+use lru::LruCache;
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use tokio::time::{Duration, Instant};
+
+const SHARDS: usize = 16;
+
+/// What tailgate knows about a trace that is no longer buffered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Remembered {
+    /// Handed to the pipeline, decision not recorded yet.
+    Pending,
+    /// Kept: late spans are exported with the same annotations.
+    Kept(Arc<KeepInfo>),
+    /// Dropped: late spans are dropped.
+    Dropped,
+}
+
+/// What a late span of a kept trace needs to be exported like the rest of its trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeepInfo {
+    /// Rule that kept the trace (`default` when no rule decided).
+    pub rule: Arc<str>,
+    /// Sampling probability applied, when known.
+    pub probability: Option<f64>,
+}
+
+struct Shard {
+    kept: LruCache<TraceId, (Instant, Arc<KeepInfo>)>,
+    dropped: LruCache<TraceId, Instant>,
+    pending: HashSet<TraceId>,
+}
+
+/// The shared cache. See the module header.
+pub struct DecisionCache {
+    shards: Vec<Mutex<Shard>>,
+    ttl: Duration,
+}
+
+impl DecisionCache {
+    /// `kept` / `dropped` are total capacities (split over shards).
+    pub fn new(kept: usize, dropped: usize, ttl: Duration) -> DecisionCache {
+        let per = |n: usize| NonZeroUsize::new(n.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        DecisionCache {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        kept: LruCache::new(per(kept)),
+                        dropped: LruCache::new(per(dropped)),
+                        pending: HashSet::new(),
+                    })
+                })
+                .collect(),
+            ttl,
+        }
+    }
+
+    fn shard(&self, id: TraceId) -> std::sync::MutexGuard<'_, Shard> {
+        // Trace ids are random; the low bits spread evenly. A poisoned lock only means another thread
+        // panicked mid-update of plain maps; the data is still usable.
+        let i = (id as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a trace as handed to the pipeline.
+    pub fn mark_pending(&self, id: TraceId) {
+        self.shard(id).pending.insert(id);
+    }
+
+    /// Records a keep.
+    pub fn record_keep(&self, id: TraceId, info: Arc<KeepInfo>, now: Instant) {
+        let mut s = self.shard(id);
+        s.pending.remove(&id);
+        s.dropped.pop(&id);
+        s.kept.put(id, (now, info));
+    }
+
+    /// Records a drop.
+    pub fn record_drop(&self, id: TraceId, now: Instant) {
+        let mut s = self.shard(id);
+        s.pending.remove(&id);
+        s.kept.pop(&id);
+        s.dropped.put(id, now);
+    }
+
+    /// What is remembered about `id`, if anything (expired entries count as forgotten).
+    pub fn lookup(&self, id: TraceId, now: Instant) -> Option<Remembered> {
+        let mut s = self.shard(id);
+        if s.pending.contains(&id) {
+            return Some(Remembered::Pending);
+        }
+        if let Some((at, info)) = s.kept.get(&id) {
+            if now.duration_since(*at) <= self.ttl {
+                return Some(Remembered::Kept(info.clone()));
+            }
+            s.kept.pop(&id);
+            return None;
+        }
+        if let Some(at) = s.dropped.get(&id) {
+            if now.duration_since(*at) <= self.ttl {
+                return Some(Remembered::Dropped);
+            }
+            s.dropped.pop(&id);
+        }
+        None
+    }
+
+    /// Entries remembered (kept, dropped).
+    pub fn len(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(k, d), s| {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            (k + s.kept.len(), d + s.dropped.len())
+        })
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_keep_and_drop_separately_with_ttl() {
+        let c = DecisionCache::new(100, 100, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let info = Arc::new(KeepInfo { rule: "errors".into(), probability: None });
+        c.mark_pending(1);
+        assert_eq!(c.lookup(1, t0), Some(Remembered::Pending));
+        c.record_keep(1, info.clone(), t0);
+        c.record_drop(2, t0);
+        assert_eq!(c.lookup(1, t0), Some(Remembered::Kept(info)));
+        assert_eq!(c.lookup(2, t0), Some(Remembered::Dropped));
+        assert_eq!(c.lookup(3, t0), None);
+        assert_eq!(c.lookup(2, t0 + Duration::from_secs(61)), None);
+    }
+
+    #[test]
+    fn capacity_is_bounded() {
+        let c = DecisionCache::new(16, 32, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..10_000u128 {
+            c.record_drop(i, t0);
+        }
+        assert!(c.len().1 <= 32);
+        // Full 128-bit ids: two ids equal in the low 64 bits are different traces.
+        let c = DecisionCache::new(16, 32, Duration::from_secs(60));
+        c.record_drop(1 << 64 | 5, t0);
+        assert_eq!(c.lookup(5, t0), None);
+        assert_eq!(c.lookup(1 << 64 | 5, t0), Some(Remembered::Dropped));
+    }
+}

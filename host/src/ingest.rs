@@ -1,0 +1,222 @@
+//! The way into the buffer for every source: OTLP receivers today, a Kafka consumer later. A source hands
+//! over a [`SpanBatch`] through an [`IngestHandle`] (a bounded queue) and may attach an [`Ack`], which
+//! completes once every span of the batch is decided and either handed to the exporter or sampled out -
+//! the moment a Kafka source may commit the batch's offset.
+
+use crate::otlp::{ScannedRequest, SpanRecord, TraceId};
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{mpsc, oneshot};
+
+/// Accepted spans of one request, grouped by trace, each group's bytes copied into one allocation so the
+/// buffer charges exactly what it holds and never pins a whole request body.
+#[derive(Debug, Default)]
+pub struct SpanBatch {
+    pub traces: Vec<(TraceId, Vec<SpanRecord>)>,
+    pub span_count: usize,
+    /// Completes when all spans of this batch are decided (see the module header).
+    pub ack: Option<Ack>,
+    /// Bytes reserved against the memory bound while the batch is queued (set on submit).
+    pub charged: usize,
+}
+
+impl SpanBatch {
+    /// Groups a scanned request by trace id (first-seen order), copying each group's span bytes out of the
+    /// request body into one buffer.
+    pub fn from_scanned(req: ScannedRequest) -> SpanBatch {
+        let span_count = req.spans.len();
+        let mut index: HashMap<TraceId, usize> = HashMap::new();
+        let mut traces: Vec<(TraceId, Vec<SpanRecord>)> = Vec::new();
+        for (tid, span) in req.spans {
+            let i = *index.entry(tid).or_insert_with(|| {
+                traces.push((tid, Vec::new()));
+                traces.len() - 1
+            });
+            traces[i].1.push(span);
+        }
+        for (_, spans) in &mut traces {
+            let total: usize = spans.iter().map(|s| s.raw.len()).sum();
+            let mut buf = BytesMut::with_capacity(total);
+            for s in spans.iter() {
+                buf.extend_from_slice(&s.raw);
+            }
+            let buf = buf.freeze();
+            let mut at = 0;
+            for s in spans.iter_mut() {
+                let len = s.raw.len();
+                s.raw = buf.slice(at..at + len);
+                at += len;
+            }
+            spans.shrink_to_fit();
+        }
+        SpanBatch { traces, span_count, ack: None, charged: 0 }
+    }
+
+    /// Bytes the buffer will charge for these spans.
+    pub fn charged_bytes(&self) -> usize {
+        self.traces.iter().flat_map(|(_, s)| s).map(SpanRecord::charged_bytes).sum()
+    }
+
+    /// Attaches an acknowledgement.
+    pub fn with_ack(mut self, ack: Ack) -> SpanBatch {
+        self.ack = Some(ack);
+        self
+    }
+}
+
+/// A completion signal shared by everything derived from one batch; fires when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Ack(#[allow(dead_code)] Arc<AckInner>);
+
+#[derive(Debug)]
+struct AckInner {
+    done: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.done.lock()
+            && let Some(tx) = g.take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Ack {
+    /// A new ack and the receiver that completes when it (and all its clones) are dropped.
+    pub fn new() -> (Ack, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Arc::new(AckInner { done: std::sync::Mutex::new(Some(tx)) })), rx)
+    }
+}
+
+/// Why a batch was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The queue into the buffer is full.
+    #[error("tailgate is overloaded: ingest queue full")]
+    QueueFull,
+    /// The buffer is at its byte bound and early decisions have not freed enough yet.
+    #[error("tailgate is overloaded: trace buffer at its memory bound")]
+    MemoryPressure,
+    /// tailgate is stopping.
+    #[error("tailgate is shutting down")]
+    ShuttingDown,
+}
+
+impl Refused {
+    /// Metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::QueueFull => "queue_full",
+            Refused::MemoryPressure => "memory_pressure",
+            Refused::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// The memory bound shared by the ingest queue and the buffer: bytes queued for the buffer plus bytes
+/// buffered never exceed `limit`; a batch that would cross it is refused (backpressure).
+#[derive(Debug)]
+pub struct Pressure {
+    limit: usize,
+    /// Bytes in batches sitting in the ingest queue.
+    queued: AtomicUsize,
+    /// Bytes the buffer currently holds (published by the buffer).
+    buffered: AtomicUsize,
+}
+
+impl Pressure {
+    pub fn new(limit: usize) -> Pressure {
+        Pressure { limit, queued: AtomicUsize::new(0), buffered: AtomicUsize::new(0) }
+    }
+
+    /// The byte bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Called by the buffer after every change.
+    pub fn set_buffered(&self, bytes: usize) {
+        self.buffered.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Called by the buffer when it takes a batch off the queue.
+    pub fn dequeued(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Reserves room for `bytes`, or says no.
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        let prev = self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if prev + buffered + bytes > self.limit && prev + buffered > 0 {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// True when the queue and buffer together are at 100 % of the bound.
+    pub fn is_on(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) + self.buffered.load(Ordering::Relaxed) >= self.limit
+    }
+}
+
+/// The sending side of the bounded queue into the buffer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IngestHandle {
+    tx: mpsc::Sender<SpanBatch>,
+    pressure: Arc<Pressure>,
+}
+
+impl IngestHandle {
+    /// A handle and the queue's receiving end (for the buffer). `capacity` is in batches.
+    pub fn channel(capacity: usize, pressure: Arc<Pressure>) -> (IngestHandle, mpsc::Receiver<SpanBatch>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (IngestHandle { tx, pressure }, rx)
+    }
+
+    /// Hands a batch over without waiting: receivers turn a refusal into backpressure for the client.
+    pub fn try_submit(&self, mut batch: SpanBatch) -> Result<(), Refused> {
+        batch.charged = batch.charged_bytes();
+        if !self.pressure.try_reserve(batch.charged) {
+            return Err(Refused::MemoryPressure);
+        }
+        let charged = batch.charged;
+        self.tx.try_send(batch).map_err(|e| {
+            self.pressure.dequeued(charged);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Refused::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => Refused::ShuttingDown,
+            }
+        })
+    }
+
+    /// Hands a batch over, waiting for room in the queue and under the memory bound (for sources that
+    /// can pause, like a Kafka consumer).
+    pub async fn submit(&self, mut batch: SpanBatch) -> Result<(), Refused> {
+        batch.charged = batch.charged_bytes();
+        let mut wait = std::time::Duration::from_millis(1);
+        while !self.pressure.try_reserve(batch.charged) {
+            if self.tx.is_closed() {
+                return Err(Refused::ShuttingDown);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_millis(100));
+        }
+        let charged = batch.charged;
+        self.tx.send(batch).await.map_err(|_| {
+            self.pressure.dequeued(charged);
+            Refused::ShuttingDown
+        })
+    }
+
+    /// True while the buffer is at its byte bound.
+    pub fn under_pressure(&self) -> bool {
+        self.pressure.is_on()
+    }
+}

@@ -1,0 +1,60 @@
+//! The `tailgate` binary: parse the command line, set up logging, load the config, run.
+
+use anyhow::Context;
+use clap::Parser;
+use tailgate::cli::{Cli, Command, PluginCommand};
+use tailgate::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tailgate: {e}");
+            std::process::exit(1);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.service.log_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.service.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    match cli.command {
+        Some(Command::Validate) => {
+            tailgate::policy::load(&config).context("policy")?;
+            println!("{}: ok", cli.config.as_ref().map_or("built-in default".into(), |p| p.display().to_string()));
+            Ok(())
+        }
+        Some(Command::Plugin { command: PluginCommand::Check { file } }) => {
+            anyhow::bail!("plugin check is not available yet ({})", file.display())
+        }
+        Some(Command::Run) | None => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(tailgate::app::run(config, shutdown_signal())).context("tailgate")
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,160 @@
+//! Prometheus metrics: one registry per running app, with every counter and gauge the stages update.
+//! Served as text on the admin server's `/metrics`.
+//!
+//! Span accounting identity (checked by tests): every accepted span ends in exactly one of
+//! `tailgate_spans_exported_total`, `tailgate_spans_sampled_out_total`, or
+//! `tailgate_spans_lost_total{reason}`; until then it is counted in a buffer/queue gauge.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    /// `grpc`, `http`, or another source's name.
+    pub receiver: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub receiver: &'static str,
+    /// `invalid_trace_id`, `malformed`, `too_large`, `backpressure`, ...
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Rule that decided, or `default`, or `failure`.
+    pub rule: String,
+    /// `keep` or `drop`.
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    /// `settle`, `idle`, `max_wait`, `size`, `pressure`, `shutdown`.
+    pub trigger: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    /// `trap`, `timeout`, `out_of_memory`, `bad_result`.
+    pub kind: &'static str,
+}
+
+/// All metrics of one tailgate instance.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Spans accepted by a receiver (handed to the buffer).
+    pub spans_received: Family<ReceiverLabels, Counter>,
+    /// Spans not accepted, by receiver and reason (the client was told).
+    pub spans_refused: Family<RefusedLabels, Counter>,
+    /// Requests refused whole, by receiver and reason.
+    pub requests_refused: Family<RefusedLabels, Counter>,
+    /// Spans handed to the exporter and acknowledged by the downstream.
+    pub spans_exported: Counter,
+    /// Spans of traces that the policy dropped (on purpose).
+    pub spans_sampled_out: Counter,
+    /// Accepted spans that were lost, by reason (export gave up, redactor failed closed with drop, ...).
+    pub spans_lost: Family<ReasonLabels, Counter>,
+    /// Export requests that failed (each retry counts), by reason.
+    pub export_failures: Family<ReasonLabels, Counter>,
+    /// Spans waiting in the export queue (batching or retrying).
+    pub export_queue_spans: Gauge,
+    /// Capacity of the export queue in spans.
+    pub export_queue_capacity: Gauge,
+    /// Traces currently buffered.
+    pub buffer_traces: Gauge,
+    /// Spans currently buffered.
+    pub buffer_spans: Gauge,
+    /// Bytes charged to the buffer.
+    pub buffer_bytes: Gauge,
+    /// The byte bound.
+    pub buffer_bytes_limit: Gauge,
+    /// Traces decided, by rule and outcome.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// What made a trace due for decision.
+    pub decision_triggers: Family<TriggerLabels, Counter>,
+    /// Spans arriving after their trace was decided, by outcome (`kept`, `dropped`).
+    pub late_spans: Family<ReasonLabels, Counter>,
+    /// Seconds from a trace being due to its decision being made (queueing + plugin time).
+    pub decision_latency: Histogram,
+    /// Plugin failures by plugin and kind.
+    pub plugin_failures: Family<PluginLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("tailgate");
+        let m = Metrics {
+            spans_received: Family::default(),
+            spans_refused: Family::default(),
+            requests_refused: Family::default(),
+            spans_exported: Counter::default(),
+            spans_sampled_out: Counter::default(),
+            spans_lost: Family::default(),
+            export_failures: Family::default(),
+            export_queue_spans: Gauge::default(),
+            export_queue_capacity: Gauge::default(),
+            buffer_traces: Gauge::default(),
+            buffer_spans: Gauge::default(),
+            buffer_bytes: Gauge::default(),
+            buffer_bytes_limit: Gauge::default(),
+            decisions: Family::default(),
+            decision_triggers: Family::default(),
+            late_spans: Family::default(),
+            decision_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            plugin_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("spans_received", "Spans accepted by a receiver", m.spans_received.clone());
+        registry.register("spans_refused", "Spans refused by a receiver, by reason", m.spans_refused.clone());
+        registry.register("requests_refused", "Requests refused whole, by reason", m.requests_refused.clone());
+        registry.register("spans_exported", "Spans acknowledged by the downstream", m.spans_exported.clone());
+        registry.register("spans_sampled_out", "Spans of traces dropped by the policy", m.spans_sampled_out.clone());
+        registry.register("spans_lost", "Accepted spans lost, by reason", m.spans_lost.clone());
+        registry.register("export_failures", "Failed export attempts, by reason", m.export_failures.clone());
+        registry.register("export_queue_spans", "Spans waiting for export", m.export_queue_spans.clone());
+        registry.register("export_queue_capacity", "Export queue capacity in spans", m.export_queue_capacity.clone());
+        registry.register("buffer_traces", "Traces buffered", m.buffer_traces.clone());
+        registry.register("buffer_spans", "Spans buffered", m.buffer_spans.clone());
+        registry.register("buffer_bytes", "Bytes charged to the buffer", m.buffer_bytes.clone());
+        registry.register("buffer_bytes_limit", "Buffer byte bound", m.buffer_bytes_limit.clone());
+        registry.register("decisions", "Traces decided, by rule and outcome", m.decisions.clone());
+        registry.register("decision_triggers", "Why traces became due", m.decision_triggers.clone());
+        registry.register("late_spans", "Spans after their trace's decision, by outcome", m.late_spans.clone());
+        registry.register(
+            "decision_latency_seconds",
+            "Time from a trace being due to its decision",
+            m.decision_latency.clone(),
+        );
+        registry.register("plugin_failures", "Plugin call failures by plugin and kind", m.plugin_failures.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn refused(&self, receiver: &'static str, reason: &'static str, spans: u64) {
+        self.spans_refused.get_or_create(&RefusedLabels { receiver, reason }).inc_by(spans);
+    }
+
+    pub fn lost(&self, reason: &'static str, spans: u64) {
+        self.spans_lost.get_or_create(&ReasonLabels { reason }).inc_by(spans);
+    }
+}

@@ -1,0 +1,127 @@
+//! The OTLP trace wire format: a validating, zero-allocation scan of `ExportTraceServiceRequest` bodies into
+//! [`SpanRecord`]s, read access to a span's fields and attributes without decoding it, and the encoder that
+//! writes buffered spans back out as an `ExportTraceServiceRequest`.
+//!
+//! Why not `prost` all the way: decoding a request into `opentelemetry-proto` structs allocates every
+//! string and attribute, and the buffer would then hold several hundred bytes of heap per span for data it
+//! mostly never reads (most traces are dropped). Instead the scan walks the protobuf once, validates it
+//! completely (wire types, lengths, UTF-8, nesting depth), and keeps each span as its own encoded bytes plus
+//! the handful of scalars the engine needs. Kept spans are re-emitted byte for byte; the few fields tailgate
+//! adds (`tailgate.rule`, `tracestate`) are appended, which protobuf defines as merge (repeated fields) and
+//! last-wins (scalar fields). `prost` is still used for everything that is not hot: OTLP/JSON, redaction
+//! edits, tests.
+
+mod encode;
+mod scan;
+mod view;
+
+pub use encode::{ExportBuilder, SpanPatch};
+pub use scan::{ScanError, ScannedRequest, scan_export_request};
+pub use scan::SpanRejection;
+pub use view::{
+    AnyValueRef, AttrIter, KeyValueRef, resource_attributes, scope_attributes, span_attributes, span_trace_state,
+};
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A 128-bit trace id, big-endian as on the wire (so the low 56 bits are the W3C "random" part).
+pub type TraceId = u128;
+
+/// OTLP status code of a span (`Status.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum StatusCode {
+    #[default]
+    Unset = 0,
+    Ok = 1,
+    Error = 2,
+}
+
+impl StatusCode {
+    fn from_wire(v: u64) -> Self {
+        match v {
+            1 => StatusCode::Ok,
+            2 => StatusCode::Error,
+            _ => StatusCode::Unset,
+        }
+    }
+}
+
+/// Where a span came from: its resource and instrumentation scope, kept as the encoded bytes of every
+/// `ResourceSpans` / `ScopeSpans` field other than the spans themselves, so the export is faithful
+/// (schema URLs and fields unknown to this version included). Shared by every span of one scope in one
+/// request.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Encoded `ResourceSpans` fields except `scope_spans` (field 2).
+    pub resource_fields: Bytes,
+    /// Encoded `ScopeSpans` fields except `spans` (field 2).
+    pub scope_fields: Bytes,
+    /// The resource's `service.name` (empty when absent), read once at scan time for summaries and logs.
+    pub service_name: Box<str>,
+}
+
+impl Origin {
+    /// An origin with no resource and no scope; used by tests and synthetic spans.
+    pub fn empty() -> Arc<Origin> {
+        Arc::new(Origin {
+            resource_fields: Bytes::new(),
+            scope_fields: Bytes::new(),
+            service_name: "".into(),
+        })
+    }
+}
+
+/// One span as the buffer keeps it: the encoded `Span` message plus the fields the engine reads often.
+/// About 80 bytes of bookkeeping beside the encoded span.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// The encoded `Span` message, exactly as received (validated).
+    pub raw: Bytes,
+    /// Resource and scope this span was sent under.
+    pub origin: Arc<Origin>,
+    /// Span id as a big-endian integer (never 0 for an accepted span).
+    pub span_id: u64,
+    /// Parent span id, 0 for a root span.
+    pub parent_span_id: u64,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    /// Byte range of the span name inside `raw` (offset, length).
+    name_at: (u32, u32),
+    /// OTLP `SpanKind` as on the wire (0 unspecified .. 5 consumer).
+    pub kind: u8,
+    pub status: StatusCode,
+}
+
+impl SpanRecord {
+    /// The span name (validated UTF-8 at scan time).
+    pub fn name(&self) -> &str {
+        let (off, len) = (self.name_at.0 as usize, self.name_at.1 as usize);
+        // The range was produced by the scan over these very bytes and checked as UTF-8 there.
+        std::str::from_utf8(&self.raw[off..off + len]).unwrap_or("")
+    }
+
+    /// The span's attributes, read lazily from the encoded bytes.
+    pub fn attributes(&self) -> AttrIter<'_> {
+        span_attributes(&self.raw)
+    }
+
+    /// True when the span is a root (no parent).
+    pub fn is_root(&self) -> bool {
+        self.parent_span_id == 0
+    }
+
+    /// Memory the buffer charges for this span: its encoded size plus the record itself.
+    pub fn charged_bytes(&self) -> usize {
+        self.raw.len() + std::mem::size_of::<SpanRecord>()
+    }
+
+    /// Duration in nanoseconds (0 when the end precedes the start).
+    pub fn duration_nanos(&self) -> u64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,629 @@
+//! The validating scan of an `ExportTraceServiceRequest` into span records (see the module header of
+//! `otlp` for why this is not a `prost` decode).
+
+use super::{Origin, SpanRecord, StatusCode, TraceId};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Deepest `AnyValue` nesting (arrays / key-value lists inside each other) that is accepted.
+pub const MAX_VALUE_DEPTH: usize = 32;
+
+/// Why a request body could not be read at all. The message names the place in the message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed OTLP trace request at {path}: {problem}")]
+pub struct ScanError {
+    /// Where in the message, e.g. `resource_spans[0].scope_spans[1].spans[3].name`.
+    pub path: String,
+    pub problem: String,
+}
+
+/// Why a single span was refused while the rest of its request was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanRejection {
+    /// Trace id missing, not 16 bytes, or all zero.
+    InvalidTraceId,
+    /// Span id missing, not 8 bytes, or all zero.
+    InvalidSpanId,
+    /// Parent span id present but not 8 bytes.
+    InvalidParentSpanId,
+}
+
+impl SpanRejection {
+    /// Label used in metrics and in `partial_success.error_message`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanRejection::InvalidTraceId => "invalid_trace_id",
+            SpanRejection::InvalidSpanId => "invalid_span_id",
+            SpanRejection::InvalidParentSpanId => "invalid_parent_span_id",
+        }
+    }
+}
+
+/// The accepted spans of a request, and what was refused.
+#[derive(Debug, Default)]
+pub struct ScannedRequest {
+    pub spans: Vec<(TraceId, SpanRecord)>,
+    /// Refused spans, by reason (each reason at most once, with its count).
+    pub rejected: Vec<(SpanRejection, u64)>,
+}
+
+impl ScannedRequest {
+    /// Total refused spans.
+    pub fn rejected_count(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    /// A human message for OTLP `partial_success.error_message`, or `None` when nothing was refused.
+    pub fn rejection_message(&self) -> Option<String> {
+        if self.rejected.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{n} span(s) with {}", r.as_str().replace('_', " ")))
+            .collect();
+        Some(format!("rejected {}", parts.join(", ")))
+    }
+
+    fn reject(&mut self, why: SpanRejection) {
+        match self.rejected.iter_mut().find(|(r, _)| *r == why) {
+            Some((_, n)) => *n += 1,
+            None => self.rejected.push((why, 1)),
+        }
+    }
+}
+
+/// Scans and validates a protobuf `ExportTraceServiceRequest`. Span bytes are zero-copy slices of `body`.
+pub fn scan_export_request(body: &Bytes) -> Result<ScannedRequest, ScanError> {
+    let mut out = ScannedRequest::default();
+    let mut path = Path::default();
+    let mut r = Reader::new(body, 0);
+    let mut rs_index = 0usize;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (1, WIRE_LEN) => {
+                path.push(format_args!("resource_spans[{rs_index}]"));
+                let (start, end) = r.len_delimited().map_err(|p| path.err(p))?;
+                scan_resource_spans(body, start, end, &mut out, &mut path)?;
+                path.pop();
+                rs_index += 1;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(out)
+}
+
+fn scan_resource_spans(
+    body: &Bytes,
+    start: usize,
+    end: usize,
+    out: &mut ScannedRequest,
+    path: &mut Path,
+) -> Result<(), ScanError> {
+    // First pass: everything but scope_spans makes up the resource fields.
+    let mut r = Reader::new(&body[..end], start);
+    let mut resource_fields = Vec::new();
+    let mut service_name = String::new();
+    let mut scopes = Vec::new();
+    loop {
+        let field_start = r.pos;
+        let Some((field, wire)) = r.key().map_err(|p| path.err(p))? else { break };
+        match (field, wire) {
+            (2, WIRE_LEN) => scopes.push(r.len_delimited().map_err(|p| path.err(p))?),
+            (1, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                path.push(format_args!("resource"));
+                service_name = validate_resource(&body[..e], s, path)?;
+                path.pop();
+                resource_fields.extend_from_slice(&body[field_start..e]);
+            }
+            (3, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                check_utf8(&body[s..e]).map_err(|p| path.err_at("schema_url", p))?;
+                resource_fields.extend_from_slice(&body[field_start..e]);
+            }
+            _ => {
+                r.skip(wire).map_err(|p| path.err(p))?;
+                resource_fields.extend_from_slice(&body[field_start..r.pos]);
+            }
+        }
+    }
+    let resource_fields = Bytes::from(resource_fields);
+    for (i, (s, e)) in scopes.into_iter().enumerate() {
+        path.push(format_args!("scope_spans[{i}]"));
+        scan_scope_spans(body, s, e, &resource_fields, &service_name, out, path)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+fn scan_scope_spans(
+    body: &Bytes,
+    start: usize,
+    end: usize,
+    resource_fields: &Bytes,
+    service_name: &str,
+    out: &mut ScannedRequest,
+    path: &mut Path,
+) -> Result<(), ScanError> {
+    let mut r = Reader::new(&body[..end], start);
+    let mut scope_fields = Vec::new();
+    let mut spans = Vec::new();
+    loop {
+        let field_start = r.pos;
+        let Some((field, wire)) = r.key().map_err(|p| path.err(p))? else { break };
+        match (field, wire) {
+            (2, WIRE_LEN) => spans.push(r.len_delimited().map_err(|p| path.err(p))?),
+            (1, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                path.push(format_args!("scope"));
+                validate_scope(&body[..e], s, path)?;
+                path.pop();
+                scope_fields.extend_from_slice(&body[field_start..e]);
+            }
+            (3, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                check_utf8(&body[s..e]).map_err(|p| path.err_at("schema_url", p))?;
+                scope_fields.extend_from_slice(&body[field_start..e]);
+            }
+            _ => {
+                r.skip(wire).map_err(|p| path.err(p))?;
+                scope_fields.extend_from_slice(&body[field_start..r.pos]);
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Ok(());
+    }
+    let origin = Arc::new(Origin {
+        resource_fields: resource_fields.clone(),
+        scope_fields: Bytes::from(scope_fields),
+        service_name: service_name.into(),
+    });
+    out.spans.reserve(spans.len());
+    for (i, (s, e)) in spans.into_iter().enumerate() {
+        path.push(format_args!("spans[{i}]"));
+        match scan_span(body, s, e, path)? {
+            Ok((trace_id, mut rec)) => {
+                rec.origin = origin.clone();
+                out.spans.push((trace_id, rec));
+            }
+            Err(why) => out.reject(why),
+        }
+        path.pop();
+    }
+    Ok(())
+}
+
+/// Validates one span and extracts its index fields. The outer `Result` is a malformed message; the inner
+/// one a well-formed span that is refused (bad ids).
+#[allow(clippy::type_complexity)]
+fn scan_span(
+    body: &Bytes,
+    start: usize,
+    end: usize,
+    path: &mut Path,
+) -> Result<Result<(TraceId, SpanRecord), SpanRejection>, ScanError> {
+    let mut r = Reader::new(&body[..end], start);
+    let mut trace_id: Option<&[u8]> = None;
+    let mut span_id: Option<&[u8]> = None;
+    let mut parent: Option<&[u8]> = None;
+    let mut name_at = (0u32, 0u32);
+    let mut kind = 0u8;
+    let mut status = StatusCode::Unset;
+    let (mut start_ns, mut end_ns) = (0u64, 0u64);
+    let (mut attr_i, mut event_i, mut link_i) = (0usize, 0usize, 0usize);
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (1, WIRE_LEN) => trace_id = Some(r.bytes().map_err(|p| path.err_at("trace_id", p))?),
+            (2, WIRE_LEN) => span_id = Some(r.bytes().map_err(|p| path.err_at("span_id", p))?),
+            (3, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err_at("trace_state", p))?;
+                check_utf8(b).map_err(|p| path.err_at("trace_state", p))?;
+            }
+            (4, WIRE_LEN) => {
+                parent = Some(r.bytes().map_err(|p| path.err_at("parent_span_id", p))?)
+            }
+            (5, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err_at("name", p))?;
+                check_utf8(&body[s..e]).map_err(|p| path.err_at("name", p))?;
+                // Spans are capped far below 4 GiB by the body limit; the casts cannot truncate.
+                name_at = ((s - start) as u32, (e - s) as u32);
+            }
+            (6, WIRE_VARINT) => kind = r.varint().map_err(|p| path.err_at("kind", p))?.min(255) as u8,
+            (7, WIRE_FIXED64) => start_ns = r.fixed64().map_err(|p| path.err_at("start_time_unix_nano", p))?,
+            (8, WIRE_FIXED64) => end_ns = r.fixed64().map_err(|p| path.err_at("end_time_unix_nano", p))?,
+            (9, WIRE_LEN) => {
+                path.push(format_args!("attributes[{attr_i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                validate_key_value(&body[..e], s, 0, path)?;
+                path.pop();
+                attr_i += 1;
+            }
+            (11, WIRE_LEN) => {
+                path.push(format_args!("events[{event_i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                validate_event(&body[..e], s, path)?;
+                path.pop();
+                event_i += 1;
+            }
+            (13, WIRE_LEN) => {
+                path.push(format_args!("links[{link_i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                validate_link(&body[..e], s, path)?;
+                path.pop();
+                link_i += 1;
+            }
+            (15, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err_at("status", p))?;
+                path.push(format_args!("status"));
+                status = validate_status(&body[..e], s, path)?;
+                path.pop();
+            }
+            (1..=15, WIRE_LEN | WIRE_VARINT | WIRE_FIXED64 | WIRE_FIXED32) | (16, WIRE_FIXED32) => {
+                expect_wire_for_span(field, wire).map_err(|p| path.err(p))?;
+                r.skip(wire).map_err(|p| path.err(p))?;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    let Some(trace_id) = trace_id.and_then(id16).filter(|t| *t != 0) else {
+        return Ok(Err(SpanRejection::InvalidTraceId));
+    };
+    let Some(span_id) = span_id.and_then(id8).filter(|s| *s != 0) else {
+        return Ok(Err(SpanRejection::InvalidSpanId));
+    };
+    let parent_span_id = match parent {
+        None | Some([]) => 0,
+        Some(p) => match id8(p) {
+            Some(p) => p,
+            None => return Ok(Err(SpanRejection::InvalidParentSpanId)),
+        },
+    };
+    Ok(Ok((
+        trace_id,
+        SpanRecord {
+            raw: body.slice(start..end),
+            origin: Origin::empty(),
+            span_id,
+            parent_span_id,
+            start_unix_nano: start_ns,
+            end_unix_nano: end_ns,
+            name_at,
+            kind,
+            status,
+        },
+    )))
+}
+
+/// Known span fields must carry their declared wire type; anything else is corruption, not an unknown field.
+fn expect_wire_for_span(field: u32, wire: u8) -> Result<(), String> {
+    let want = match field {
+        1..=5 | 9 | 11 | 13 | 15 => WIRE_LEN,
+        6 | 10 | 12 | 14 => WIRE_VARINT,
+        7 | 8 => WIRE_FIXED64,
+        16 => WIRE_FIXED32,
+        _ => return Ok(()),
+    };
+    if wire == want {
+        Ok(())
+    } else {
+        Err(format!("field {field} has wire type {wire}, expected {want}"))
+    }
+}
+
+fn validate_resource(buf: &[u8], start: usize, path: &mut Path) -> Result<String, ScanError> {
+    let mut r = Reader::new(buf, start);
+    let mut service = String::new();
+    let mut i = 0;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (1, WIRE_LEN) => {
+                path.push(format_args!("attributes[{i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                if let Some(name) = validate_key_value(&buf[..e], s, 0, path)?
+                    .filter(|(k, _)| *k == "service.name")
+                    .and_then(|(_, v)| v)
+                {
+                    service = name.to_owned();
+                }
+                path.pop();
+                i += 1;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(service)
+}
+
+fn validate_scope(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanError> {
+    let mut r = Reader::new(buf, start);
+    let mut i = 0;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (1 | 2, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err(p))?;
+                check_utf8(b).map_err(|p| path.err_at(if field == 1 { "name" } else { "version" }, p))?;
+            }
+            (3, WIRE_LEN) => {
+                path.push(format_args!("attributes[{i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                validate_key_value(&buf[..e], s, 0, path)?;
+                path.pop();
+                i += 1;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(())
+}
+
+fn validate_event(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanError> {
+    let mut r = Reader::new(buf, start);
+    let mut i = 0;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (2, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err(p))?;
+                check_utf8(b).map_err(|p| path.err_at("name", p))?;
+            }
+            (3, WIRE_LEN) => {
+                path.push(format_args!("attributes[{i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                validate_key_value(&buf[..e], s, 0, path)?;
+                path.pop();
+                i += 1;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(())
+}
+
+fn validate_link(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanError> {
+    let mut r = Reader::new(buf, start);
+    let mut i = 0;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (3, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err(p))?;
+                check_utf8(b).map_err(|p| path.err_at("trace_state", p))?;
+            }
+            (4, WIRE_LEN) => {
+                path.push(format_args!("attributes[{i}]"));
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                validate_key_value(&buf[..e], s, 0, path)?;
+                path.pop();
+                i += 1;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(())
+}
+
+fn validate_status(buf: &[u8], start: usize, path: &mut Path) -> Result<StatusCode, ScanError> {
+    let mut r = Reader::new(buf, start);
+    let mut code = StatusCode::Unset;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (2, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err(p))?;
+                check_utf8(b).map_err(|p| path.err_at("message", p))?;
+            }
+            (3, WIRE_VARINT) => code = StatusCode::from_wire(r.varint().map_err(|p| path.err(p))?),
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(code)
+}
+
+/// Validates a `KeyValue`; returns its key and, when the value is a string, the string (used to find
+/// `service.name`).
+fn validate_key_value<'a>(
+    buf: &'a [u8],
+    start: usize,
+    depth: usize,
+    path: &mut Path,
+) -> Result<Option<(&'a str, Option<&'a str>)>, ScanError> {
+    let mut r = Reader::new(buf, start);
+    let mut key: &str = "";
+    let mut string_value = None;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (1, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err(p))?;
+                key = std::str::from_utf8(b).map_err(|_| path.err_at("key", "invalid UTF-8".into()))?;
+            }
+            (2, WIRE_LEN) => {
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                string_value = validate_any_value(&buf[..e], s, depth + 1, path)?;
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(Some((key, string_value)))
+}
+
+fn validate_any_value<'a>(
+    buf: &'a [u8],
+    start: usize,
+    depth: usize,
+    path: &mut Path,
+) -> Result<Option<&'a str>, ScanError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(path.err(format!("attribute value nested deeper than {MAX_VALUE_DEPTH} levels")));
+    }
+    let mut r = Reader::new(buf, start);
+    let mut string_value = None;
+    while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
+        match (field, wire) {
+            (1, WIRE_LEN) => {
+                let b = r.bytes().map_err(|p| path.err(p))?;
+                string_value =
+                    Some(std::str::from_utf8(b).map_err(|_| path.err_at("value", "invalid UTF-8".into()))?);
+            }
+            (5, WIRE_LEN) => {
+                // ArrayValue { repeated AnyValue values = 1; }
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                let mut a = Reader::new(&buf[..e], s);
+                while let Some((f, w)) = a.key().map_err(|p| path.err(p))? {
+                    if (f, w) == (1, WIRE_LEN) {
+                        let (vs, ve) = a.len_delimited().map_err(|p| path.err(p))?;
+                        validate_any_value(&buf[..ve], vs, depth + 1, path)?;
+                    } else {
+                        a.skip(w).map_err(|p| path.err(p))?;
+                    }
+                }
+            }
+            (6, WIRE_LEN) => {
+                // KeyValueList { repeated KeyValue values = 1; }
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                let mut a = Reader::new(&buf[..e], s);
+                while let Some((f, w)) = a.key().map_err(|p| path.err(p))? {
+                    if (f, w) == (1, WIRE_LEN) {
+                        let (vs, ve) = a.len_delimited().map_err(|p| path.err(p))?;
+                        validate_key_value(&buf[..ve], vs, depth + 1, path)?;
+                    } else {
+                        a.skip(w).map_err(|p| path.err(p))?;
+                    }
+                }
+            }
+            _ => r.skip(wire).map_err(|p| path.err(p))?,
+        }
+    }
+    Ok(string_value)
+}
+
+fn id16(b: &[u8]) -> Option<u128> {
+    Some(u128::from_be_bytes(b.try_into().ok()?))
+}
+
+fn id8(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn check_utf8(b: &[u8]) -> Result<(), String> {
+    std::str::from_utf8(b).map(|_| ()).map_err(|_| "invalid UTF-8".to_owned())
+}
+
+/// The dotted location inside the message, kept only for error messages.
+#[derive(Default)]
+struct Path {
+    parts: Vec<String>,
+}
+
+impl Path {
+    fn push(&mut self, part: std::fmt::Arguments<'_>) {
+        // Building these strings costs a little per nested message; it keeps errors precise.
+        self.parts.push(part.to_string());
+    }
+    fn pop(&mut self) {
+        self.parts.pop();
+    }
+    fn err(&self, problem: String) -> ScanError {
+        ScanError { path: self.render(None), problem }
+    }
+    fn err_at(&self, field: &str, problem: String) -> ScanError {
+        ScanError { path: self.render(Some(field)), problem }
+    }
+    fn render(&self, field: Option<&str>) -> String {
+        let mut s = if self.parts.is_empty() { "request".to_owned() } else { self.parts.join(".") };
+        if let Some(f) = field {
+            s.push('.');
+            s.push_str(f);
+        }
+        s
+    }
+}
+
+pub(super) const WIRE_VARINT: u8 = 0;
+pub(super) const WIRE_FIXED64: u8 = 1;
+pub(super) const WIRE_LEN: u8 = 2;
+pub(super) const WIRE_FIXED32: u8 = 5;
+
+/// A cursor over protobuf bytes. `pos` is absolute in `buf`; reads stop at `buf.len()`.
+pub(super) struct Reader<'a> {
+    buf: &'a [u8],
+    pub(super) pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(buf: &'a [u8], pos: usize) -> Self {
+        Reader { buf, pos }
+    }
+
+    /// Next field key, or `None` at the end.
+    pub(super) fn key(&mut self) -> Result<Option<(u32, u8)>, String> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let k = self.varint()?;
+        let wire = (k & 7) as u8;
+        let field = k >> 3;
+        if field == 0 || field > u32::MAX as u64 >> 3 {
+            return Err(format!("invalid field number {field}"));
+        }
+        if !matches!(wire, WIRE_VARINT | WIRE_FIXED64 | WIRE_LEN | WIRE_FIXED32) {
+            return Err(format!("unsupported wire type {wire} for field {field}"));
+        }
+        Ok(Some((field as u32, wire)))
+    }
+
+    pub(super) fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err("truncated varint".into());
+            };
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err("varint longer than 10 bytes".into())
+    }
+
+    pub(super) fn fixed64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        // `take` returned exactly 8 bytes.
+        Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
+        let Some(end) = end else {
+            return Err(format!("truncated: {n} bytes declared, {} left", self.buf.len() - self.pos));
+        };
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// A length-delimited field's absolute byte range.
+    pub(super) fn len_delimited(&mut self) -> Result<(usize, usize), String> {
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| "length overflows".to_owned())?;
+        let start = self.pos;
+        self.take(len)?;
+        Ok((start, self.pos))
+    }
+
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let (s, e) = self.len_delimited()?;
+        Ok(&self.buf[s..e])
+    }
+
+    pub(super) fn skip(&mut self, wire: u8) -> Result<(), String> {
+        match wire {
+            WIRE_VARINT => self.varint().map(|_| ()),
+            WIRE_FIXED64 => self.take(8).map(|_| ()),
+            WIRE_LEN => self.len_delimited().map(|_| ()),
+            WIRE_FIXED32 => self.take(4).map(|_| ()),
+            _ => Err(format!("unsupported wire type {wire}")),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+use super::*;
+use crate::testing::{kv_str, sample_request, span};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+
+fn encode(req: &ExportTraceServiceRequest) -> Bytes {
+    Bytes::from(req.encode_to_vec())
+}
+
+#[test]
+fn scan_then_encode_round_trips_every_field() {
+    let req = sample_request();
+    let body = encode(&req);
+    let scanned = scan_export_request(&body).expect("valid request");
+    assert_eq!(scanned.spans.len(), 3);
+    assert_eq!(scanned.rejected_count(), 0);
+    let mut b = ExportBuilder::new();
+    for (_, s) in &scanned.spans {
+        b.push(s, Bytes::new());
+    }
+    let out = ExportTraceServiceRequest::decode(b.finish()).expect("decodes");
+    assert_eq!(out, req);
+}
+
+#[test]
+fn index_fields_are_read() {
+    let body = encode(&sample_request());
+    let scanned = scan_export_request(&body).expect("valid");
+    let (tid, s) = &scanned.spans[0];
+    assert_eq!(*tid, 0x0102030405060708090a0b0c0d0e0f10);
+    assert_eq!(s.span_id, 0x1111111111111111);
+    assert!(s.is_root());
+    assert_eq!(s.name(), "GET /checkout");
+    assert_eq!(s.origin.service_name.as_ref(), "frontend");
+    assert_eq!(s.status, StatusCode::Unset);
+    assert_eq!(scanned.spans[2].1.status, StatusCode::Error);
+    let attrs: Vec<_> = s.attributes().map(|kv| (kv.key.to_owned(), kv.value.as_str().map(str::to_owned))).collect();
+    assert_eq!(attrs[0], ("http.method".to_owned(), Some("GET".to_owned())));
+    let res: Vec<_> = resource_attributes(&s.origin.resource_fields).map(|kv| kv.key).collect();
+    assert_eq!(res, vec!["service.name"]);
+}
+
+#[test]
+fn patch_appends_attribute_and_overrides_trace_state() {
+    let body = encode(&sample_request());
+    let scanned = scan_export_request(&body).expect("valid");
+    let mut p = SpanPatch::new();
+    p.string_attribute("tailgate.rule", "errors").int_attribute("n", -5).trace_state("ot=th:0");
+    let mut b = ExportBuilder::new();
+    b.push(&scanned.spans[0].1, Bytes::copy_from_slice(p.as_bytes()));
+    let out = ExportTraceServiceRequest::decode(b.finish()).expect("decodes");
+    let s = &out.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(s.trace_state, "ot=th:0");
+    let last2 = &s.attributes[s.attributes.len() - 2..];
+    assert_eq!(last2[0], kv_str("tailgate.rule", "errors"));
+    assert_eq!(last2[1].value.as_ref().and_then(|v| v.value.clone()), Some(any_value::Value::IntValue(-5)));
+}
+
+#[test]
+fn bad_ids_are_rejected_per_span() {
+    let mut req = sample_request();
+    let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+    spans[0].trace_id = vec![0; 16];
+    spans[1].trace_id = vec![1; 8];
+    spans.push(span(7, 0, "no span id"));
+    spans[3].span_id.clear();
+    let scanned = scan_export_request(&encode(&req)).expect("well-formed");
+    assert_eq!(scanned.spans.len(), 1);
+    assert_eq!(scanned.rejected, vec![(SpanRejection::InvalidTraceId, 2), (SpanRejection::InvalidSpanId, 1)]);
+    let msg = scanned.rejection_message().expect("message");
+    assert!(msg.contains("2 span(s) with invalid trace id"), "{msg}");
+}
+
+#[test]
+fn malformed_input_names_the_place() {
+    let body = encode(&sample_request());
+    let cut = body.slice(..body.len() - 3);
+    let e = scan_export_request(&cut).expect_err("truncated");
+    assert!(e.to_string().contains("resource_spans[0]"), "{e}");
+
+    let mut req = sample_request();
+    req.resource_spans[0].scope_spans[0].spans[1].name = "x".into();
+    let mut raw = encode(&req).to_vec();
+    let at = raw.windows(1).rposition(|w| w == b"x").expect("name byte");
+    raw[at] = 0xff;
+    let e = scan_export_request(&Bytes::from(raw)).expect_err("bad utf8");
+    assert!(e.to_string().contains("spans[1].name"), "{e}");
+    assert!(e.to_string().contains("UTF-8"), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let mut v = AnyValue { value: Some(any_value::Value::StringValue("leaf".into())) };
+    for _ in 0..40 {
+        v = AnyValue {
+            value: Some(any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                values: vec![v],
+            })),
+        };
+    }
+    let mut req = sample_request();
+    req.resource_spans[0].scope_spans[0].spans[0].attributes.push(KeyValue { key: "deep".into(), value: Some(v) });
+    let e = scan_export_request(&encode(&req)).expect_err("too deep");
+    assert!(e.to_string().contains("nested deeper"), "{e}");
+}
+
+#[test]
+fn garbage_never_panics() {
+    let body = encode(&sample_request()).to_vec();
+    for i in 0..body.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut b = body.clone();
+            b[i] ^= flip;
+            let _ = scan_export_request(&Bytes::from(b));
+        }
+    }
+}

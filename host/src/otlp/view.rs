@@ -1,0 +1,154 @@
+//! Read access to attributes inside encoded (already validated) OTLP messages, without allocating.
+
+use super::scan::{Reader, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
+
+/// A borrowed `AnyValue`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnyValueRef<'a> {
+    Empty,
+    String(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(&'a [u8]),
+    /// Encoded `ArrayValue`; iterate with [`AnyValueRef::array_items`].
+    Array(&'a [u8]),
+    /// Encoded `KeyValueList`; iterate with [`AnyValueRef::kvlist_items`].
+    KvList(&'a [u8]),
+}
+
+impl<'a> AnyValueRef<'a> {
+    /// Reads an encoded `AnyValue`. Malformed input yields `Empty` (input was validated at scan time).
+    pub fn decode(buf: &'a [u8]) -> Self {
+        let mut r = Reader::new(buf, 0);
+        let mut v = AnyValueRef::Empty;
+        while let Ok(Some((field, wire))) = r.key() {
+            let next = match (field, wire) {
+                (1, WIRE_LEN) => r.bytes().ok().map(|b| AnyValueRef::String(std::str::from_utf8(b).unwrap_or(""))),
+                (2, WIRE_VARINT) => r.varint().ok().map(|x| AnyValueRef::Bool(x != 0)),
+                (3, WIRE_VARINT) => r.varint().ok().map(|x| AnyValueRef::Int(x as i64)),
+                (4, WIRE_FIXED64) => r.fixed64().ok().map(|x| AnyValueRef::Double(f64::from_bits(x))),
+                (5, WIRE_LEN) => r.bytes().ok().map(AnyValueRef::Array),
+                (6, WIRE_LEN) => r.bytes().ok().map(AnyValueRef::KvList),
+                (7, WIRE_LEN) => r.bytes().ok().map(AnyValueRef::Bytes),
+                _ => r.skip(wire).ok().map(|_| v),
+            };
+            match next {
+                Some(n) => v = n,
+                None => break,
+            }
+        }
+        v
+    }
+
+    /// Items of an `Array` value (empty for other kinds).
+    pub fn array_items(&self) -> impl Iterator<Item = AnyValueRef<'a>> + 'a {
+        let buf = match self {
+            AnyValueRef::Array(b) => *b,
+            _ => &[],
+        };
+        FieldIter { r: Reader::new(buf, 0), field: 1 }.map(AnyValueRef::decode)
+    }
+
+    /// Entries of a `KvList` value (empty for other kinds).
+    pub fn kvlist_items(&self) -> AttrIter<'a> {
+        let buf = match self {
+            AnyValueRef::KvList(b) => *b,
+            _ => &[],
+        };
+        AttrIter { inner: FieldIter { r: Reader::new(buf, 0), field: 1 } }
+    }
+
+    /// The string, when this is a string value.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self {
+            AnyValueRef::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, when this is an int value.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            AnyValueRef::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// A borrowed `KeyValue`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyValueRef<'a> {
+    pub key: &'a str,
+    pub value: AnyValueRef<'a>,
+}
+
+/// Iterates the payloads of one length-delimited field number inside a message.
+struct FieldIter<'a> {
+    r: Reader<'a>,
+    field: u32,
+}
+
+impl<'a> Iterator for FieldIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let (field, wire) = self.r.key().ok()??;
+            if field == self.field && wire == WIRE_LEN {
+                return self.r.bytes().ok();
+            }
+            self.r.skip(wire).ok()?;
+        }
+    }
+}
+
+/// Iterator over the `KeyValue`s of a message's attributes field.
+pub struct AttrIter<'a> {
+    inner: FieldIter<'a>,
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = KeyValueRef<'a>;
+    fn next(&mut self) -> Option<KeyValueRef<'a>> {
+        let kv = self.inner.next()?;
+        let mut r = Reader::new(kv, 0);
+        let mut out = KeyValueRef { key: "", value: AnyValueRef::Empty };
+        while let Ok(Some((field, wire))) = r.key() {
+            match (field, wire) {
+                (1, WIRE_LEN) => out.key = r.bytes().ok().and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
+                (2, WIRE_LEN) => out.value = r.bytes().map(AnyValueRef::decode).unwrap_or(AnyValueRef::Empty),
+                _ => {
+                    if r.skip(wire).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Attributes (field 9) of an encoded `Span`.
+pub fn span_attributes(span: &[u8]) -> AttrIter<'_> {
+    AttrIter { inner: FieldIter { r: Reader::new(span, 0), field: 9 } }
+}
+
+/// Attributes (field 1) of an encoded `Resource`, given the encoded `ResourceSpans` fields of an origin.
+pub fn resource_attributes(resource_fields: &[u8]) -> AttrIter<'_> {
+    let resource = FieldIter { r: Reader::new(resource_fields, 0), field: 1 }.next().unwrap_or(&[]);
+    AttrIter { inner: FieldIter { r: Reader::new(resource, 0), field: 1 } }
+}
+
+/// Attributes (field 3) of an `InstrumentationScope`, given the encoded `ScopeSpans` fields of an origin.
+pub fn scope_attributes(scope_fields: &[u8]) -> AttrIter<'_> {
+    let scope = FieldIter { r: Reader::new(scope_fields, 0), field: 1 }.next().unwrap_or(&[]);
+    AttrIter { inner: FieldIter { r: Reader::new(scope, 0), field: 3 } }
+}
+
+/// `trace_state` (field 3) of an encoded `Span`; the last occurrence wins, as in protobuf.
+pub fn span_trace_state(span: &[u8]) -> &str {
+    FieldIter { r: Reader::new(span, 0), field: 3 }
+        .last()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
