@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
 /// Why a trace became due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Trigger {
     Settle,
     Idle,

@@ -100,7 +100,7 @@ fn deep_nesting_is_refused() {
         };
     }
     let mut req = sample_request();
-    req.resource_spans[0].scope_spans[0].spans[0].attributes.push(KeyValue { key: "deep".into(), value: Some(v) });
+    req.resource_spans[0].scope_spans[0].spans[0].attributes.push(KeyValue { key: "deep".into(), value: Some(v), ..Default::default() });
     let e = scan_export_request(&encode(&req)).expect_err("too deep");
     assert!(e.to_string().contains("nested deeper"), "{e}");
 }

@@ -10,8 +10,9 @@ pub fn threshold_for_probability(p: f64) -> Option<u64> {
     if !(p > 0.0 && p <= 1.0) {
         return None;
     }
-    let t = ((1.0 - p) * MAX_THRESHOLD as f64).round() as u64;
-    Some(t.min(MAX_THRESHOLD - 1))
+    // 2^56 - p*2^56 rather than (1-p)*2^56: `1 - p` loses the low bits of small probabilities.
+    let kept = (p * MAX_THRESHOLD as f64).round() as u64;
+    Some(MAX_THRESHOLD.saturating_sub(kept).min(MAX_THRESHOLD - 1))
 }
 
 fn parse_threshold(hex: &str) -> Option<u64> {
