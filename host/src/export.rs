@@ -1,12 +1,40 @@
 //! The exporter: batches kept spans, sends them downstream over OTLP/gRPC, OTLP/HTTP or to a file, retries
 //! what can be retried, and holds a bounded queue (in spans) meanwhile.
+//!
+//! ```text
+//!  ExportHandle::send ──► span permits (queue_size) ──► channel ──► Batcher ──► num_consumers senders
+//!     (waits while full)                                  (size / time bounded)    │ retry with backoff
+//!                                                                                  ▼
+//!                                                     Transport: gRPC | HTTP | file (OTLP/JSON lines)
+//! ```
+//!
+//! Every span holds one permit of a semaphore sized `sending_queue.queue_size` from the moment it is
+//! queued until its batch is accepted downstream or given up on, so the exporter never holds more than
+//! that many spans and a slow downstream becomes backpressure on the pipeline. Each span ends in exactly
+//! one of `spans_exported`, `spans_lost{reason="rejected_downstream"}` (partial success),
+//! `spans_lost{reason="export_failed"}` (non-retryable error or retries exhausted) or
+//! `spans_lost{reason="shutdown"}` (still undelivered when the shutdown grace ran out).
 
-use crate::config::OtlpExporter;
-use crate::metrics::Metrics;
+mod batch;
+mod file;
+mod grpc;
+mod http;
+mod retry;
+#[cfg(test)]
+mod tests;
+
+use crate::config::{ExportProtocol, OtlpExporter, RetryConfig};
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::otlp::SpanRecord;
 use bytes::Bytes;
-use std::sync::Arc;
-use std::time::Duration;
+use retry::Backoff;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 /// Spans of one kept trace (or late spans of a kept trace), ready to leave.
 #[derive(Debug)]
@@ -21,6 +49,13 @@ pub struct KeptSpans {
 pub enum ExportError {
     #[error("exporter endpoint `{endpoint}`: {reason}")]
     Endpoint { endpoint: String, reason: String },
+    #[error("exporter header `{name}`: {reason}")]
+    Header { name: String, reason: String },
+    #[error("exporter file `{path}`: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The exporter is gone (shut down).
@@ -28,41 +63,393 @@ pub enum ExportError {
 #[error("exporter is shut down")]
 pub struct ExporterClosed;
 
+/// Items (not spans) the channel between the handles and the batcher holds. The span bound is the
+/// semaphore; this only caps the number of `KeptSpans` envelopes.
+const CHANNEL_ITEMS: usize = 1024;
+
 /// Sending side of the export queue. Cheap to clone.
 #[derive(Clone)]
 pub struct ExportHandle {
-    tx: tokio::sync::mpsc::Sender<KeptSpans>,
+    tx: mpsc::Sender<KeptSpans>,
+    queue: Arc<SpanQueue>,
 }
 
 impl ExportHandle {
     /// Queues spans for export, waiting while the queue is full (backpressure to the pipeline).
-    pub async fn send(&self, spans: KeptSpans) -> Result<(), ExporterClosed> {
-        self.tx.send(spans).await.map_err(|_| ExporterClosed)
+    ///
+    /// A `KeptSpans` larger than the whole queue is queued in queue-sized parts. On error nothing more
+    /// of `spans` was queued (parts queued before the exporter closed are still exported).
+    pub async fn send(&self, kept: KeptSpans) -> Result<(), ExporterClosed> {
+        if kept.spans.is_empty() {
+            return Ok(());
+        }
+        let KeptSpans { mut spans, patch } = kept;
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(self.queue.max_part));
+            let part = KeptSpans {
+                spans: std::mem::replace(&mut spans, rest),
+                patch: patch.clone(),
+            };
+            let n = part.spans.len();
+            self.queue.acquire(n).await?;
+            if self.tx.send(part).await.is_err() {
+                self.queue.release(n);
+                return Err(ExporterClosed);
+            }
+        }
+        Ok(())
     }
 
-    /// Blocking variant for plugin worker threads.
-    pub fn blocking_send(&self, spans: KeptSpans) -> Result<(), ExporterClosed> {
-        self.tx.blocking_send(spans).map_err(|_| ExporterClosed)
+    /// Blocking variant for plugin worker threads. Must not be called from async code (it parks the
+    /// calling thread until the queue has room).
+    pub fn blocking_send(&self, kept: KeptSpans) -> Result<(), ExporterClosed> {
+        block_on(self.send(kept))
+    }
+}
+
+/// Runs a future to completion on the current (non-async) thread, parking it while the future waits.
+/// The futures used here only wait on tokio semaphores and channels, which wake any waker.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+/// The bound on spans held by the exporter: one semaphore permit per span, taken when queued and given
+/// back when the span's batch is settled (delivered or given up on).
+pub(crate) struct SpanQueue {
+    permits: Semaphore,
+    capacity: usize,
+    /// Largest part of a `KeptSpans` queued at once (the capacity, capped to what a semaphore call takes).
+    max_part: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl SpanQueue {
+    fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        metrics
+            .export_queue_capacity
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        SpanQueue {
+            permits: Semaphore::new(capacity),
+            capacity,
+            max_part: capacity.min(u32::MAX as usize),
+            metrics,
+        }
+    }
+
+    async fn acquire(&self, n: usize) -> Result<(), ExporterClosed> {
+        // `n <= max_part <= u32::MAX`, see `ExportHandle::send`.
+        let n32 = u32::try_from(n).map_err(|_| ExporterClosed)?;
+        self.permits
+            .acquire_many(n32)
+            .await
+            .map_err(|_| ExporterClosed)?
+            .forget();
+        self.metrics.export_queue_spans.inc_by(n as i64);
+        Ok(())
+    }
+
+    fn release(&self, n: usize) {
+        self.permits.add_permits(n);
+        self.metrics.export_queue_spans.dec_by(n as i64);
+    }
+}
+
+/// An encoded `ExportTraceServiceRequest` and the number of spans in it (the permits it holds).
+pub(crate) struct Batch {
+    pub body: Bytes,
+    pub spans: usize,
+}
+
+/// What a downstream said when it took a request.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    /// Spans refused by the downstream (OTLP partial success); they are not retried.
+    pub rejected_spans: u64,
+    /// The downstream's explanation of the partial success.
+    pub message: String,
+}
+
+/// A failed export attempt.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// Short label for `export_failures{reason}`: `unavailable`, `http_503`, `connect`, `timeout`, ...
+    pub reason: &'static str,
+    /// Whether trying again may succeed.
+    pub retryable: bool,
+    /// Delay the downstream asked for (`Retry-After`, gRPC `RetryInfo`).
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+/// Where batches go.
+pub(crate) enum Transport {
+    Grpc(grpc::GrpcTransport),
+    Http(http::HttpTransport),
+    File(file::FileSink),
+}
+
+impl Transport {
+    fn new(cfg: &OtlpExporter) -> Result<Self, ExportError> {
+        Ok(match cfg.protocol {
+            ExportProtocol::Grpc => Transport::Grpc(grpc::GrpcTransport::new(cfg)?),
+            ExportProtocol::Http => Transport::Http(http::HttpTransport::new(cfg)?),
+            ExportProtocol::File => Transport::File(file::FileSink::open(&cfg.endpoint)?),
+        })
+    }
+
+    async fn send(&self, body: Bytes) -> Result<Accepted, Failure> {
+        match self {
+            Transport::Grpc(t) => t.send(body).await,
+            Transport::Http(t) => t.send(body).await,
+            Transport::File(t) => t.send(body).await,
+        }
+    }
+}
+
+/// Delivers batches with retries and settles their spans in the metrics and the queue.
+pub(crate) struct BatchSender {
+    transport: Transport,
+    endpoint: String,
+    retry: RetryConfig,
+    queue: Arc<SpanQueue>,
+    metrics: Arc<Metrics>,
+    /// Fires when the shutdown grace has run out: whatever is still held is lost.
+    cancel: CancellationToken,
+    /// True while the downstream is failing, so a failure streak logs one warning, not one per attempt.
+    failing: AtomicBool,
+    /// Rate limit for the per-batch warnings (gave up, partial success).
+    warn_limit: LogLimit,
+}
+
+/// How a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Delivered { rejected: u64 },
+    Failed,
+    Shutdown,
+}
+
+impl BatchSender {
+    /// Sends a batch until it is accepted, a non-retryable error occurs, retries run out
+    /// (`max_elapsed_time`) or the shutdown grace ends; then settles it.
+    pub async fn deliver(&self, batch: Batch) {
+        let outcome = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Outcome::Shutdown,
+            o = self.attempts(&batch) => o,
+        };
+        self.settle(batch.spans, outcome);
+    }
+
+    async fn attempts(&self, batch: &Batch) -> Outcome {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(&self.retry);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.transport.send(batch.body.clone()).await {
+                Ok(accepted) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(endpoint = %self.endpoint, "export downstream recovered");
+                    }
+                    if accepted.rejected_spans > 0 && self.warn_limit.allow() {
+                        tracing::warn!(
+                            endpoint = %self.endpoint,
+                            rejected = accepted.rejected_spans,
+                            message = %accepted.message,
+                            "downstream rejected part of an export (partial success)"
+                        );
+                    }
+                    return Outcome::Delivered {
+                        rejected: accepted.rejected_spans,
+                    };
+                }
+                Err(f) => {
+                    self.metrics
+                        .export_failures
+                        .get_or_create(&ReasonLabels { reason: f.reason })
+                        .inc();
+                    let delay = f.retry_after.unwrap_or_else(|| backoff.next_delay());
+                    let give_up = !f.retryable
+                        || !self.retry.enabled
+                        || started.elapsed() + delay > self.retry.max_elapsed_time;
+                    if give_up {
+                        if self.warn_limit.allow() {
+                            tracing::warn!(
+                                endpoint = %self.endpoint,
+                                reason = f.reason,
+                                retryable = f.retryable,
+                                attempts = attempt,
+                                spans = batch.spans,
+                                error = %f.message,
+                                "export failed; giving up on the batch"
+                            );
+                        }
+                        return Outcome::Failed;
+                    }
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            endpoint = %self.endpoint,
+                            reason = f.reason,
+                            error = %f.message,
+                            "export failed; retrying with backoff (further failures logged at debug)"
+                        );
+                    } else {
+                        tracing::debug!(
+                            endpoint = %self.endpoint, reason = f.reason, attempt, ?delay, error = %f.message,
+                            "export attempt failed; retrying"
+                        );
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Records how `spans` ended and gives their queue permits back.
+    pub fn settle(&self, spans: usize, outcome: Outcome) {
+        let n = spans as u64;
+        match outcome {
+            Outcome::Delivered { rejected } => {
+                let rejected = rejected.min(n);
+                self.metrics.spans_exported.inc_by(n - rejected);
+                if rejected > 0 {
+                    self.metrics.lost("rejected_downstream", rejected);
+                }
+            }
+            Outcome::Failed => self.metrics.lost("export_failed", n),
+            Outcome::Shutdown => self.metrics.lost("shutdown", n),
+        }
+        self.queue.release(spans);
+    }
+}
+
+/// Allows a log line at most once per interval; counts what it held back.
+struct LogLimit {
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        LogLimit {
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::INTERVAL) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *last = Some(now);
+        let held = self.suppressed.swap(0, Ordering::Relaxed);
+        if held > 0 {
+            tracing::warn!(
+                suppressed = held,
+                "similar export warnings suppressed in the last 10s"
+            );
+        }
+        true
     }
 }
 
 /// The running exporter.
 pub struct Exporter {
     task: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
+    sender: Arc<BatchSender>,
 }
 
 impl Exporter {
-    /// Starts the exporter tasks.
-    pub fn start(cfg: &OtlpExporter, metrics: Arc<Metrics>) -> Result<(ExportHandle, Exporter), ExportError> {
-        let _ = (cfg, metrics);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<KeptSpans>(1024);
-        let task = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        Ok((ExportHandle { tx }, Exporter { task }))
+    /// Starts the exporter tasks. Must be called inside a tokio runtime. The gRPC connection is made
+    /// lazily, so tailgate starts before its downstream does.
+    pub fn start(
+        cfg: &OtlpExporter,
+        metrics: Arc<Metrics>,
+    ) -> Result<(ExportHandle, Exporter), ExportError> {
+        let transport = Transport::new(cfg)?;
+        let queue = Arc::new(SpanQueue::new(
+            cfg.sending_queue.queue_size,
+            metrics.clone(),
+        ));
+        let cancel = CancellationToken::new();
+        let sender = Arc::new(BatchSender {
+            transport,
+            endpoint: cfg.endpoint.clone(),
+            retry: cfg.retry_on_failure.clone(),
+            queue: queue.clone(),
+            metrics,
+            cancel: cancel.clone(),
+            failing: AtomicBool::new(false),
+            warn_limit: LogLimit::new(),
+        });
+        let (tx, rx) = mpsc::channel(CHANNEL_ITEMS);
+        let batcher = batch::Batcher::new(
+            &cfg.batch,
+            cfg.sending_queue.num_consumers,
+            rx,
+            sender.clone(),
+        );
+        let task = tokio::spawn(batcher.run());
+        Ok((
+            ExportHandle { tx, queue },
+            Exporter {
+                task,
+                cancel,
+                sender,
+            },
+        ))
     }
 
     /// Waits until every queued span is delivered or given up on, at most `grace`; call after all
-    /// `ExportHandle`s are dropped.
+    /// `ExportHandle`s are dropped. What is still undelivered at the deadline is counted in
+    /// `spans_lost{reason="shutdown"}`.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = tokio::time::timeout(grace, self.task).await;
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "exporter did not drain within the shutdown grace; abandoning the rest"
+            );
+            self.cancel.cancel();
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "exporter task failed during shutdown");
+            }
+        }
+        let queue = &self.sender.queue;
+        queue.permits.close();
+        // Every path above settles its spans; this only catches a batcher that panicked.
+        let held = queue
+            .capacity
+            .saturating_sub(queue.permits.available_permits());
+        if held > 0 {
+            tracing::error!(
+                spans = held,
+                "exporter ended with spans unsettled; counting them lost"
+            );
+            queue.metrics.lost("shutdown", held as u64);
+            queue.metrics.export_queue_spans.dec_by(held as i64);
+        }
     }
 }

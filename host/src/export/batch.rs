@@ -1,0 +1,141 @@
+//! The batcher: accumulates kept spans into one encoded request until it holds `send_batch_size` spans
+//! or `timeout` has passed since its first span, never more than `send_batch_max_size`, then hands it to
+//! one of `num_consumers` concurrent senders.
+
+use super::{Batch, BatchSender, KeptSpans, Outcome};
+use crate::config::BatchConfig;
+use crate::otlp::ExportBuilder;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Owns the batch being built and the sender tasks.
+pub(super) struct Batcher {
+    send_batch_size: usize,
+    send_batch_max_size: usize,
+    timeout: std::time::Duration,
+    rx: mpsc::Receiver<KeptSpans>,
+    sender: Arc<BatchSender>,
+    /// One permit per concurrent export request (`sending_queue.num_consumers`).
+    consumers: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    builder: ExportBuilder,
+    /// When the batch being built must be sent; `None` while it is empty.
+    deadline: Option<Instant>,
+}
+
+impl Batcher {
+    pub fn new(
+        cfg: &BatchConfig,
+        num_consumers: usize,
+        rx: mpsc::Receiver<KeptSpans>,
+        sender: Arc<BatchSender>,
+    ) -> Self {
+        let send_batch_size = cfg.send_batch_size.max(1);
+        Batcher {
+            send_batch_size,
+            send_batch_max_size: cfg.send_batch_max_size.max(send_batch_size),
+            timeout: cfg.timeout,
+            rx,
+            sender,
+            consumers: Arc::new(Semaphore::new(num_consumers.max(1))),
+            tasks: JoinSet::new(),
+            builder: ExportBuilder::new(),
+            deadline: None,
+        }
+    }
+
+    /// Runs until every handle is dropped and everything is delivered, or until shutdown is cancelled
+    /// (then everything still held is settled as lost to shutdown).
+    pub async fn run(mut self) {
+        let cancel = self.sender.cancel.clone();
+        loop {
+            let deadline = self.deadline;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    self.abandon();
+                    break;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => self.flush().await,
+                item = self.rx.recv() => match item {
+                    Some(kept) => self.add(kept).await,
+                    None => {
+                        self.flush().await;
+                        break;
+                    }
+                },
+            }
+            // Reap finished senders so the set does not grow.
+            while self.tasks.try_join_next().is_some() {}
+        }
+        // Senders watch the cancel token themselves, so this ends by the shutdown deadline at the latest.
+        while let Some(res) = self.tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "export sender task failed");
+            }
+        }
+    }
+
+    async fn add(&mut self, kept: KeptSpans) {
+        for span in &kept.spans {
+            if self.builder.span_count() >= self.send_batch_max_size {
+                self.flush().await;
+            }
+            self.builder.push(span, kept.patch.clone());
+        }
+        if self.builder.span_count() >= self.send_batch_size {
+            self.flush().await;
+        } else if !self.builder.is_empty() && self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.timeout);
+        }
+    }
+
+    /// Hands the batch being built to a sender, waiting for a free one.
+    async fn flush(&mut self) {
+        self.deadline = None;
+        if self.builder.is_empty() {
+            return;
+        }
+        let builder = std::mem::take(&mut self.builder);
+        let batch = Batch {
+            spans: builder.span_count(),
+            body: builder.finish(),
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = self.sender.cancel.cancelled() => None,
+            p = self.consumers.clone().acquire_owned() => p.ok(),
+        };
+        let Some(permit) = permit else {
+            self.sender.settle(batch.spans, Outcome::Shutdown);
+            return;
+        };
+        let sender = self.sender.clone();
+        self.tasks.spawn(async move {
+            sender.deliver(batch).await;
+            drop(permit);
+        });
+    }
+
+    /// Shutdown grace ran out: settles the batch being built and everything still queued as lost.
+    fn abandon(&mut self) {
+        let building = std::mem::take(&mut self.builder).span_count();
+        self.rx.close();
+        let mut queued = 0;
+        while let Ok(kept) = self.rx.try_recv() {
+            queued += kept.spans.len();
+        }
+        if building + queued > 0 {
+            self.sender.settle(building + queued, Outcome::Shutdown);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
