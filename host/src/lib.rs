@@ -17,6 +17,7 @@
 //! - [`buffer`]: groups spans by trace until a trigger fires (settle, idle, max wait, size, memory).
 //! - [`decisions`]: remembered keep/drop decisions so late spans follow their trace.
 //! - [`pipeline`]: decides each trace with the ordered rules, annotates kept spans, runs redactors.
+//! - [`plugin`]: the WebAssembly host: loads, bounds and calls sampler and redactor components.
 //! - [`policy`]: builds the pipeline's policy from the config (loads plugins).
 //! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod plugin;
 pub mod policy;
 pub mod receiver;
 #[doc(hidden)]
