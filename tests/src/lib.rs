@@ -1,1 +1,74 @@
-//! Shared helpers for the end-to-end tests.
+//! Harness for tailgate's end-to-end tests: real clients on one side, a recording OTLP server on the
+//! other, and tailgate (started in-process on port 0) in between.
+//!
+//! # Layout
+//!
+//! ```text
+//!  python::run_script ──► tailgate (proxy::TestConfig::start) ──► capture::CaptureServer
+//!  (OpenTelemetry SDK)          │                                       ▲
+//!                               └──────► rotel::Rotel (real collector) ─┘   (optional hop)
+//! ```
+//!
+//! - [`binary`]: the built `tailgate` executable, for command-line tests.
+//! - [`capture`]: an OTLP/gRPC + OTLP/HTTP server that records every request and can refuse the first N.
+//! - [`proxy`]: tailgate configurations with short timings, started through `tailgate::app`.
+//! - [`python`]: runs the scripts in `tests/python/` with the project's virtualenv.
+//! - [`rotel`]: runs the rotel collector shipped in the `rotel` Python package.
+//! - [`otlp`]: flattening, normalising and comparing OTLP spans.
+//!
+//! Everything listens on 127.0.0.1 and every wait is bounded by [`WAIT`].
+
+pub mod binary;
+pub mod capture;
+pub mod otlp;
+pub mod proxy;
+pub mod python;
+pub mod rotel;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The longest any test waits for something to happen (spans to arrive, a process to answer).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The repository root (the tests crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Sets up logging once for the test binary: `RUST_LOG` (default `warn`) to the captured test output.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A free loopback port, for programs that cannot report the port they bound (rotel, the binary).
+/// The port is released before returning, so another process could take it in between; on loopback in
+/// a test run that is rare enough.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

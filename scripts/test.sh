@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs tailgate's whole test suite on a fresh machine, installing what the tests need first:
+#   1. the Python virtualenv .venv with the pinned OpenTelemetry SDK, OTLP exporters and rotel
+#      (scripts/setup-python.sh; reused when already there);
+#   2. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
+#   3. cargo fmt --check and cargo clippy -D warnings on the workspace;
+#   4. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/.
+# Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
+# (e.g. `./scripts/test.sh -- two_services`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+started=$SECONDS
+step() {
+    echo
+    echo "==> [$((SECONDS - started))s] $*"
+}
+
+step "toolchain"
+# rustup installs the toolchain, components and targets named in rust-toolchain.toml on first use.
+rustup show active-toolchain
+cargo --version
+
+step "Python environment (.venv)"
+./scripts/setup-python.sh
+export TAILGATE_PYTHON="$root/.venv/bin/python"
+TAILGATE_ROTEL="$("$TAILGATE_PYTHON" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
+export TAILGATE_ROTEL
+
+if [[ -x scripts/build-plugins.sh ]]; then
+    step "plugins (scripts/build-plugins.sh)"
+    ./scripts/build-plugins.sh
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build the tailgate binary (for the command-line tests)"
+cargo build -p tailgate --bin tailgate
+export TAILGATE_BIN="$root/target/debug/tailgate"
+
+step "cargo test --workspace"
+cargo test --workspace "$@"
+
+if [[ -f plugins/Cargo.toml ]]; then
+    step "cargo test (plugins/)"
+    (cd plugins && cargo test)
+fi
+
+step "all tests passed in $((SECONDS - started))s"

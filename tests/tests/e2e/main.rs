@@ -1,0 +1,15 @@
+//! End-to-end tests: real clients -> tailgate (in-process, port 0) -> a capture server standing in for
+//! Jaeger. One binary, one module per scenario; see `tailgate_e2e` for the harness.
+//!
+//! Tests that use Python (the OpenTelemetry SDK) or rotel need `.venv`, which `scripts/test.sh` creates;
+//! without it they fail with a message saying so, they never skip.
+
+mod admin;
+mod exporter_retry;
+mod graceful_shutdown;
+mod json_and_gzip;
+mod sdk_roundtrip;
+mod support;
+mod through_rotel;
+mod two_services;
+mod validate_cli;
