@@ -27,6 +27,7 @@ use std::time::Duration;
 pub struct ReceiverContext {
     /// Where accepted spans go.
     pub ingest: IngestHandle,
+    /// Where receivers count received and refused spans and requests.
     pub metrics: Arc<Metrics>,
     /// Largest request accepted, counted both as received (compressed) and decompressed.
     pub max_body_bytes: usize,
@@ -43,6 +44,7 @@ pub enum ReceiveError {
     /// The body, compressed or decompressed, is larger than the configured maximum.
     #[error("request body exceeds the limit of {limit} bytes {stage}")]
     TooLarge {
+        /// The configured maximum in bytes.
         limit: usize,
         /// `as sent` or `once decompressed` (a compression bomb, or just a big batch).
         stage: &'static str,
@@ -97,7 +99,9 @@ impl ReceiveError {
 /// An accepted request: how many spans went to the buffer and how many were refused one by one.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Accepted {
+    /// Spans handed to the ingest queue.
     pub spans: u64,
+    /// Spans refused one by one (bad ids); reported in `partial_success`.
     pub rejected: u64,
     /// For `partial_success.error_message`; `None` when nothing was rejected.
     pub rejection_message: Option<String>,

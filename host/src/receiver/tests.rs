@@ -373,6 +373,106 @@ async fn grpc_gzip_bomb_is_resource_exhausted() {
     rx.stop().await;
 }
 
+/// Posts one hand-made gRPC frame over HTTP/2 (to send what no gRPC client would: a broken gzip
+/// payload), returning the `grpc-status` and `grpc-message` headers of a trailers-only (error) answer.
+async fn grpc_frame(addr: SocketAddr, compressed: bool, payload: &[u8]) -> (String, String) {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(payload);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut req = client
+        .post(format!("http://{addr}{}", grpc::EXPORT_PATH))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(frame);
+    if compressed {
+        req = req.header("grpc-encoding", "gzip");
+    }
+    let response = req.send().await.expect("sent");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (header("grpc-status"), header("grpc-message"))
+}
+
+#[tokio::test]
+async fn grpc_bad_gzip_is_invalid_argument() {
+    let mut rx = start(Kind::Grpc, Options::default()).await;
+    let (code, message) = grpc_frame(rx.addr, true, b"this is not gzip").await;
+    assert_eq!(
+        code,
+        (Code::InvalidArgument as i32).to_string(),
+        "{message}"
+    );
+    assert!(message.contains("decompressing"), "{message}");
+    rx.no_batch();
+    assert_eq!(rx.requests_refused("grpc", "bad_compression"), 1);
+    // A well-formed hand-made frame is accepted (the OK status then comes in trailers, not headers).
+    let (code, message) = grpc_frame(rx.addr, false, &sample_request().encode_to_vec()).await;
+    assert_eq!(code, "", "{message}");
+    assert_eq!(rx.batch().span_count, 3);
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn large_bodies_are_refused_and_the_connection_stays_usable() {
+    // Megabytes sent against a 64 KiB limit: the client sees the refusal, not a reset, and can go on.
+    let opts = || Options {
+        max_body_bytes: 64 * 1024,
+        ..Options::default()
+    };
+    let mut rx = start(Kind::Grpc, opts()).await;
+    let mut client = rx.grpc_client().await;
+    for _ in 0..3 {
+        let status = client
+            .export(big_request(4 << 20))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    client
+        .export(sample_request())
+        .await
+        .expect("the channel still works");
+    assert_eq!(rx.batch().span_count, 3);
+    assert_eq!(rx.requests_refused("grpc", "too_large"), 3);
+    rx.stop().await;
+
+    let mut rx = start(Kind::Http, opts()).await;
+    for _ in 0..3 {
+        let response = post(
+            &rx,
+            "application/x-protobuf",
+            None,
+            big_request(4 << 20).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(response.status(), 413);
+    }
+    assert_eq!(
+        post(
+            &rx,
+            "application/x-protobuf",
+            None,
+            sample_request().encode_to_vec()
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(rx.batch().span_count, 3);
+    assert_eq!(rx.requests_refused("http", "too_large"), 3);
+    rx.stop().await;
+}
+
 #[tokio::test]
 async fn grpc_full_queue_is_resource_exhausted_with_retry_info() {
     let mut rx = start(
