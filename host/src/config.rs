@@ -214,6 +214,10 @@ pub struct BatchConfig {
     pub send_batch_size: usize,
     /// Never send more spans than this in one request. Default 16384.
     pub send_batch_max_size: usize,
+    /// Close a batch before its encoded size (before compression) would pass this; a single larger span
+    /// goes alone. Default 3 MiB, below the 4 MiB that Jaeger and the Collector accept over gRPC by
+    /// default (a larger request is refused with `RESOURCE_EXHAUSTED` and lost).
+    pub send_batch_max_bytes: ByteSize,
     /// Send what is waiting after this long. Default 200 ms.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -221,7 +225,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { send_batch_size: 8192, send_batch_max_size: 16384, timeout: Duration::from_millis(200) }
+        BatchConfig {
+            send_batch_size: 8192,
+            send_batch_max_size: 16384,
+            send_batch_max_bytes: ByteSize::mib(3),
+            timeout: Duration::from_millis(200),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The batcher: accumulates kept spans into one encoded request until it holds `send_batch_size` spans
 //! or `timeout` has passed since its first span, never more than `send_batch_max_size`, then hands it to
-//! one of `num_consumers` concurrent senders.
+//! one of `num_consumers` concurrent senders. A batch is also closed before its encoded size would pass
+//! `send_batch_max_bytes`.
 
 use super::{Batch, BatchSender, KeptSpans, Outcome};
 use crate::config::BatchConfig;
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 pub(super) struct Batcher {
     send_batch_size: usize,
     send_batch_max_size: usize,
+    send_batch_max_bytes: usize,
     timeout: std::time::Duration,
     rx: mpsc::Receiver<KeptSpans>,
     sender: Arc<BatchSender>,
@@ -36,6 +38,7 @@ impl Batcher {
         Batcher {
             send_batch_size,
             send_batch_max_size: cfg.send_batch_max_size.max(send_batch_size),
+            send_batch_max_bytes: cfg.send_batch_max_bytes.as_usize().max(1),
             timeout: cfg.timeout,
             rx,
             sender,
@@ -80,7 +83,12 @@ impl Batcher {
 
     async fn add(&mut self, kept: KeptSpans) {
         for span in &kept.spans {
-            if self.builder.span_count() >= self.send_batch_max_size {
+            // What `ExportBuilder::approx_encoded_len` will add for this span.
+            let span_len = span.raw.len() + kept.patch.len() + 8;
+            if self.builder.span_count() >= self.send_batch_max_size
+                || (!self.builder.is_empty()
+                    && self.builder.approx_encoded_len() + span_len > self.send_batch_max_bytes)
+            {
                 self.flush().await;
             }
             self.builder.push(span, kept.patch.clone());

@@ -91,7 +91,7 @@ impl HttpTransport {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = read_capped(resp, MAX_RESPONSE_BYTES).await;
         if status.is_success() {
             let partial = ExportTraceServiceResponse::decode(body)
                 .ok()
@@ -118,6 +118,21 @@ impl HttpTransport {
             message: format!("HTTP {status}: {}", error_text(&body)),
         })
     }
+}
+
+/// Most of a response body read: an export response is a few bytes, an error a short message.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Reads at most `max` bytes of a response body; a read error ends it early (the status is what counts).
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Bytes {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(max - out.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Bytes::from(out)
 }
 
 /// The URL to POST to: the endpoint with `/v1/traces` appended unless it already has a path.

@@ -116,7 +116,9 @@ pub(crate) struct ProtoDuration {
     pub nanos: i32,
 }
 
-pub(crate) const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+/// The message name at the end of a `RetryInfo` detail's type URL
+/// (`type.googleapis.com/google.rpc.RetryInfo`).
+pub(crate) const RETRY_INFO_TYPE: &str = "google.rpc.RetryInfo";
 
 /// The `RetryInfo` delay in encoded `google.rpc.Status` details, if there is one.
 pub(super) fn retry_info_delay(status_details: &[u8]) -> Option<Duration> {
@@ -125,7 +127,7 @@ pub(super) fn retry_info_delay(status_details: &[u8]) -> Option<Duration> {
     status
         .details
         .iter()
-        .filter(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
+        .filter(|a| a.type_url.rsplit('/').next() == Some(RETRY_INFO_TYPE))
         .find_map(|a| {
             let d = RetryInfo::decode(a.value.as_slice()).ok()?.retry_delay?;
             let secs = u64::try_from(d.seconds).ok()?;

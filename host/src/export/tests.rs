@@ -1,9 +1,9 @@
 //! Exporter tests against capture servers standing in for Jaeger: an OTLP/gRPC `TraceService` and an
 //! OTLP/HTTP endpoint, both able to fail the first N requests, stall, or report partial success.
 
-use super::retry::{Backoff, ProtoAny, ProtoDuration, RETRY_INFO_TYPE_URL, RetryInfo, RpcStatus};
+use super::retry::{Backoff, ProtoAny, ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 use super::*;
-use crate::config::{BatchConfig, Compression, SendingQueue};
+use crate::config::{BatchConfig, ByteSize, Compression, SendingQueue};
 use crate::metrics::ReasonLabels;
 use crate::otlp::{SpanPatch, scan_export_request};
 use crate::testing::{request, span_in};
@@ -99,6 +99,7 @@ fn config(protocol: ExportProtocol, endpoint: String) -> OtlpExporter {
         batch: BatchConfig {
             send_batch_size: 100,
             send_batch_max_size: 100,
+            send_batch_max_bytes: ByteSize::mib(3),
             timeout: Duration::from_millis(10),
         },
     }
@@ -196,7 +197,7 @@ impl TraceService for GrpcCapture {
                         code: code as i32,
                         message: "busy".into(),
                         details: vec![ProtoAny {
-                            type_url: RETRY_INFO_TYPE_URL.into(),
+                            type_url: format!("type.googleapis.com/{RETRY_INFO_TYPE}"),
                             value: info.encode_to_vec(),
                         }],
                     };
@@ -376,6 +377,7 @@ async fn batches_respect_size_limits_and_split_large_groups() {
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 15,
+        send_batch_max_bytes: ByteSize::mib(3),
         timeout: Duration::from_millis(10),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -398,6 +400,30 @@ async fn batches_respect_size_limits_and_split_large_groups() {
     );
     assert_each_once(&accepted, 1..next);
     assert_eq!(metrics.spans_exported.get(), next - 1);
+}
+
+#[tokio::test]
+async fn batches_respect_the_byte_limit() {
+    let (endpoint, capture) = grpc_capture(Script::default()).await;
+    let metrics = Metrics::new();
+    let mut cfg = config(ExportProtocol::Grpc, endpoint);
+    let limit = 1000;
+    cfg.batch.send_batch_max_bytes = ByteSize(limit);
+    let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
+    handle.send(kept(1, 100)).await.expect("send");
+    drop(handle);
+    exporter.shutdown(DRAIN).await;
+    let accepted = capture.accepted();
+    assert!(accepted.len() > 1, "100 spans do not fit in {limit} bytes");
+    // The limit counts span bytes; the one resource and scope of the fixture add well under 200.
+    for r in &accepted {
+        assert!(
+            r.encoded_len() as u64 <= limit + 200,
+            "request of {} bytes",
+            r.encoded_len()
+        );
+    }
+    assert_each_once(&accepted, 1..=100);
 }
 
 #[tokio::test]
@@ -539,6 +565,7 @@ async fn send_waits_while_queue_is_full_and_shutdown_counts_the_rest() {
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 10,
+        send_batch_max_bytes: ByteSize::mib(3),
         timeout: Duration::from_secs(3600),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -568,6 +595,7 @@ async fn a_group_larger_than_the_queue_is_queued_in_parts() {
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 10,
+        send_batch_max_bytes: ByteSize::mib(3),
         timeout: Duration::from_millis(10),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -586,6 +614,7 @@ async fn shutdown_flushes_a_partial_batch() {
     cfg.batch = BatchConfig {
         send_batch_size: 1000,
         send_batch_max_size: 1000,
+        send_batch_max_bytes: ByteSize::mib(3),
         timeout: Duration::from_secs(3600),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -648,6 +677,7 @@ async fn file_exporter_writes_otlp_json_lines_that_parse_back() {
     cfg.batch = BatchConfig {
         send_batch_size: 5,
         send_batch_max_size: 5,
+        send_batch_max_bytes: ByteSize::mib(3),
         timeout: Duration::from_millis(10),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -726,7 +756,7 @@ fn retry_info_is_read_from_status_details() {
                 value: vec![],
             },
             ProtoAny {
-                type_url: RETRY_INFO_TYPE_URL.into(),
+                type_url: format!("type.googleapis.com/{RETRY_INFO_TYPE}"),
                 value: info.encode_to_vec(),
             },
         ],
