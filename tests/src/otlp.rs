@@ -55,7 +55,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Parses lower- or upper-case hex.
 pub fn from_hex(s: &str) -> anyhow::Result<Vec<u8>> {
     let s = s.trim();
-    anyhow::ensure!(s.len() % 2 == 0, "odd-length hex string");
+    anyhow::ensure!(s.len().is_multiple_of(2), "odd-length hex string");
     (0..s.len())
         .step_by(2)
         .map(|i| {

@@ -5,7 +5,7 @@ use crate::support::parse_report;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use tailgate_e2e::capture::CaptureServer;
-use tailgate_e2e::otlp::{FlatSpan, assert_same_spans};
+use tailgate_e2e::otlp::{FlatSpan, assert_same_spans, string_attr};
 use tailgate_e2e::proxy::{RunningAppExt, TestConfig};
 use tailgate_e2e::python::run_script;
 
@@ -91,7 +91,17 @@ async fn roundtrip(protocol: &str, gzip: bool) -> anyhow::Result<()> {
 
     capture.wait_for_spans(report.expected.len()).await?;
     app.shutdown().await;
-    assert_same_spans(&report.expected, &capture.spans());
+    let arrived = capture.spans();
+    assert_same_spans(&report.expected, &arrived);
+    for s in &arrived {
+        let rule = string_attr(&s.span.attributes, "tailgate.rule");
+        assert_eq!(
+            rule.as_deref(),
+            Some("default"),
+            "kept span `{}` names the rule that kept it",
+            s.span.name
+        );
+    }
     Ok(())
 }
 
