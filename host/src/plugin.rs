@@ -75,17 +75,29 @@ pub enum PluginError {
     #[error("plugin runtime: {0}")]
     Runtime(String),
     #[error("plugin `{plugin}`: cannot read {path}: {source}")]
-    Read { plugin: String, path: PathBuf, source: std::io::Error },
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("plugin `{plugin}`: not a valid WebAssembly component: {reason}")]
     Compile { plugin: String, reason: String },
     #[error("plugin `{plugin}`: {found}; expected a {expected} (a component exporting `{export}`)")]
-    WrongWorld { plugin: String, expected: PluginWorld, export: &'static str, found: String },
+    WrongWorld {
+        plugin: String,
+        expected: PluginWorld,
+        export: &'static str,
+        found: String,
+    },
     #[error("plugin `{plugin}`: needs imports tailgate does not provide: {reason}")]
     Link { plugin: String, reason: String },
     #[error("plugin `{plugin}`: rejected its configuration: {message}")]
     Config { plugin: String, message: String },
     #[error("plugin `{plugin}`: failed to start: {failure}")]
-    Init { plugin: String, failure: PluginFailure },
+    Init {
+        plugin: String,
+        failure: PluginFailure,
+    },
 }
 
 /// Why one plugin call produced no answer. The pipeline applies its failure policy (samplers fail open by
@@ -144,6 +156,9 @@ pub struct RuntimeSettings {
     pub default_memory_limit: usize,
     /// A stateless instance is replaced after this many calls, bounding slow leaks. Default 100 000.
     pub max_calls_per_instance: u64,
+    /// Pass plugins' stderr through to tailgate's (a Python traceback, a Rust panic message). For
+    /// debugging; default false, and also enabled by the environment variable `TAILGATE_PLUGIN_STDERR=1`.
+    pub plugin_stderr: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -155,6 +170,7 @@ impl Default for RuntimeSettings {
             init_deadline: Duration::from_secs(2),
             default_memory_limit: 64 << 20,
             max_calls_per_instance: 100_000,
+            plugin_stderr: std::env::var_os("TAILGATE_PLUGIN_STDERR").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -187,8 +203,18 @@ pub struct PluginSpec {
 
 impl PluginSpec {
     /// A spec with the runtime's default limits.
-    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, config: impl Into<String>) -> Self {
-        PluginSpec { name: name.into(), path: path.into(), config: config.into(), deadline: None, memory_limit: None }
+    pub fn new(
+        name: impl Into<String>,
+        path: impl Into<PathBuf>,
+        config: impl Into<String>,
+    ) -> Self {
+        PluginSpec {
+            name: name.into(),
+            path: path.into(),
+            config: config.into(),
+            deadline: None,
+            memory_limit: None,
+        }
     }
 }
 
@@ -322,7 +348,9 @@ impl Drop for RuntimeInner {
 
 impl fmt::Debug for PluginRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginRuntime").field("settings", &self.inner.settings).finish()
+        f.debug_struct("PluginRuntime")
+            .field("settings", &self.inner.settings)
+            .finish()
     }
 }
 
@@ -345,15 +373,20 @@ impl PluginRuntime {
             let dir = std::path::absolute(&dir).map_err(runtime_err)?;
             let mut cc = wasmtime::CacheConfig::new();
             cc.with_directory(dir);
-            let cache = wasmtime::Cache::new(cc).map_err(|e| runtime_err(format!("compile cache: {e:#}")))?;
+            let cache = wasmtime::Cache::new(cc)
+                .map_err(|e| runtime_err(format!("compile cache: {e:#}")))?;
             config.cache(Some(cache.clone()));
             compile_cache = Some(cache);
         }
         let engine = Engine::new(&config).map_err(|e| runtime_err(format!("{e:#}")))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| runtime_err(format!("{e:#}")))?;
-        bindings::sampler::Sampler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| runtime_err(format!("{e:#}")))?;
+        bindings::sampler::Sampler::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| runtime_err(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
@@ -366,7 +399,15 @@ impl PluginRuntime {
                 }
             })
             .map_err(runtime_err)?;
-        Ok(PluginRuntime { inner: Arc::new(RuntimeInner { engine, linker, settings, cache: compile_cache, stop }) })
+        Ok(PluginRuntime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                settings,
+                cache: compile_cache,
+                stop,
+            }),
+        })
     }
 
     /// The settings this runtime was built with.
@@ -397,7 +438,10 @@ impl PluginRuntime {
         self.inner
             .linker
             .instantiate_pre(&compiled.component)
-            .map_err(|e| PluginError::Link { plugin: name.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| PluginError::Link {
+                plugin: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
         Ok(PluginInfo {
             path: path.to_owned(),
             world,
@@ -440,9 +484,11 @@ impl PluginRuntime {
         let uses_accessors = ty.imports(engine).any(|(n, item)| {
             n == bindings::HOST_IMPORT
                 && match item.ty {
-                    wasmtime::component::types::ComponentItem::ComponentInstance(i) => i
-                        .exports(engine)
-                        .any(|(f, _)| matches!(f, "span-attribute" | "resource-attribute" | "span-name")),
+                    wasmtime::component::types::ComponentItem::ComponentInstance(i) => {
+                        i.exports(engine).any(|(f, _)| {
+                            matches!(f, "span-attribute" | "resource-attribute" | "span-name")
+                        })
+                    }
                     _ => true,
                 }
         });
@@ -467,7 +513,10 @@ impl PluginRuntime {
             .inner
             .linker
             .instantiate_pre(&compiled.component)
-            .map_err(|e| PluginError::Link { plugin: plugin.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| PluginError::Link {
+                plugin: plugin.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let pre = W::pre(instance_pre).map_err(|e| PluginError::WrongWorld {
             plugin: plugin.clone(),
             expected: W::WORLD,
@@ -507,8 +556,14 @@ impl PluginRuntime {
             },
         };
         let (slot, interest) = core.instantiate().map_err(|e| match e {
-            InitError::Rejected(message) => PluginError::Config { plugin: plugin.clone(), message },
-            InitError::Failed(failure) => PluginError::Init { plugin: plugin.clone(), failure },
+            InitError::Rejected(message) => PluginError::Config {
+                plugin: plugin.clone(),
+                message,
+            },
+            InitError::Failed(failure) => PluginError::Init {
+                plugin: plugin.clone(),
+                failure,
+            },
         })?;
         core.projection = Projection {
             span_keys: interest.span_attributes,
@@ -547,7 +602,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Which world the exports implement; with `expected`, an error unless it is that one.
-fn world_of(plugin: &str, exports: &[String], expected: Option<PluginWorld>) -> Result<PluginWorld, PluginError> {
+fn world_of(
+    plugin: &str,
+    exports: &[String],
+    expected: Option<PluginWorld>,
+) -> Result<PluginWorld, PluginError> {
     let has = |e: &str| exports.iter().any(|x| x == e);
     let found = if has(bindings::SAMPLING_EXPORT) {
         Some(PluginWorld::Sampler)
@@ -572,11 +631,21 @@ fn world_of(plugin: &str, exports: &[String], expected: Option<PluginWorld>) -> 
         (None, _) => {
             let other_version = exports.iter().find(|e| e.starts_with("tailgate:plugin/"));
             let found = match other_version {
-                Some(e) => format!("it implements `{e}`, a contract version this tailgate does not support"),
+                Some(e) => format!(
+                    "it implements `{e}`, a contract version this tailgate does not support"
+                ),
                 None if exports.is_empty() => "it exports nothing".to_owned(),
-                None => format!("it implements no tailgate world (exports: {})", exports.join(", ")),
+                None => format!(
+                    "it implements no tailgate world (exports: {})",
+                    exports.join(", ")
+                ),
             };
-            Err(PluginError::WrongWorld { plugin: plugin.to_owned(), expected: expected_world, export, found })
+            Err(PluginError::WrongWorld {
+                plugin: plugin.to_owned(),
+                expected: expected_world,
+                export,
+                found,
+            })
         }
     }
 }
@@ -622,7 +691,12 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let after = self.used.saturating_sub(current).saturating_add(desired);
         if after > self.limit {
             self.hit_limit = true;
@@ -632,7 +706,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold function references; a million entries is far beyond any sane plugin.
         Ok(desired <= 1_000_000)
     }
@@ -651,7 +730,10 @@ struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -692,7 +774,9 @@ impl bindings::host::Host for HostState {
 
     fn span_attribute(&mut self, span_index: u32, key: String) -> Option<AttributeValue> {
         let span = self.trace.get(span_index as usize)?;
-        span.attributes().find(|kv| kv.key == key).map(|kv| marshal::value_from_ref(kv.value))
+        span.attributes()
+            .find(|kv| kv.key == key)
+            .map(|kv| marshal::value_from_ref(kv.value))
     }
 
     fn resource_attribute(&mut self, span_index: u32, key: String) -> Option<AttributeValue> {
@@ -703,7 +787,9 @@ impl bindings::host::Host for HostState {
     }
 
     fn span_name(&mut self, span_index: u32) -> Option<String> {
-        self.trace.get(span_index as usize).map(|s| s.name().to_owned())
+        self.trace
+            .get(span_index as usize)
+            .map(|s| s.name().to_owned())
     }
 }
 
@@ -722,7 +808,11 @@ trait World: Sized + Send + 'static {
     const EXPORT: &'static str;
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<Interest, String>>;
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Interest, String>>;
 }
 
 struct SamplerWorld(bindings::sampler::Sampler);
@@ -738,7 +828,11 @@ impl World for SamplerWorld {
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         pre.instantiate(store).map(SamplerWorld)
     }
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<Interest, String>> {
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Interest, String>> {
         self.0.tailgate_plugin_sampling().call_init(store, config)
     }
 }
@@ -753,7 +847,11 @@ impl World for RedactorWorld {
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
         pre.instantiate(store).map(RedactorWorld)
     }
-    fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<Interest, String>> {
+    fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<Interest, String>> {
         self.0.tailgate_plugin_redaction().call_init(store, config)
     }
 }
@@ -810,12 +908,23 @@ impl<W: World> PluginCore<W> {
 
     /// A fresh instance with `init` run on it.
     fn instantiate(&self) -> Result<(Slot<W>, Interest), InitError> {
+        // Grants nothing: no args, env, preopened dirs or network; stdio is closed. WASI clocks and random
+        // remain (the WASI p2 world needs them); plugins should use `now-unix-nano` instead.
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if self.runtime.settings.plugin_stderr {
+            wasi.inherit_stderr();
+        }
         let state = HostState {
-            // Grants nothing: no args, env, preopened dirs or network; stdio is closed. WASI clocks and
-            // random remain (the WASI p2 world needs them); plugins should use `now-unix-nano` instead.
-            wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit: self.memory_limit, used: 0, hit_limit: false },
+            limiter: MemoryLimiter {
+                limit: self.memory_limit,
+                used: 0,
+                hit_limit: false,
+            },
             plugin: self.shared.clone(),
             trace: Vec::new(),
         };
@@ -830,8 +939,18 @@ impl<W: World> PluginCore<W> {
             Ok(Err(message)) => return Err(InitError::Rejected(message)),
             Err(e) => return Err(InitError::Failed(classify(&e, &store))),
         };
-        self.shared.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        Ok((Slot { store, instance, calls: 0 }, interest))
+        self.shared
+            .stats
+            .instances_created
+            .fetch_add(1, Ordering::Relaxed);
+        Ok((
+            Slot {
+                store,
+                instance,
+                calls: 0,
+            },
+            interest,
+        ))
     }
 
     /// Runs `f` on an instance under the deadline and memory cap, and returns or discards the instance.
@@ -847,7 +966,9 @@ impl<W: World> PluginCore<W> {
             Some(s) => s,
             None => self.instantiate().map(|(s, _)| s).map_err(|e| {
                 let f = match e {
-                    InitError::Rejected(m) => PluginFailure::BadResult(format!("init rejected the config: {m}")),
+                    InitError::Rejected(m) => {
+                        PluginFailure::BadResult(format!("init rejected the config: {m}"))
+                    }
                     InitError::Failed(f) => f,
                 };
                 self.count_failure(&f);
@@ -874,7 +995,9 @@ impl<W: World> PluginCore<W> {
                 } else {
                     self.idle_lock().push(slot);
                 }
-                stats.call_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                stats
+                    .call_nanos
+                    .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Ok(r)
             }
             Err(e) => {
@@ -883,7 +1006,9 @@ impl<W: World> PluginCore<W> {
                 drop(slot);
                 self.count_failure(&failure);
                 tracing::warn!(plugin = %self.shared.name, kind = failure.kind(), "plugin call failed: {failure}");
-                stats.call_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                stats
+                    .call_nanos
+                    .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Err(failure)
             }
         }
@@ -910,8 +1035,10 @@ impl<W: World> PluginCore<W> {
 
     fn stats(&self) -> PluginStats {
         let s = &self.shared.stats;
-        let mut counters: Vec<(String, u64)> =
-            lock(&self.shared.counters).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut counters: Vec<(String, u64)> = lock(&self.shared.counters)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         counters.sort();
         PluginStats {
             calls: s.calls.load(Ordering::Relaxed),
@@ -929,7 +1056,10 @@ impl<W: World> PluginCore<W> {
 }
 
 fn now_unix_nano() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 // ---- samplers ----
@@ -941,7 +1071,9 @@ pub struct SamplerPlugin {
 
 impl fmt::Debug for SamplerPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SamplerPlugin").field("name", &self.core.shared.name).finish()
+        f.debug_struct("SamplerPlugin")
+            .field("name", &self.core.shared.name)
+            .finish()
     }
 }
 
@@ -962,17 +1094,24 @@ impl SamplerPlugin {
     }
 
     /// Asks the plugin about one complete trace. Never panics; every failure is a [`PluginFailure`].
-    pub fn decide(&self, trace_id: TraceId, spans: &[SpanRecord]) -> Result<SamplerVerdict, PluginFailure> {
+    pub fn decide(
+        &self,
+        trace_id: TraceId,
+        spans: &[SpanRecord],
+    ) -> Result<SamplerVerdict, PluginFailure> {
         let summary = marshal::summary(trace_id, spans, now_unix_nano());
         let attributes = marshal::project(&self.core.projection, spans);
         let full = self.core.full_trace.then(|| marshal::full_trace(spans));
         let d = self.core.call(spans, |w, store| {
-            w.0.tailgate_plugin_sampling().call_decide(store, &summary, &attributes, full.as_ref())
+            w.0.tailgate_plugin_sampling()
+                .call_decide(store, &summary, &attributes, full.as_ref())
         })?;
         if let Some(p) = d.probability
             && !(p > 0.0 && p <= 1.0)
         {
-            return Err(self.core.bad_result(format!("probability {p} is outside (0, 1]")));
+            return Err(self
+                .core
+                .bad_result(format!("probability {p} is outside (0, 1]")));
         }
         Ok(SamplerVerdict {
             decision: match d.verdict {
@@ -1000,7 +1139,9 @@ pub struct RedactorPlugin {
 
 impl fmt::Debug for RedactorPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedactorPlugin").field("name", &self.core.shared.name).finish()
+        f.debug_struct("RedactorPlugin")
+            .field("name", &self.core.shared.name)
+            .finish()
     }
 }
 
@@ -1012,12 +1153,17 @@ impl RedactorPlugin {
 
     /// Asks the plugin for the edits to one kept trace, validated and resolved to [`FieldRef`]s. Resource
     /// and scope indexes in them follow [`layout`]`(spans)`. Applying them is the caller's job.
-    pub fn redact(&self, trace_id: TraceId, spans: &[SpanRecord]) -> Result<Vec<RedactionEdit>, PluginFailure> {
+    pub fn redact(
+        &self,
+        trace_id: TraceId,
+        spans: &[SpanRecord],
+    ) -> Result<Vec<RedactionEdit>, PluginFailure> {
         let summary = marshal::summary(trace_id, spans, now_unix_nano());
         let packed = marshal::pack(spans);
-        let edits = self
-            .core
-            .call(spans, |w, store| w.0.tailgate_plugin_redaction().call_redact(store, &summary, &packed.wit))?;
+        let edits = self.core.call(spans, |w, store| {
+            w.0.tailgate_plugin_redaction()
+                .call_redact(store, &summary, &packed.wit)
+        })?;
         edits
             .into_iter()
             .map(|e| resolve_edit(&packed, e))
@@ -1032,14 +1178,24 @@ impl RedactorPlugin {
 }
 
 /// Checks one edit against the packed trace and resolves its field.
-fn resolve_edit(packed: &marshal::Packed, e: bindings::redaction::Edit) -> Result<RedactionEdit, String> {
+fn resolve_edit(
+    packed: &marshal::Packed,
+    e: bindings::redaction::Edit,
+) -> Result<RedactionEdit, String> {
     let fields = &packed.fields;
-    let field = fields
-        .get(e.field as usize)
-        .ok_or_else(|| format!("edit of field {} but the trace has {} fields", e.field, fields.len()))?;
+    let field = fields.get(e.field as usize).ok_or_else(|| {
+        format!(
+            "edit of field {} but the trace has {} fields",
+            e.field,
+            fields.len()
+        )
+    })?;
     let action = match e.action {
         WitEditAction::Remove | WitEditAction::RenameKey(_) if !field.kind.is_attribute() => {
-            return Err(format!("edit of field {}: {:?} can only remove or rename attributes", e.field, field.kind));
+            return Err(format!(
+                "edit of field {}: {:?} can only remove or rename attributes",
+                e.field, field.kind
+            ));
         }
         WitEditAction::Remove => EditAction::Remove,
         WitEditAction::RenameKey(k) => EditAction::RenameKey(k),
@@ -1048,7 +1204,10 @@ fn resolve_edit(packed: &marshal::Packed, e: bindings::redaction::Edit) -> Resul
         WitEditAction::Mask(ranges) => {
             let mut out: Vec<std::ops::Range<u32>> = Vec::with_capacity(ranges.len());
             for r in ranges {
-                let end = r.start.checked_add(r.len).filter(|&end| end <= field.value_len);
+                let end = r
+                    .start
+                    .checked_add(r.len)
+                    .filter(|&end| end <= field.value_len);
                 let Some(end) = end else {
                     return Err(format!(
                         "mask {}+{} of field {} is outside its {}-byte value",
@@ -1057,20 +1216,34 @@ fn resolve_edit(packed: &marshal::Packed, e: bindings::redaction::Edit) -> Resul
                 };
                 if field.is_string {
                     let at = packed.wit.fields[e.field as usize].value.offset as usize;
-                    let value = std::str::from_utf8(&packed.wit.text[at..at + field.value_len as usize]).unwrap_or("");
-                    if !value.is_char_boundary(r.start as usize) || !value.is_char_boundary(end as usize) {
-                        return Err(format!("mask {}+{} of field {} splits a UTF-8 character", r.start, r.len, e.field));
+                    let value =
+                        std::str::from_utf8(&packed.wit.text[at..at + field.value_len as usize])
+                            .unwrap_or("");
+                    if !value.is_char_boundary(r.start as usize)
+                        || !value.is_char_boundary(end as usize)
+                    {
+                        return Err(format!(
+                            "mask {}+{} of field {} splits a UTF-8 character",
+                            r.start, r.len, e.field
+                        ));
                     }
                 }
                 if out.last().is_some_and(|prev| prev.end > r.start) {
-                    return Err(format!("mask ranges of field {} overlap or are not sorted", e.field));
+                    return Err(format!(
+                        "mask ranges of field {} overlap or are not sorted",
+                        e.field
+                    ));
                 }
                 out.push(r.start..end);
             }
             EditAction::Mask(out)
         }
     };
-    Ok(RedactionEdit { field: field.clone(), action, reason: e.reason.map(|r| truncate(r, MAX_REASON)) })
+    Ok(RedactionEdit {
+        field: field.clone(),
+        action,
+        reason: e.reason.map(|r| truncate(r, MAX_REASON)),
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod sampler {
     wasmtime::component::bindgen!({
         path: "../wit/v0.1.0",
         world: "tailgate:plugin/sampler@0.1.0",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -14,6 +15,7 @@ pub mod redactor {
     wasmtime::component::bindgen!({
         path: "../wit/v0.1.0",
         world: "tailgate:plugin/redactor@0.1.0",
+        additional_derives: [PartialEq],
         with: {
             "tailgate:plugin/types@0.1.0": super::sampler::tailgate::plugin::types,
             "tailgate:plugin/host@0.1.0": super::sampler::tailgate::plugin::host,
@@ -21,8 +23,8 @@ pub mod redactor {
     });
 }
 
-pub use redactor::exports::tailgate::plugin::redaction as redaction;
-pub use sampler::exports::tailgate::plugin::sampling as sampling;
+pub use redactor::exports::tailgate::plugin::redaction;
+pub use sampler::exports::tailgate::plugin::sampling;
 pub use sampler::tailgate::plugin::host;
 pub use sampler::tailgate::plugin::types;
 

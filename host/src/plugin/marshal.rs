@@ -4,11 +4,13 @@
 //! The summary and projection read the encoded spans lazily (no protobuf decode); the full trace and the
 //! packing decode each span with `prost`, which is fine because they are the slow paths by design.
 
-use super::bindings::redaction::{FieldKind as WitFieldKind, PackedTrace, TextField, TextRange, ValueType};
+use super::bindings::redaction::{
+    FieldKind as WitFieldKind, PackedTrace, TextField, TextRange, ValueType,
+};
 use super::bindings::types::{
-    Attribute, AttributeLevel, AttributeValue, InstrumentationScope, MapEntry, ProjectedAttribute, RootSpan,
-    ScalarValue, Span, SpanEvent, SpanKind, SpanLink, StatusCode as WitStatus, Trace, TraceId as WitTraceId,
-    TraceSummary,
+    Attribute, AttributeLevel, AttributeValue, InstrumentationScope, MapEntry, ProjectedAttribute,
+    RootSpan, ScalarValue, Span, SpanEvent, SpanKind, SpanLink, StatusCode as WitStatus, Trace,
+    TraceId as WitTraceId, TraceSummary,
 };
 use crate::otlp::{self, AnyValueRef, SpanRecord, StatusCode, TraceId};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -32,7 +34,10 @@ impl Projection {
 }
 
 fn wit_trace_id(id: TraceId) -> WitTraceId {
-    WitTraceId { hi: (id >> 64) as u64, lo: id as u64 }
+    WitTraceId {
+        hi: (id >> 64) as u64,
+        lo: id as u64,
+    }
 }
 
 fn wit_status(s: StatusCode) -> WitStatus {
@@ -88,7 +93,10 @@ pub fn summary(trace_id: TraceId, spans: &[SpanRecord], now_unix_nano: u64) -> T
     if spans.is_empty() {
         start = 0;
     }
-    let service_name = root.or(earliest).map(|s| s.origin.service_name.to_string()).unwrap_or_default();
+    let service_name = root
+        .or(earliest)
+        .map(|s| s.origin.service_name.to_string())
+        .unwrap_or_default();
     TraceSummary {
         trace_id: wit_trace_id(trace_id),
         randomness: randomness(trace_id),
@@ -196,14 +204,23 @@ pub fn value_from_ref(v: AnyValueRef<'_>) -> AttributeValue {
         AnyValueRef::Int(i) => AttributeValue::Int(i),
         AnyValueRef::Double(d) => AttributeValue::Double(d),
         AnyValueRef::Bytes(b) => AttributeValue::Bytes(b.to_vec()),
-        AnyValueRef::Array(_) => match v.array_items().map(scalar_from_ref).collect::<Option<Vec<_>>>() {
+        AnyValueRef::Array(_) => match v
+            .array_items()
+            .map(scalar_from_ref)
+            .collect::<Option<Vec<_>>>()
+        {
             Some(items) => AttributeValue::Array(items),
             None => AttributeValue::NestedJson(json_of_ref(v)),
         },
         AnyValueRef::KvList(_) => {
             let entries = v
                 .kvlist_items()
-                .map(|kv| scalar_from_ref(kv.value).map(|value| MapEntry { key: kv.key.to_owned(), value }))
+                .map(|kv| {
+                    scalar_from_ref(kv.value).map(|value| MapEntry {
+                        key: kv.key.to_owned(),
+                        value,
+                    })
+                })
                 .collect::<Option<Vec<_>>>();
             match entries {
                 Some(e) => AttributeValue::Kvlist(e),
@@ -289,7 +306,11 @@ fn write_json_str(out: &mut String, s: &str) {
 fn base64(out: &mut String, bytes: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -333,7 +354,12 @@ pub fn value_from_proto(v: &AnyValue) -> AttributeValue {
         Some(Value::IntValue(i)) => AttributeValue::Int(*i),
         Some(Value::DoubleValue(d)) => AttributeValue::Double(*d),
         Some(Value::BytesValue(b)) => AttributeValue::Bytes(b.clone()),
-        Some(Value::ArrayValue(a)) => match a.values.iter().map(scalar_from_proto).collect::<Option<Vec<_>>>() {
+        Some(Value::ArrayValue(a)) => match a
+            .values
+            .iter()
+            .map(scalar_from_proto)
+            .collect::<Option<Vec<_>>>()
+        {
             Some(items) => AttributeValue::Array(items),
             None => AttributeValue::NestedJson(nested_json_of(v)),
         },
@@ -346,7 +372,10 @@ pub fn value_from_proto(v: &AnyValue) -> AttributeValue {
                         Some(v) => scalar_from_proto(v)?,
                         None => ScalarValue::Empty,
                     };
-                    Some(MapEntry { key: kv.key.clone(), value })
+                    Some(MapEntry {
+                        key: kv.key.clone(),
+                        value,
+                    })
                 })
                 .collect::<Option<Vec<_>>>();
             match entries {
@@ -361,7 +390,11 @@ fn attributes_from_proto(kvs: &[KeyValue]) -> Vec<Attribute> {
     kvs.iter()
         .map(|kv| Attribute {
             key: kv.key.clone(),
-            value: kv.value.as_ref().map(value_from_proto).unwrap_or(AttributeValue::Empty),
+            value: kv
+                .value
+                .as_ref()
+                .map(value_from_proto)
+                .unwrap_or(AttributeValue::Empty),
         })
         .collect()
 }
@@ -387,7 +420,10 @@ pub fn layout(spans: &[SpanRecord]) -> TraceLayout {
     let mut scope_keys: Vec<(u32, &[u8])> = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         let r = &s.origin.resource_fields[..];
-        let ri = match l.resource_first_span.iter().position(|&f| &spans[f as usize].origin.resource_fields[..] == r)
+        let ri = match l
+            .resource_first_span
+            .iter()
+            .position(|&f| &spans[f as usize].origin.resource_fields[..] == r)
         {
             Some(ri) => ri as u32,
             None => {
@@ -411,7 +447,11 @@ pub fn layout(spans: &[SpanRecord]) -> TraceLayout {
 }
 
 fn decode_resource(fields: &[u8]) -> Vec<KeyValue> {
-    ResourceSpans::decode(fields).ok().and_then(|r| r.resource).map(|r| r.attributes).unwrap_or_default()
+    ResourceSpans::decode(fields)
+        .ok()
+        .and_then(|r| r.resource)
+        .map(|r| r.attributes)
+        .unwrap_or_default()
 }
 
 fn decode_scope(fields: &[u8]) -> (String, String, Vec<KeyValue>) {
@@ -428,14 +468,20 @@ pub fn full_trace(spans: &[SpanRecord]) -> Trace {
     let resources = l
         .resource_first_span
         .iter()
-        .map(|&i| attributes_from_proto(&decode_resource(&spans[i as usize].origin.resource_fields)))
+        .map(|&i| {
+            attributes_from_proto(&decode_resource(&spans[i as usize].origin.resource_fields))
+        })
         .collect();
     let scopes = l
         .scope_first_span
         .iter()
         .map(|&i| {
             let (name, version, attrs) = decode_scope(&spans[i as usize].origin.scope_fields);
-            InstrumentationScope { name, version, attributes: attributes_from_proto(&attrs) }
+            InstrumentationScope {
+                name,
+                version,
+                attributes: attributes_from_proto(&attrs),
+            }
         })
         .collect();
     let spans = spans
@@ -481,7 +527,11 @@ pub fn full_trace(spans: &[SpanRecord]) -> Trace {
             }
         })
         .collect();
-    Trace { spans, resources, scopes }
+    Trace {
+        spans,
+        resources,
+        scopes,
+    }
 }
 
 fn id_from_bytes(b: &[u8]) -> u128 {
@@ -569,11 +619,17 @@ impl Packer {
     fn range(&mut self, bytes: &[u8]) -> TextRange {
         let offset = self.text.len() as u32;
         self.text.extend_from_slice(bytes);
-        TextRange { offset, len: bytes.len() as u32 }
+        TextRange {
+            offset,
+            len: bytes.len() as u32,
+        }
     }
 
     fn name(&mut self, kind: FieldKind, owner: u32, item: u32, text: &str) {
-        let key = TextRange { offset: self.text.len() as u32, len: 0 };
+        let key = TextRange {
+            offset: self.text.len() as u32,
+            len: 0,
+        };
         let value = self.range(text.as_bytes());
         self.fields.push(TextField {
             kind: kind.to_wit(),
@@ -602,19 +658,42 @@ impl Packer {
             let (value_type, text): (ValueType, std::borrow::Cow<'_, [u8]>) = match v {
                 None | Some(Value::StringValueStrindex(_)) => (ValueType::Empty, (&b""[..]).into()),
                 Some(Value::StringValue(s)) => (ValueType::Str, s.as_bytes().into()),
-                Some(Value::BoolValue(b)) => (ValueType::Boolean, b.to_string().into_bytes().into()),
+                Some(Value::BoolValue(b)) => {
+                    (ValueType::Boolean, b.to_string().into_bytes().into())
+                }
                 Some(Value::IntValue(n)) => (ValueType::Int, n.to_string().into_bytes().into()),
-                Some(Value::DoubleValue(d)) => (ValueType::Double, d.to_string().into_bytes().into()),
+                Some(Value::DoubleValue(d)) => {
+                    (ValueType::Double, d.to_string().into_bytes().into())
+                }
                 Some(Value::BytesValue(b)) => (ValueType::Bytes, b.as_slice().into()),
-                Some(Value::ArrayValue(_)) => {
-                    (ValueType::Array, kv.value.as_ref().map(nested_json_of).unwrap_or_default().into_bytes().into())
-                }
-                Some(Value::KvlistValue(_)) => {
-                    (ValueType::Kvlist, kv.value.as_ref().map(nested_json_of).unwrap_or_default().into_bytes().into())
-                }
+                Some(Value::ArrayValue(_)) => (
+                    ValueType::Array,
+                    kv.value
+                        .as_ref()
+                        .map(nested_json_of)
+                        .unwrap_or_default()
+                        .into_bytes()
+                        .into(),
+                ),
+                Some(Value::KvlistValue(_)) => (
+                    ValueType::Kvlist,
+                    kv.value
+                        .as_ref()
+                        .map(nested_json_of)
+                        .unwrap_or_default()
+                        .into_bytes()
+                        .into(),
+                ),
             };
             let value = self.range(&text);
-            self.fields.push(TextField { kind: kind.to_wit(), owner, item, key, value, value_type });
+            self.fields.push(TextField {
+                kind: kind.to_wit(),
+                owner,
+                item,
+                key,
+                value,
+                value_type,
+            });
             self.refs.push(FieldRef {
                 kind,
                 owner,
@@ -632,7 +711,11 @@ impl Packer {
 /// then per span its name, status message, attributes, events (name, attributes) and link attributes.
 pub fn pack(spans: &[SpanRecord]) -> Packed {
     let l = layout(spans);
-    let mut p = Packer { text: Vec::with_capacity(spans.len() * 256), fields: Vec::new(), refs: Vec::new() };
+    let mut p = Packer {
+        text: Vec::with_capacity(spans.len() * 256),
+        fields: Vec::new(),
+        refs: Vec::new(),
+    };
     for (ri, &first) in l.resource_first_span.iter().enumerate() {
         let attrs = decode_resource(&spans[first as usize].origin.resource_fields);
         p.attributes(FieldKind::ResourceAttribute, ri as u32, 0, &attrs);
@@ -664,5 +747,8 @@ pub fn pack(spans: &[SpanRecord]) -> Packed {
         resource_count: l.resource_first_span.len() as u32,
         scope_count: l.scope_first_span.len() as u32,
     };
-    Packed { wit, fields: p.refs }
+    Packed {
+        wit,
+        fields: p.refs,
+    }
 }

@@ -41,6 +41,13 @@ def parse_status(entry):
     raise ValueError(f"http_status entry {text!r} is neither a class like \"5xx\" nor a code")
 
 
+class Config:
+    """The parsed configuration. Module-level: componentize-py may create a new `Sampling` per call."""
+
+    status_error = True
+    http = []
+
+
 class Sampling(exports.Sampling):
     """The exported `tailgate:plugin/sampling` interface."""
 
@@ -54,17 +61,17 @@ class Sampling(exports.Sampling):
         for key in conf:
             if key not in KNOWN_KEYS:
                 raise Err(f"invalid configuration: unknown field `{key}`, expected one of `status_error`, `http_status`")
-        self.status_error = bool(conf.get("status_error", True))
+        Config.status_error = bool(conf.get("status_error", True))
         try:
-            self.http = [parse_status(e) for e in conf.get("http_status", [])]
+            Config.http = [parse_status(e) for e in conf.get("http_status", [])]
         except ValueError as e:
             raise Err(f"invalid configuration: {e}")
-        span_keys = STATUS_KEYS if self.http else []
+        span_keys = STATUS_KEYS if Config.http else []
         return Interest(span_attributes=span_keys, resource_attributes=[], scope_attributes=[],
                         full_trace=False, stateful=False)
 
     def decide(self, summary, attributes, full) -> Decision:
-        if self.status_error and summary.error_span_count > 0:
+        if Config.status_error and summary.error_span_count > 0:
             return Decision(verdict=Verdict.KEEP, probability=None, reason="error")
         for a in attributes:
             value = a.value
@@ -73,6 +80,6 @@ class Sampling(exports.Sampling):
                 code = value.value
             elif isinstance(value, AttributeValue_Str) and value.value.strip().isdigit():
                 code = int(value.value)
-            if code is not None and any(match(code) for match in self.http):
+            if code is not None and any(match(code) for match in Config.http):
                 return Decision(verdict=Verdict.KEEP, probability=None, reason="http_status")
         return Decision(verdict=Verdict.ABSTAIN, probability=None, reason=None)
