@@ -713,6 +713,26 @@ async fn http_gzip_protobuf_and_json() {
 }
 
 #[tokio::test]
+async fn http_large_request_is_decoded_on_the_blocking_pool() {
+    // Over OFFLOAD_BYTES as sent, so decompression, JSON decoding and the scan run off the async worker.
+    let mut rx = start(Kind::Http, Options::default()).await;
+    let mut big = big_request(600 * 1024);
+    big.resource_spans[0].scope_spans[0]
+        .spans
+        .push(span(2, 1, "child"));
+    let response = post(&rx, "application/x-protobuf", None, big.encode_to_vec()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(rx.batch().span_count, 2);
+    let json = serde_json::to_vec(&big).expect("serialize as OTLP/JSON");
+    let response = post(&rx, "application/json", None, json).await;
+    assert_eq!(response.status(), 200);
+    let batch = rx.batch();
+    assert_eq!(spans(&batch)[1].name(), "child");
+    assert_eq!(rx.received("http"), 4);
+    rx.stop().await;
+}
+
+#[tokio::test]
 async fn http_bad_trace_ids_are_rejected_and_the_rest_delivered() {
     let mut rx = start(Kind::Http, Options::default()).await;
     let response = post(
