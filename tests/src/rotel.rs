@@ -58,6 +58,9 @@ impl Rotel {
             std::process::id()
         ));
         std::fs::create_dir_all(&dir)?;
+        // Output goes to files, never to a pipe nobody reads (a full pipe would stall rotel).
+        let stdout = std::fs::File::create(dir.join("stdout.log"))?;
+        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
         let child = tokio::process::Command::new(&binary)
             .arg("start")
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
@@ -72,8 +75,8 @@ impl Rotel {
             .arg("--log-file")
             .arg(dir.join("rotel.log"))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;

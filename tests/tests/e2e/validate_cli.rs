@@ -79,6 +79,8 @@ fn file_exporter_prints_kept_traces_and_sigterm_stops() -> anyhow::Result<()> {
         "stdout.yaml",
         "buffer:\n  settle: 100ms\npolicy:\n  default: keep\n",
     )?;
+    // Logs go to a file, never to a pipe nobody reads while the test runs.
+    let log_path = config.with_extension("stderr.log");
     let mut child = Command::new(tailgate_bin()?)
         .arg("--config")
         .arg(&config)
@@ -88,7 +90,7 @@ fn file_exporter_prints_kept_traces_and_sigterm_stops() -> anyhow::Result<()> {
         .args(["--admin-endpoint", &format!("127.0.0.1:{admin}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log_path)?))
         .spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
@@ -170,10 +172,7 @@ fn file_exporter_prints_kept_traces_and_sigterm_stops() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
+    let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
     result.map_err(|e| e.context(format!("tailgate stderr:\n{stderr}")))?;
     assert!(status.success(), "exit after SIGTERM: {status}\n{stderr}");
     Ok(())
