@@ -1,0 +1,134 @@
+//! Cost of a plugin call, marshalling included: each standard sampler on a 10- and a 100-span trace, a
+//! full-trace plugin and the Python keep-errors for comparison, a redactor, and plugin load time cold vs
+//! cached. Needs `scripts/build-plugins.sh` first. Run: `cargo bench -p tailgate --bench plugin_call`.
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{Status, status};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tailgate::otlp::{SpanRecord, scan_export_request};
+use tailgate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings};
+use tailgate::testing::{kv_int, kv_str, request, span_in};
+
+fn plugin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run scripts/build-plugins.sh first", p.display());
+    p
+}
+
+const TRACE_ID: u128 = 0x5b8e_fff7_9879_8388_3f2a_18d0_1a3b_c4d5;
+
+/// A trace like the research benchmark's: 17 attributes per span (13 strings, 3 ints, 1 more string),
+/// a 12-attribute resource, an error on the last span.
+fn trace(n: usize) -> Vec<SpanRecord> {
+    let t0 = 1_700_000_000_000_000_000u64;
+    let spans = (0..n)
+        .map(|i| {
+            let parent = if i == 0 { 0 } else { 1 };
+            let mut s = span_in(TRACE_ID, i as u64 + 1, parent, "GET /api/v1/orders/{id}", t0 + i as u64 * 1000, t0 + 5_000_000);
+            let mut attrs: Vec<KeyValue> = (0..13)
+                .map(|k| kv_str(&format!("app.attribute.{k}"), "some-moderately-long-attribute-value-0123456789"))
+                .collect();
+            attrs.push(kv_int("http.response.status_code", 200));
+            attrs.push(kv_int("net.peer.port", 443));
+            attrs.push(kv_int("thread.id", 7));
+            attrs.push(kv_str("http.route", "/api/v1/orders/{id}"));
+            s.attributes = attrs;
+            if i == n - 1 {
+                s.status = Some(Status { code: status::StatusCode::Error as i32, message: "timeout".into() });
+            }
+            s
+        })
+        .collect();
+    let mut req = request("checkout", spans);
+    if let Some(r) = req.resource_spans[0].resource.as_mut() {
+        for k in 0..11 {
+            r.attributes.push(kv_str(&format!("host.label.{k}"), "resource-attribute-value"));
+        }
+    }
+    let body = Bytes::from(req.encode_to_vec());
+    scan_export_request(&body).expect("valid").spans.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Median nanoseconds per call of `f` over `rounds` rounds of `per_round` calls.
+fn measure(mut f: impl FnMut(), rounds: usize, per_round: usize) -> f64 {
+    for _ in 0..per_round {
+        f();
+    }
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per_round {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / per_round as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-bench-cache");
+    let settings = RuntimeSettings {
+        cache_dir: Some(cache),
+        default_deadline: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let rt = PluginRuntime::new(settings).expect("runtime");
+    let (t10, t100) = (trace(10), trace(100));
+
+    let samplers: &[(&str, &str, &str)] = &[
+        ("keep-errors", "keep-errors", "{}"),
+        ("keep-errors (http 5xx)", "keep-errors", r#"{"status_error": false, "http_status": ["5xx"]}"#),
+        ("keep-slow", "keep-slow", r#"{"threshold": "1s"}"#),
+        ("probabilistic", "probabilistic", r#"{"probability": 0.1}"#),
+        (
+            "attribute-match",
+            "attribute-match",
+            r#"{"conditions": [{"key": "http.route", "regex": "^/admin"}, {"key": "host.label.3", "on": "resource", "equals": "x"}]}"#,
+        ),
+        ("span-count", "span-count", r#"{"min": 1000}"#),
+        ("rate-limit", "rate-limit", r#"{"traces_per_second": 1e12}"#),
+        ("full trace (test-hostile)", "test-hostile", r#"{"mode": "full"}"#),
+        ("python keep-errors", "python-keep-errors", "{}"),
+        ("python keep-errors (http 5xx)", "python-keep-errors", r#"{"status_error": false, "http_status": ["5xx"]}"#),
+    ];
+    println!("{:<32} {:>14} {:>14}", "sampler call (median)", "10 spans", "100 spans");
+    for (label, file, config) in samplers {
+        let p = rt.load_sampler(&PluginSpec::new(*label, plugin(file), *config)).expect("loads");
+        let slow = file.starts_with("python") || file.starts_with("test-hostile");
+        let (rounds, per) = if slow { (15, 200) } else { (31, 2000) };
+        let ns10 = measure(|| drop(std::hint::black_box(p.decide(TRACE_ID, &t10))), rounds, per);
+        let ns100 = measure(|| drop(std::hint::black_box(p.decide(TRACE_ID, &t100))), rounds, per / 4);
+        println!("{label:<32} {:>11.2} us {:>11.2} us", ns10 / 1e3, ns100 / 1e3);
+    }
+
+    let r = rt.load_redactor(&PluginSpec::new("redactor", plugin("test-redactor"), "{}")).expect("loads");
+    let ns10 = measure(|| drop(std::hint::black_box(r.redact(TRACE_ID, &t10))), 15, 500);
+    let ns100 = measure(|| drop(std::hint::black_box(r.redact(TRACE_ID, &t100))), 15, 100);
+    println!("{:<32} {:>11.2} us {:>11.2} us", "redactor (packed strings)", ns10 / 1e3, ns100 / 1e3);
+
+    println!();
+    println!("{:<24} {:>16} {:>16} {:>16} {:>16}", "load", "compile cold", "compile cached", "load cold", "load cached");
+    for file in ["keep-errors", "attribute-match", "python-keep-errors"] {
+        let dir = std::env::temp_dir().join(format!("tailgate-bench-cache-{}-{file}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = RuntimeSettings { cache_dir: Some(dir.clone()), ..Default::default() };
+        let spec = PluginSpec::new(file, plugin(file), "{}");
+        let cold = PluginRuntime::new(s.clone()).expect("rt").load_sampler(&spec).expect("loads").stats();
+        let warm = PluginRuntime::new(s).expect("rt").load_sampler(&spec).expect("loads").stats();
+        assert!(warm.from_cache, "second load should hit the cache");
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{file:<24} {:>16} {:>16} {:>16} {:>16}",
+            ms(cold.compile_time),
+            ms(warm.compile_time),
+            ms(cold.load_time),
+            ms(warm.load_time)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
