@@ -469,7 +469,7 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b >= 1 << 30 && b % (1 << 20) == 0 {
+        if b >= 1 << 30 && b.is_multiple_of(1 << 20) {
             write!(f, "{:.1}GiB", b as f64 / (1u64 << 30) as f64)
         } else if b >= 1 << 20 {
             write!(f, "{:.1}MiB", b as f64 / (1u64 << 20) as f64)

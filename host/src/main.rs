@@ -27,9 +27,24 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", cli.config.as_ref().map_or("built-in default".into(), |p| p.display().to_string()));
             Ok(())
         }
-        Some(Command::Plugin { command: PluginCommand::Check { file } }) => {
-            anyhow::bail!("plugin check is not available yet ({})", file.display())
-        }
+        Some(Command::Plugin { command: PluginCommand::Check { file } }) => match tailgate::plugin::check(&file) {
+            Ok(info) => {
+                println!("{}: {}", file.display(), info.world);
+                println!("  exports  {}", info.export);
+                println!("  imports  {}", info.imports.join(", "));
+                println!("  size     {} bytes, sha256 {}", info.size_bytes, info.sha256);
+                println!(
+                    "  compile  {:.1?}{}",
+                    info.compile_time,
+                    if info.from_cache { " (from the compiled-code cache)" } else { "" }
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("tailgate: {e}");
+                std::process::exit(1);
+            }
+        },
         Some(Command::Run) | None => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(tailgate::app::run(config, shutdown_signal())).context("tailgate")

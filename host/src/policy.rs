@@ -1,26 +1,100 @@
-//! Builds the live [`Policy`] from the configuration: loads each rule's plugin and wraps it as a sampler.
+//! Builds the live [`Policy`] from the configuration: compiles (or loads from the cache) and initializes each
+//! rule's plugin and wraps it as a pipeline [`Sampler`]. Loading happens off the hot path; the result is
+//! swapped in whole.
 
-use crate::config::Config;
-use crate::pipeline::Policy;
+use crate::config::{Config, PluginRuntimeConfig, RuleConfig};
+use crate::otlp::{SpanRecord, TraceId};
+use crate::pipeline::{Policy, Rule, RuleVerdict, Sampler, SamplerFailure, Verdict};
+use crate::plugin::{self, PluginError, PluginRuntime, PluginSpec, RuntimeSettings, SamplerPlugin};
+use std::sync::Arc;
 
 /// Why the policy could not be built; names the rule and the plugin file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("rule `{rule}` ({path}): {reason}")]
-    Rule { rule: String, path: String, reason: String },
+    #[error("rule `{rule}` ({path}): {source}")]
+    Plugin {
+        rule: String,
+        path: String,
+        #[source]
+        source: PluginError,
+    },
+    #[error("rule `{rule}`: config cannot be passed to the plugin as JSON: {reason}")]
+    Config { rule: String, reason: String },
+    #[error(transparent)]
+    Runtime(PluginError),
 }
 
-/// Loads every rule of `config.policy`.
+/// The plugin runtime settings from the config.
+pub fn runtime_settings(c: &PluginRuntimeConfig) -> RuntimeSettings {
+    RuntimeSettings {
+        cache_dir: c.cache_dir.clone(),
+        default_deadline: c.call_timeout,
+        default_memory_limit: c.memory_limit.as_usize(),
+        ..RuntimeSettings::default()
+    }
+}
+
+/// The plugin spec of one rule.
+pub fn plugin_spec(rule: &RuleConfig) -> Result<PluginSpec, PolicyError> {
+    let config = match &rule.config {
+        serde_json::Value::Null => "{}".to_owned(),
+        v => serde_json::to_string(v).map_err(|e| PolicyError::Config { rule: rule.name.clone(), reason: e.to_string() })?,
+    };
+    Ok(PluginSpec {
+        name: rule.name.clone(),
+        path: rule.plugin.clone(),
+        config,
+        deadline: rule.call_timeout,
+        memory_limit: rule.memory_limit.map(|m| m.as_usize()),
+    })
+}
+
+/// Loads every rule of `config.policy` with a fresh runtime.
 pub fn load(config: &Config) -> Result<Policy, PolicyError> {
+    let runtime = PluginRuntime::new(runtime_settings(&config.plugins)).map_err(PolicyError::Runtime)?;
+    load_with(config, &runtime)
+}
+
+/// Loads every rule of `config.policy` with `runtime`.
+pub fn load_with(config: &Config, runtime: &PluginRuntime) -> Result<Policy, PolicyError> {
     let p = &config.policy;
-    if let Some(r) = p.rules.iter().chain(&p.redactors).next() {
-        return Err(PolicyError::Rule {
+    if let Some(r) = p.redactors.first() {
+        // Refuse rather than run without them: a configured redactor that silently did nothing would
+        // let personal data through.
+        return Err(PolicyError::Config {
             rule: r.name.clone(),
-            path: r.plugin.display().to_string(),
-            reason: "plugin loading is not wired in yet".into(),
+            reason: "redactors are not supported by this build yet; remove policy.redactors".into(),
         });
     }
-    let mut policy = Policy::with_default(p.default);
-    policy.on_sampler_failure = p.on_sampler_failure;
-    Ok(policy)
+    let mut rules = Vec::with_capacity(p.rules.len());
+    for r in &p.rules {
+        let spec = plugin_spec(r)?;
+        let plugin = runtime.load_sampler(&spec).map_err(|source| PolicyError::Plugin {
+            rule: r.name.clone(),
+            path: r.plugin.display().to_string(),
+            source,
+        })?;
+        rules.push(Rule { name: r.name.as_str().into(), sampler: Arc::new(WasmSampler(plugin)), shadow: r.shadow });
+    }
+    Ok(Policy { rules, default: p.default, on_sampler_failure: p.on_sampler_failure })
+}
+
+/// A sampler plugin as a pipeline sampler.
+pub struct WasmSampler(pub SamplerPlugin);
+
+impl Sampler for WasmSampler {
+    fn sample(&self, trace_id: TraceId, spans: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+        match self.0.decide(trace_id, spans) {
+            Ok(v) => Ok(RuleVerdict {
+                verdict: match v.decision {
+                    plugin::Verdict::Keep => Verdict::Keep,
+                    plugin::Verdict::Drop => Verdict::Drop,
+                    plugin::Verdict::Abstain => Verdict::Abstain,
+                },
+                probability: v.probability,
+                reason: v.reason,
+            }),
+            Err(f) => Err(SamplerFailure { kind: f.kind(), message: f.to_string() }),
+        }
+    }
 }

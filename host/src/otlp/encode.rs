@@ -189,5 +189,5 @@ fn put_varint(b: &mut impl BufMut, mut v: u64) {
 
 /// Bytes a varint takes on the wire.
 pub(crate) fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
