@@ -18,12 +18,18 @@ fn limits() -> BufferLimits {
 }
 
 fn new_buffer(l: BufferLimits) -> TraceBuffer {
-    TraceBuffer::new(l, Arc::new(DecisionCache::new(1000, 1000, Duration::from_secs(300))))
+    TraceBuffer::new(
+        l,
+        Arc::new(DecisionCache::new(1000, 1000, Duration::from_secs(300))),
+    )
 }
 
 /// A batch with spans `(span_id, parent)` of one trace.
 fn batch(trace: u128, spans: &[(u64, u64)]) -> SpanBatch {
-    let spans = spans.iter().map(|&(id, parent)| span_in(trace, id, parent, "op", T0_NS, T0_NS + 1000)).collect();
+    let spans = spans
+        .iter()
+        .map(|&(id, parent)| span_in(trace, id, parent, "op", T0_NS, T0_NS + 1000))
+        .collect();
     let body = Bytes::from(request("svc", spans).encode_to_vec());
     SpanBatch::from_scanned(scan_export_request(&body).expect("valid"))
 }
@@ -60,9 +66,16 @@ fn new_spans_extend_settle() {
     let t0 = Instant::now();
     let mut out = Vec::new();
     b.insert(batch(1, &[(1, 0)]), t0, &mut out);
-    b.insert(batch(1, &[(2, 1)]), t0 + Duration::from_millis(1500), &mut out);
+    b.insert(
+        batch(1, &[(2, 1)]),
+        t0 + Duration::from_millis(1500),
+        &mut out,
+    );
     b.expire(t0 + Duration::from_secs(2), &mut out);
-    assert!(out.is_empty(), "a span came 1.5 s after the root; settle restarts");
+    assert!(
+        out.is_empty(),
+        "a span came 1.5 s after the root; settle restarts"
+    );
     b.expire(t0 + Duration::from_millis(3500), &mut out);
     assert_eq!(due(&mut out), vec![(1, Trigger::Settle, 2)]);
 }
@@ -100,7 +113,10 @@ fn max_wait_fires_for_a_trace_that_never_goes_quiet() {
 
 #[test]
 fn size_limit_decides_at_once_and_later_spans_are_late() {
-    let mut b = new_buffer(BufferLimits { max_spans_per_trace: 3, ..limits() });
+    let mut b = new_buffer(BufferLimits {
+        max_spans_per_trace: 3,
+        ..limits()
+    });
     let t0 = Instant::now();
     let mut out = Vec::new();
     b.insert(batch(5, &[(1, 0), (2, 1)]), t0, &mut out);
@@ -114,7 +130,10 @@ fn size_limit_decides_at_once_and_later_spans_are_late() {
 #[test]
 fn byte_limit_per_trace_decides_early() {
     let one = batch(5, &[(1, 0)]).charged_bytes();
-    let mut b = new_buffer(BufferLimits { max_bytes_per_trace: one * 2, ..limits() });
+    let mut b = new_buffer(BufferLimits {
+        max_bytes_per_trace: one * 2,
+        ..limits()
+    });
     let t0 = Instant::now();
     let mut out = Vec::new();
     b.insert(batch(5, &[(1, 0)]), t0, &mut out);
@@ -127,16 +146,27 @@ fn byte_limit_per_trace_decides_early() {
 fn memory_pressure_decides_oldest_first_and_never_drops_undecided() {
     let per_trace = batch(1, &[(1, 0), (2, 1)]).charged_bytes();
     // Room for 10 traces; pressure starts past 9, relieves down to 8.
-    let mut b = new_buffer(BufferLimits { max_buffer_bytes: per_trace * 10, ..limits() });
+    let mut b = new_buffer(BufferLimits {
+        max_buffer_bytes: per_trace * 10,
+        ..limits()
+    });
     let t0 = Instant::now();
     let mut out = Vec::new();
     let mut decided = Vec::new();
     for i in 1..=20u128 {
-        b.insert(batch(i, &[(1, 0), (2, 1)]), t0 + Duration::from_millis(i as u64), &mut out);
+        b.insert(
+            batch(i, &[(1, 0), (2, 1)]),
+            t0 + Duration::from_millis(i as u64),
+            &mut out,
+        );
         decided.extend(due(&mut out));
         assert!(b.bytes() <= per_trace * 10, "byte bound holds");
     }
-    assert!(decided.iter().all(|(_, t, n)| *t == Trigger::Pressure && *n == 2));
+    assert!(
+        decided
+            .iter()
+            .all(|(_, t, n)| *t == Trigger::Pressure && *n == 2)
+    );
     let ids: Vec<TraceId> = decided.iter().map(|(id, _, _)| *id).collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -156,7 +186,10 @@ fn drain_emits_everything() {
     b.drain(t0, &mut out);
     let mut d = due(&mut out);
     d.sort();
-    assert_eq!(d, vec![(1, Trigger::Shutdown, 1), (2, Trigger::Shutdown, 1)]);
+    assert_eq!(
+        d,
+        vec![(1, Trigger::Shutdown, 1), (2, Trigger::Shutdown, 1)]
+    );
     assert_eq!(b.bytes(), 0);
 }
 
@@ -169,10 +202,16 @@ fn spans_of_one_trace_from_many_requests_and_services_are_grouped() {
     let c = span_in(3, 2, 1, "SELECT", T0_NS, T0_NS + 5);
     for (svc, s) in [("frontend", a), ("db", c)] {
         let body = Bytes::from(request(svc, vec![s]).encode_to_vec());
-        b.insert(SpanBatch::from_scanned(scan_export_request(&body).expect("valid")), t0, &mut out);
+        b.insert(
+            SpanBatch::from_scanned(scan_export_request(&body).expect("valid")),
+            t0,
+            &mut out,
+        );
     }
     b.expire(t0 + Duration::from_secs(2), &mut out);
-    let BufferOutput::Due(t) = out.pop().expect("due") else { panic!("expected a due trace") };
+    let BufferOutput::Due(t) = out.pop().expect("due") else {
+        panic!("expected a due trace")
+    };
     let services: Vec<&str> = t.spans.iter().map(|s| &*s.origin.service_name).collect();
     assert_eq!(services, vec!["frontend", "db"]);
 }
@@ -193,11 +232,15 @@ async fn run_loop_decides_on_the_paused_clock_and_flushes_on_close() {
     let start = Instant::now();
     ingest.try_submit(batch(1, &[(1, 0)])).expect("room");
     ingest.try_submit(batch(2, &[(5, 4)])).expect("room");
-    let BufferOutput::Due(first) = prx.recv().await.expect("due") else { panic!("due") };
+    let BufferOutput::Due(first) = prx.recv().await.expect("due") else {
+        panic!("due")
+    };
     assert_eq!((first.trace_id, first.trigger), (1, Trigger::Settle));
     assert_eq!(Instant::now() - start, Duration::from_secs(2));
     drop(ingest);
-    let BufferOutput::Due(second) = prx.recv().await.expect("flushed") else { panic!("due") };
+    let BufferOutput::Due(second) = prx.recv().await.expect("flushed") else {
+        panic!("due")
+    };
     assert_eq!((second.trace_id, second.trigger), (2, Trigger::Shutdown));
     task.await.expect("buffer task");
 }
@@ -214,4 +257,62 @@ async fn acks_complete_when_spans_leave_the_buffer() {
     assert!(done.try_recv().is_err(), "still held by the due trace");
     out.clear();
     done.await.expect("ack fires once the due trace is dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_bound_pushes_back_and_every_accepted_span_is_decided() {
+    let per_trace = batch(1, &[(1, 0), (2, 1)]).charged_bytes();
+    let limit = per_trace * 10;
+    let cache = Arc::new(DecisionCache::new(1000, 1000, Duration::from_secs(300)));
+    let pressure = Arc::new(Pressure::new(limit));
+    let (ingest, rx) = crate::ingest::IngestHandle::channel(64, pressure.clone());
+    // A pipeline that is not reading yet: early decisions pile up in its queue of 2.
+    let (ptx, mut prx) = mpsc::channel(2);
+    let metrics = crate::metrics::Metrics::new();
+    let task = tokio::spawn(run(
+        rx,
+        TraceBuffer::new(
+            BufferLimits {
+                max_buffer_bytes: limit,
+                ..limits()
+            },
+            cache,
+        ),
+        PipelineSender::new(vec![ptx]),
+        pressure.clone(),
+        metrics.clone(),
+    ));
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for i in 1..=100u128 {
+        match ingest.try_submit(batch(i, &[(1, 0), (2, 1)])) {
+            Ok(()) => accepted += 1,
+            Err(crate::ingest::Refused::MemoryPressure | crate::ingest::Refused::QueueFull) => {
+                refused += 1
+            }
+            Err(e) => panic!("unexpected refusal {e}"),
+        }
+        tokio::task::yield_now().await;
+        let text = metrics.encode();
+        let buffered: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tailgate_buffer_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(buffered <= limit, "buffered {buffered} > bound {limit}");
+    }
+    assert!(refused > 0, "clients were pushed back");
+    assert!(accepted >= 10, "the buffer took what fit");
+    // Now the pipeline reads: every accepted trace comes out decided, early (pressure) or at shutdown.
+    drop(ingest);
+    let mut out_traces = 0;
+    let mut triggers = std::collections::HashSet::new();
+    while let Some(o) = prx.recv().await {
+        if let BufferOutput::Due(t) = o {
+            out_traces += 1;
+            triggers.insert(t.trigger);
+        }
+    }
+    task.await.expect("buffer task");
+    assert_eq!(out_traces, accepted, "no accepted trace was lost");
+    assert!(triggers.contains(&Trigger::Pressure), "{triggers:?}");
 }

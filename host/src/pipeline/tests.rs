@@ -19,36 +19,74 @@ impl Sampler for Fixed {
 }
 
 fn fixed(v: Verdict, p: Option<f64>) -> Arc<Fixed> {
-    Arc::new(Fixed { answer: Ok(RuleVerdict { verdict: v, probability: p, reason: None }), calls: AtomicUsize::new(0) })
+    Arc::new(Fixed {
+        answer: Ok(RuleVerdict {
+            verdict: v,
+            probability: p,
+            reason: None,
+        }),
+        calls: AtomicUsize::new(0),
+    })
 }
 
 fn failing() -> Arc<Fixed> {
     Arc::new(Fixed {
-        answer: Err(SamplerFailure { kind: "trap", message: "unreachable".into() }),
+        answer: Err(SamplerFailure {
+            kind: "trap",
+            message: "unreachable".into(),
+        }),
         calls: AtomicUsize::new(0),
     })
 }
 
 fn rule(name: &str, s: Arc<Fixed>) -> Rule {
-    Rule { name: name.into(), sampler: s, shadow: false }
+    Rule {
+        name: name.into(),
+        sampler: s,
+        shadow: false,
+    }
 }
 
 fn spans() -> Vec<SpanRecord> {
     let body = bytes::Bytes::from(sample_request().encode_to_vec());
-    scan_export_request(&body).expect("valid").spans.into_iter().map(|(_, s)| s).collect()
+    scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
 }
 
 #[test]
 fn first_keep_or_drop_wins_in_order() {
-    let (a, b, c) = (fixed(Verdict::Abstain, None), fixed(Verdict::Drop, None), fixed(Verdict::Keep, Some(1.0)));
+    let (a, b, c) = (
+        fixed(Verdict::Abstain, None),
+        fixed(Verdict::Drop, None),
+        fixed(Verdict::Keep, Some(1.0)),
+    );
     let policy = Policy {
-        rules: vec![rule("a", a.clone()), rule("b", b.clone()), rule("c", c.clone())],
+        rules: vec![
+            rule("a", a.clone()),
+            rule("b", b.clone()),
+            rule("c", c.clone()),
+        ],
         default: DefaultDecision::Keep,
         on_sampler_failure: SamplerFailurePolicy::Keep,
     };
     let d = policy.decide(1, &spans(), &Metrics::new());
-    assert_eq!(d, Decision { keep: false, rule: "b".into(), probability: None });
-    assert_eq!(c.calls.load(Ordering::Relaxed), 0, "rules after the deciding one are not called");
+    assert_eq!(
+        d,
+        Decision {
+            keep: false,
+            rule: "b".into(),
+            probability: None
+        }
+    );
+    assert_eq!(
+        c.calls.load(Ordering::Relaxed),
+        0,
+        "rules after the deciding one are not called"
+    );
 }
 
 #[test]
@@ -66,7 +104,11 @@ fn default_applies_when_all_abstain() {
 fn shadow_rules_do_not_decide() {
     let s = fixed(Verdict::Drop, None);
     let policy = Policy {
-        rules: vec![Rule { name: "candidate".into(), sampler: s, shadow: true }],
+        rules: vec![Rule {
+            name: "candidate".into(),
+            sampler: s,
+            shadow: true,
+        }],
         default: DefaultDecision::Keep,
         on_sampler_failure: SamplerFailurePolicy::Keep,
     };
@@ -90,5 +132,194 @@ fn sampler_failure_follows_the_failure_policy_and_is_counted() {
         assert_eq!((d.keep, &*d.rule), (keep, rule_name));
     }
     let text = m.encode();
-    assert!(text.contains(r#"tailgate_plugin_failures_total{plugin="broken",kind="trap"} 3"#), "{text}");
+    assert!(
+        text.contains(r#"tailgate_plugin_failures_total{plugin="broken",kind="trap"} 3"#),
+        "{text}"
+    );
+}
+
+mod workers {
+    use super::*;
+    use crate::buffer::{DueTrace, LateSpans, Trigger};
+    use crate::config::{ExportProtocol, OtlpExporter};
+    use crate::decisions::DecisionCache;
+    use crate::export::Exporter;
+    use crate::testing::{request, span_in};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use std::time::Duration;
+
+    /// Spans of trace `tid` with the given (span id, parent) pairs.
+    fn trace_spans(tid: TraceId, ids: &[(u64, u64)]) -> Vec<SpanRecord> {
+        let spans = ids
+            .iter()
+            .map(|&(id, p)| span_in(tid, id, p, "op", 1_000, 2_000))
+            .collect();
+        let body = bytes::Bytes::from(request("svc", spans).encode_to_vec());
+        scan_export_request(&body)
+            .expect("valid")
+            .spans
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    fn due(tid: TraceId, spans: Vec<SpanRecord>) -> BufferOutput {
+        let now = Instant::now();
+        BufferOutput::Due(DueTrace {
+            trace_id: tid,
+            spans,
+            acks: vec![],
+            trigger: Trigger::Settle,
+            first_seen: now,
+            due_at: now,
+        })
+    }
+
+    fn late(tid: TraceId, spans: Vec<SpanRecord>) -> BufferOutput {
+        BufferOutput::Late(LateSpans {
+            trace_id: tid,
+            spans,
+            acks: vec![],
+        })
+    }
+
+    /// Runs the pipeline with `policy` over `items` into a file exporter; returns the exported requests.
+    async fn run_pipeline(
+        policy: Policy,
+        items: Vec<BufferOutput>,
+    ) -> (Vec<ExportTraceServiceRequest>, Arc<Metrics>) {
+        let dir = std::env::temp_dir().join(format!(
+            "tailgate-pipeline-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("out.jsonl");
+        let metrics = Metrics::new();
+        let cfg = OtlpExporter {
+            protocol: ExportProtocol::File,
+            endpoint: path.display().to_string(),
+            ..OtlpExporter::default()
+        };
+        let (export, exporter) = Exporter::start(&cfg, metrics.clone()).expect("exporter");
+        let ctx = PipelineContext {
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            cache: Arc::new(DecisionCache::new(100, 100, Duration::from_secs(60))),
+            export,
+            metrics: metrics.clone(),
+        };
+        let (senders, done) = start(1, 16, ctx).expect("threads");
+        for i in items {
+            senders[0].send(i).await.expect("worker alive");
+        }
+        drop(senders);
+        done.await.expect("workers finish");
+        exporter.shutdown(Duration::from_secs(10)).await;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        let reqs = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("OTLP/JSON line"))
+            .collect();
+        (reqs, metrics)
+    }
+
+    fn exported_span_ids(reqs: &[ExportTraceServiceRequest]) -> Vec<(Vec<u8>, String, String)> {
+        let mut out = Vec::new();
+        for r in reqs {
+            for rs in &r.resource_spans {
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        let rule = s
+                            .attributes
+                            .iter()
+                            .find(|kv| kv.key == "tailgate.rule")
+                            .and_then(|kv| kv.value.as_ref())
+                            .and_then(|v| match &v.value {
+                                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                                    Some(s.clone())
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_default();
+                        out.push((s.span_id.clone(), rule, s.trace_state.clone()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn late_spans_follow_the_decision_of_their_trace() {
+        // Trace 1 is kept by rule `keep`, trace 2 dropped by rule `drop`: the policy asks each trace
+        // via a sampler that keeps odd trace ids.
+        struct Odd;
+        impl Sampler for Odd {
+            fn sample(&self, id: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+                let verdict = if id % 2 == 1 {
+                    Verdict::Keep
+                } else {
+                    Verdict::Drop
+                };
+                Ok(RuleVerdict {
+                    verdict,
+                    probability: Some(0.5),
+                    reason: None,
+                })
+            }
+        }
+        let policy = Policy {
+            rules: vec![Rule {
+                name: "odd".into(),
+                sampler: Arc::new(Odd),
+                shadow: false,
+            }],
+            default: DefaultDecision::Drop,
+            on_sampler_failure: SamplerFailurePolicy::Keep,
+        };
+        let items = vec![
+            due(1, trace_spans(1, &[(10, 0), (11, 10)])),
+            due(2, trace_spans(2, &[(20, 0)])),
+            late(1, trace_spans(1, &[(12, 10)])),
+            late(2, trace_spans(2, &[(21, 20), (22, 20)])),
+        ];
+        let (reqs, metrics) = run_pipeline(policy, items).await;
+        let got = exported_span_ids(&reqs);
+        let want: Vec<(Vec<u8>, String, String)> = [10u64, 11, 12]
+            .iter()
+            .map(|i| (i.to_be_bytes().to_vec(), "odd".into(), "ot=th:8".into()))
+            .collect();
+        assert_eq!(
+            got, want,
+            "the kept trace and its late span, annotated alike; nothing of the dropped one"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"tailgate_late_spans_total{reason="kept"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tailgate_late_spans_total{reason="dropped"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("tailgate_spans_sampled_out_total 3"),
+            "{text}"
+        );
+        assert!(text.contains("tailgate_spans_exported_total 3"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn default_keep_passes_everything_through_with_the_default_rule() {
+        let items = vec![due(5, trace_spans(5, &[(1, 0), (2, 1)]))];
+        let (reqs, _) = run_pipeline(Policy::with_default(DefaultDecision::Keep), items).await;
+        let got = exported_span_ids(&reqs);
+        assert_eq!(got.len(), 2);
+        assert!(
+            got.iter()
+                .all(|(_, rule, ts)| rule == "default" && ts.is_empty())
+        );
+    }
 }
