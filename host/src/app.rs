@@ -23,7 +23,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
     #[error("policy: {0}")]
@@ -57,7 +61,9 @@ impl RunningApp {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { what, addr, source })
 }
 
 /// Starts every stage with `policy` as the initial policy.
@@ -89,11 +95,19 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
         cfg.buffer.decision_cache.ttl,
     ));
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let workers = cfg.plugins.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = cfg
+        .plugins
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let (pipeline_tx, pipeline_done) = pipeline::start(
         workers,
         256,
-        PipelineContext { policy: policy.clone(), cache: cache.clone(), export, metrics: metrics.clone() },
+        PipelineContext {
+            policy: policy.clone(),
+            cache: cache.clone(),
+            export,
+            metrics: metrics.clone(),
+        },
     )
     .map_err(AppError::Threads)?;
 
@@ -136,7 +150,10 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
     let ready = Arc::new(AtomicBool::new(true));
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        AdminState { metrics: metrics.clone(), ready: ready.clone() },
+        AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
         stopped(),
     ));
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "tailgate is listening");
@@ -163,7 +180,15 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
         let _ = done_metrics;
         tracing::info!("tailgate stopped");
     });
-    Ok(RunningApp { grpc_addr, http_addr, admin_addr, metrics, policy, stop, done })
+    Ok(RunningApp {
+        grpc_addr,
+        http_addr,
+        admin_addr,
+        metrics,
+        policy,
+        stop,
+        done,
+    })
 }
 
 /// Starts tailgate from a configuration: loads the policy's plugins, then every stage.

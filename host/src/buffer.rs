@@ -197,7 +197,11 @@ impl TraceBuffer {
             Some(e) => e,
             None => {
                 if self.cache.lookup(trace_id, now).is_some() {
-                    out.push(BufferOutput::Late(LateSpans { trace_id, spans, acks: ack.cloned().into_iter().collect() }));
+                    out.push(BufferOutput::Late(LateSpans {
+                        trace_id,
+                        spans,
+                        acks: ack.cloned().into_iter().collect(),
+                    }));
                     return;
                 }
                 self.order.push_back((now, trace_id));
@@ -226,7 +230,9 @@ impl TraceBuffer {
         if let Some(a) = ack {
             entry.acks.push(a.clone());
         }
-        if entry.spans.len() >= self.limits.max_spans_per_trace || entry.bytes >= self.limits.max_bytes_per_trace {
+        if entry.spans.len() >= self.limits.max_spans_per_trace
+            || entry.bytes >= self.limits.max_bytes_per_trace
+        {
             self.take(trace_id, Trigger::Size, now, out);
             return;
         }
@@ -240,7 +246,13 @@ impl TraceBuffer {
     }
 
     /// Removes a trace and emits it.
-    fn take(&mut self, trace_id: TraceId, trigger: Trigger, now: Instant, out: &mut Vec<BufferOutput>) {
+    fn take(
+        &mut self,
+        trace_id: TraceId,
+        trigger: Trigger,
+        now: Instant,
+        out: &mut Vec<BufferOutput>,
+    ) {
         if let Some(e) = self.traces.remove(&trace_id) {
             self.bytes -= e.bytes;
             self.spans -= e.spans.len();
@@ -268,7 +280,9 @@ impl TraceBuffer {
                 break;
             }
             self.heap.pop();
-            let Some(e) = self.traces.get_mut(&id) else { continue };
+            let Some(e) = self.traces.get_mut(&id) else {
+                continue;
+            };
             if e.heap_due != due {
                 continue; // stale
             }
@@ -299,7 +313,9 @@ impl TraceBuffer {
         }
         let target = max / 10 * 8;
         while self.bytes > target {
-            let Some((first, id)) = self.order.pop_front() else { break };
+            let Some((first, id)) = self.order.pop_front() else {
+                break;
+            };
             if self.traces.get(&id).is_some_and(|e| e.first_seen == first) {
                 self.take(id, Trigger::Pressure, now, out);
             }
@@ -343,7 +359,9 @@ pub async fn run(
     pressure: Arc<Pressure>,
     metrics: Arc<Metrics>,
 ) {
-    metrics.buffer_bytes_limit.set(buffer.limits.max_buffer_bytes as i64);
+    metrics
+        .buffer_bytes_limit
+        .set(buffer.limits.max_buffer_bytes as i64);
     let mut out = Vec::new();
     loop {
         let deadline = buffer.next_deadline();
@@ -377,7 +395,12 @@ pub async fn run(
 async fn flush(out: &mut Vec<BufferOutput>, pipeline: &PipelineSender, metrics: &Metrics) -> bool {
     for o in out.drain(..) {
         if let BufferOutput::Due(t) = &o {
-            metrics.decision_triggers.get_or_create(&TriggerLabels { trigger: t.trigger.as_str() }).inc();
+            metrics
+                .decision_triggers
+                .get_or_create(&TriggerLabels {
+                    trigger: t.trigger.as_str(),
+                })
+                .inc();
         }
         if !pipeline.send(o).await {
             return false;

@@ -56,7 +56,10 @@ impl Cli {
         };
         cfg.apply(&self.overrides);
         cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: self.config.as_ref().map_or("command line".into(), |p| p.display().to_string()),
+            path: self
+                .config
+                .as_ref()
+                .map_or("command line".into(), |p| p.display().to_string()),
             message,
         })?;
         Ok(cfg)

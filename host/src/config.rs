@@ -15,7 +15,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: environment variable `{name}` referenced as ${{env:{name}}} is not set")]
     MissingEnv { path: String, name: String },
     #[error("{path}: {message}")]
@@ -58,7 +61,10 @@ pub struct OtlpProtocols {
 
 impl Default for OtlpProtocols {
     fn default() -> Self {
-        OtlpProtocols { grpc: Some(GrpcReceiver::default()), http: Some(HttpReceiver::default()) }
+        OtlpProtocols {
+            grpc: Some(GrpcReceiver::default()),
+            http: Some(HttpReceiver::default()),
+        }
     }
 }
 
@@ -73,7 +79,10 @@ pub struct GrpcReceiver {
 
 impl Default for GrpcReceiver {
     fn default() -> Self {
-        GrpcReceiver { endpoint: ([0, 0, 0, 0], 4317).into(), max_recv_msg_size: ByteSize::mib(16) }
+        GrpcReceiver {
+            endpoint: ([0, 0, 0, 0], 4317).into(),
+            max_recv_msg_size: ByteSize::mib(16),
+        }
     }
 }
 
@@ -88,7 +97,10 @@ pub struct HttpReceiver {
 
 impl Default for HttpReceiver {
     fn default() -> Self {
-        HttpReceiver { endpoint: ([0, 0, 0, 0], 4318).into(), max_request_body_size: ByteSize::mib(16) }
+        HttpReceiver {
+            endpoint: ([0, 0, 0, 0], 4318).into(),
+            max_request_body_size: ByteSize::mib(16),
+        }
     }
 }
 
@@ -177,7 +189,10 @@ pub struct SendingQueue {
 
 impl Default for SendingQueue {
     fn default() -> Self {
-        SendingQueue { queue_size: 200_000, num_consumers: 4 }
+        SendingQueue {
+            queue_size: 200_000,
+            num_consumers: 4,
+        }
     }
 }
 
@@ -289,7 +304,11 @@ pub struct DecisionCacheConfig {
 
 impl Default for DecisionCacheConfig {
     fn default() -> Self {
-        DecisionCacheConfig { kept_traces: 200_000, dropped_traces: 1_000_000, ttl: Duration::from_secs(300) }
+        DecisionCacheConfig {
+            kept_traces: 200_000,
+            dropped_traces: 1_000_000,
+            ttl: Duration::from_secs(300),
+        }
     }
 }
 
@@ -394,7 +413,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { endpoint: ([127, 0, 0, 1], 8888).into() }
+        AdminConfig {
+            endpoint: ([127, 0, 0, 1], 8888).into(),
+        }
     }
 }
 
@@ -420,7 +441,11 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { log_format: LogFormat::Text, log_level: "info".into(), shutdown_grace: Duration::from_secs(10) }
+        ServiceConfig {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -449,9 +474,13 @@ impl ByteSize {
         if t == "auto" {
             return Ok(Self::auto_buffer());
         }
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}` (use e.g. 512KiB, 16MiB, 1GiB)"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid size `{s}` (use e.g. 512KiB, 16MiB, 1GiB)"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1000,
@@ -460,7 +489,11 @@ impl ByteSize {
             "mib" | "m" => 1 << 20,
             "gb" => 1000 * 1000 * 1000,
             "gib" | "g" => 1 << 30,
-            other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
         Ok(ByteSize((n * mult as f64) as u64))
     }
@@ -529,11 +562,18 @@ impl Config {
     /// Reads, substitutes `${env:NAME}`, parses and validates a config file. Relative plugin paths are
     /// resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut cfg = Config::parse(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for rule in cfg.policy.rules.iter_mut().chain(cfg.policy.redactors.iter_mut()) {
+        for rule in cfg
+            .policy
+            .rules
+            .iter_mut()
+            .chain(cfg.policy.redactors.iter_mut())
+        {
             if rule.plugin.is_relative() {
                 rule.plugin = base.join(&rule.plugin);
             }
@@ -556,20 +596,35 @@ impl Config {
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_norway::from_str(&text)
-                .map_err(|e| ConfigError::Invalid { path: origin.to_owned(), message: e.to_string() })?
+            serde_norway::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: origin.to_owned(),
+                message: e.to_string(),
+            })?
         };
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: origin.to_owned(), message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        })?;
         Ok(cfg)
     }
 
     /// Applies command-line / environment overrides.
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(a) = o.otlp_grpc_endpoint {
-            self.receivers.otlp.protocols.grpc.get_or_insert_with(Default::default).endpoint = a;
+            self.receivers
+                .otlp
+                .protocols
+                .grpc
+                .get_or_insert_with(Default::default)
+                .endpoint = a;
         }
         if let Some(a) = o.otlp_http_endpoint {
-            self.receivers.otlp.protocols.http.get_or_insert_with(Default::default).endpoint = a;
+            self.receivers
+                .otlp
+                .protocols
+                .http
+                .get_or_insert_with(Default::default)
+                .endpoint = a;
         }
         if let Some(e) = &o.exporter_endpoint {
             self.exporters.otlp.endpoint = e.clone();
@@ -589,17 +644,28 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let b = &self.buffer;
         if b.settle.is_zero() || b.idle_timeout.is_zero() || b.max_wait.is_zero() {
-            return Err("buffer.settle, buffer.idle_timeout and buffer.max_wait must be greater than 0".into());
+            return Err(
+                "buffer.settle, buffer.idle_timeout and buffer.max_wait must be greater than 0"
+                    .into(),
+            );
         }
         if b.max_spans_per_trace == 0 || b.queue_size == 0 {
-            return Err("buffer.max_spans_per_trace and buffer.queue_size must be greater than 0".into());
+            return Err(
+                "buffer.max_spans_per_trace and buffer.queue_size must be greater than 0".into(),
+            );
         }
         let e = &self.exporters.otlp;
         if e.batch.send_batch_size == 0 || e.batch.send_batch_max_size < e.batch.send_batch_size {
-            return Err("exporters.otlp.batch: send_batch_size must be > 0 and <= send_batch_max_size".into());
+            return Err(
+                "exporters.otlp.batch: send_batch_size must be > 0 and <= send_batch_max_size"
+                    .into(),
+            );
         }
         if e.sending_queue.queue_size < e.batch.send_batch_max_size {
-            return Err("exporters.otlp.sending_queue.queue_size must be >= batch.send_batch_max_size".into());
+            return Err(
+                "exporters.otlp.sending_queue.queue_size must be >= batch.send_batch_max_size"
+                    .into(),
+            );
         }
         if e.sending_queue.num_consumers == 0 {
             return Err("exporters.otlp.sending_queue.num_consumers must be greater than 0".into());
@@ -613,16 +679,25 @@ impl Config {
             ));
         }
         let mut names = std::collections::HashSet::new();
-        for (section, rules) in [("rules", &self.policy.rules), ("redactors", &self.policy.redactors)] {
+        for (section, rules) in [
+            ("rules", &self.policy.rules),
+            ("redactors", &self.policy.redactors),
+        ] {
             for (i, r) in rules.iter().enumerate() {
                 if r.name.is_empty() {
                     return Err(format!("policy.{section}[{i}].name must not be empty"));
                 }
                 if !names.insert(r.name.as_str()) {
-                    return Err(format!("policy.{section}[{i}].name `{}` is used twice", r.name));
+                    return Err(format!(
+                        "policy.{section}[{i}].name `{}` is used twice",
+                        r.name
+                    ));
                 }
                 if section == "redactors" && r.shadow {
-                    return Err(format!("policy.redactors[{i}] `{}`: shadow is only for sampling rules", r.name));
+                    return Err(format!(
+                        "policy.redactors[{i}] `{}`: shadow is only for sampling rules",
+                        r.name
+                    ));
                 }
             }
         }
@@ -631,7 +706,11 @@ impl Config {
 }
 
 /// Replaces `${env:NAME}` and `${NAME}` with the variable's value, as the Collector does. `$$` is a `$`.
-fn substitute_env(text: &str, origin: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+fn substitute_env(
+    text: &str,
+    origin: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -642,10 +721,16 @@ fn substitute_env(text: &str, origin: &str, env: impl Fn(&str) -> Option<String>
             rest = stripped;
         } else if let Some(body) = after.strip_prefix('{') {
             let Some(end) = body.find('}') else {
-                return Err(ConfigError::Invalid { path: origin.into(), message: "unclosed `${` in config".into() });
+                return Err(ConfigError::Invalid {
+                    path: origin.into(),
+                    message: "unclosed `${` in config".into(),
+                });
             };
             let name = body[..end].strip_prefix("env:").unwrap_or(&body[..end]);
-            let value = env(name).ok_or_else(|| ConfigError::MissingEnv { path: origin.into(), name: name.into() })?;
+            let value = env(name).ok_or_else(|| ConfigError::MissingEnv {
+                path: origin.into(),
+                name: name.into(),
+            })?;
             out.push_str(&value);
             rest = &body[end + 1..];
         } else {
@@ -665,7 +750,15 @@ mod tests {
     fn empty_file_is_all_defaults() {
         let c = Config::parse("", "t").expect("ok");
         assert_eq!(c, Config::default());
-        assert_eq!(c.receivers.otlp.protocols.grpc.as_ref().map(|g| g.endpoint.port()), Some(4317));
+        assert_eq!(
+            c.receivers
+                .otlp
+                .protocols
+                .grpc
+                .as_ref()
+                .map(|g| g.endpoint.port()),
+            Some(4317)
+        );
         assert_eq!(c.admin.endpoint.to_string(), "127.0.0.1:8888");
     }
 
@@ -679,12 +772,15 @@ mod tests {
     #[test]
     fn env_substitution_and_missing_env() {
         let env = |k: &str| (k == "EP").then(|| "http://jaeger:4317".to_owned());
-        let c = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:EP}\n", "t", env).expect("ok");
+        let c = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:EP}\n", "t", env)
+            .expect("ok");
         assert_eq!(c.exporters.otlp.endpoint, "http://jaeger:4317");
-        let c = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${EP}\n", "t", env).expect("ok");
+        let c = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${EP}\n", "t", env)
+            .expect("ok");
         assert_eq!(c.exporters.otlp.endpoint, "http://jaeger:4317");
-        let e = Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:NOPE}\n", "t", env)
-            .expect_err("missing");
+        let e =
+            Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:NOPE}\n", "t", env)
+                .expect_err("missing");
         assert!(e.to_string().contains("NOPE"));
     }
 
@@ -697,7 +793,14 @@ mod tests {
         .expect("ok");
         assert_eq!(c.buffer.max_buffer_bytes, ByteSize::mib(512));
         assert_eq!(c.buffer.settle, Duration::from_millis(1500));
-        assert_eq!(c.receivers.otlp.protocols.http.map(|h| h.max_request_body_size), Some(ByteSize::mib(1)));
+        assert_eq!(
+            c.receivers
+                .otlp
+                .protocols
+                .http
+                .map(|h| h.max_request_body_size),
+            Some(ByteSize::mib(1))
+        );
         assert!(Config::parse("buffer:\n  max_buffer_bytes: 5 parsecs\n", "t").is_err());
     }
 
@@ -715,7 +818,13 @@ mod tests {
 
     #[test]
     fn duplicate_rule_names_rejected() {
-        let y = "policy:\n  rules:\n    - {name: a, plugin: x.wasm}\n    - {name: a, plugin: y.wasm}\n";
-        assert!(Config::parse(y, "t").expect_err("dup").to_string().contains("used twice"));
+        let y =
+            "policy:\n  rules:\n    - {name: a, plugin: x.wasm}\n    - {name: a, plugin: y.wasm}\n";
+        assert!(
+            Config::parse(y, "t")
+                .expect_err("dup")
+                .to_string()
+                .contains("used twice")
+        );
     }
 }

@@ -49,7 +49,8 @@ pub struct DecisionCache {
 impl DecisionCache {
     /// `kept` / `dropped` are total capacities (split over shards).
     pub fn new(kept: usize, dropped: usize, ttl: Duration) -> DecisionCache {
-        let per = |n: usize| NonZeroUsize::new(n.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        let per =
+            |n: usize| NonZeroUsize::new(n.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         DecisionCache {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -136,7 +137,10 @@ mod tests {
     fn remembers_keep_and_drop_separately_with_ttl() {
         let c = DecisionCache::new(100, 100, Duration::from_secs(60));
         let t0 = Instant::now();
-        let info = Arc::new(KeepInfo { rule: "errors".into(), probability: None });
+        let info = Arc::new(KeepInfo {
+            rule: "errors".into(),
+            probability: None,
+        });
         c.mark_pending(1);
         assert_eq!(c.lookup(1, t0), Some(Remembered::Pending));
         c.record_keep(1, info.clone(), t0);

@@ -51,12 +51,21 @@ impl SpanBatch {
             }
             spans.shrink_to_fit();
         }
-        SpanBatch { traces, span_count, ack: None, charged: 0 }
+        SpanBatch {
+            traces,
+            span_count,
+            ack: None,
+            charged: 0,
+        }
     }
 
     /// Bytes the buffer will charge for these spans.
     pub fn charged_bytes(&self) -> usize {
-        self.traces.iter().flat_map(|(_, s)| s).map(SpanRecord::charged_bytes).sum()
+        self.traces
+            .iter()
+            .flat_map(|(_, s)| s)
+            .map(SpanRecord::charged_bytes)
+            .sum()
     }
 
     /// Attaches an acknowledgement.
@@ -89,7 +98,12 @@ impl Ack {
     /// A new ack and the receiver that completes when it (and all its clones) are dropped.
     pub fn new() -> (Ack, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
-        (Ack(Arc::new(AckInner { done: std::sync::Mutex::new(Some(tx)) })), rx)
+        (
+            Ack(Arc::new(AckInner {
+                done: std::sync::Mutex::new(Some(tx)),
+            })),
+            rx,
+        )
     }
 }
 
@@ -131,7 +145,11 @@ pub struct Pressure {
 
 impl Pressure {
     pub fn new(limit: usize) -> Pressure {
-        Pressure { limit, queued: AtomicUsize::new(0), buffered: AtomicUsize::new(0) }
+        Pressure {
+            limit,
+            queued: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
+        }
     }
 
     /// The byte bound.
@@ -175,7 +193,10 @@ pub struct IngestHandle {
 
 impl IngestHandle {
     /// A handle and the queue's receiving end (for the buffer). `capacity` is in batches.
-    pub fn channel(capacity: usize, pressure: Arc<Pressure>) -> (IngestHandle, mpsc::Receiver<SpanBatch>) {
+    pub fn channel(
+        capacity: usize,
+        pressure: Arc<Pressure>,
+    ) -> (IngestHandle, mpsc::Receiver<SpanBatch>) {
         let (tx, rx) = mpsc::channel(capacity);
         (IngestHandle { tx, pressure }, rx)
     }

@@ -15,8 +15,11 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.service.log_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.service.log_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.service.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
@@ -24,19 +27,33 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Validate) => {
             tailgate::policy::load(&config).context("policy")?;
-            println!("{}: ok", cli.config.as_ref().map_or("built-in default".into(), |p| p.display().to_string()));
+            println!(
+                "{}: ok",
+                cli.config
+                    .as_ref()
+                    .map_or("built-in default".into(), |p| p.display().to_string())
+            );
             Ok(())
         }
-        Some(Command::Plugin { command: PluginCommand::Check { file } }) => match tailgate::plugin::check(&file) {
+        Some(Command::Plugin {
+            command: PluginCommand::Check { file },
+        }) => match tailgate::plugin::check(&file) {
             Ok(info) => {
                 println!("{}: {}", file.display(), info.world);
                 println!("  exports  {}", info.export);
                 println!("  imports  {}", info.imports.join(", "));
-                println!("  size     {} bytes, sha256 {}", info.size_bytes, info.sha256);
+                println!(
+                    "  size     {} bytes, sha256 {}",
+                    info.size_bytes, info.sha256
+                );
                 println!(
                     "  compile  {:.1?}{}",
                     info.compile_time,
-                    if info.from_cache { " (from the compiled-code cache)" } else { "" }
+                    if info.from_cache {
+                        " (from the compiled-code cache)"
+                    } else {
+                        ""
+                    }
                 );
                 Ok(())
             }
@@ -47,7 +64,8 @@ fn main() -> anyhow::Result<()> {
         },
         Some(Command::Run) | None => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(tailgate::app::run(config, shutdown_signal())).context("tailgate")
+            rt.block_on(tailgate::app::run(config, shutdown_signal()))
+                .context("tailgate")
         }
     }
 }

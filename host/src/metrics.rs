@@ -117,28 +117,88 @@ impl Metrics {
             plugin_failures: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("spans_received", "Spans accepted by a receiver", m.spans_received.clone());
-        registry.register("spans_refused", "Spans refused by a receiver, by reason", m.spans_refused.clone());
-        registry.register("requests_refused", "Requests refused whole, by reason", m.requests_refused.clone());
-        registry.register("spans_exported", "Spans acknowledged by the downstream", m.spans_exported.clone());
-        registry.register("spans_sampled_out", "Spans of traces dropped by the policy", m.spans_sampled_out.clone());
-        registry.register("spans_lost", "Accepted spans lost, by reason", m.spans_lost.clone());
-        registry.register("export_failures", "Failed export attempts, by reason", m.export_failures.clone());
-        registry.register("export_queue_spans", "Spans waiting for export", m.export_queue_spans.clone());
-        registry.register("export_queue_capacity", "Export queue capacity in spans", m.export_queue_capacity.clone());
+        registry.register(
+            "spans_received",
+            "Spans accepted by a receiver",
+            m.spans_received.clone(),
+        );
+        registry.register(
+            "spans_refused",
+            "Spans refused by a receiver, by reason",
+            m.spans_refused.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests refused whole, by reason",
+            m.requests_refused.clone(),
+        );
+        registry.register(
+            "spans_exported",
+            "Spans acknowledged by the downstream",
+            m.spans_exported.clone(),
+        );
+        registry.register(
+            "spans_sampled_out",
+            "Spans of traces dropped by the policy",
+            m.spans_sampled_out.clone(),
+        );
+        registry.register(
+            "spans_lost",
+            "Accepted spans lost, by reason",
+            m.spans_lost.clone(),
+        );
+        registry.register(
+            "export_failures",
+            "Failed export attempts, by reason",
+            m.export_failures.clone(),
+        );
+        registry.register(
+            "export_queue_spans",
+            "Spans waiting for export",
+            m.export_queue_spans.clone(),
+        );
+        registry.register(
+            "export_queue_capacity",
+            "Export queue capacity in spans",
+            m.export_queue_capacity.clone(),
+        );
         registry.register("buffer_traces", "Traces buffered", m.buffer_traces.clone());
         registry.register("buffer_spans", "Spans buffered", m.buffer_spans.clone());
-        registry.register("buffer_bytes", "Bytes charged to the buffer", m.buffer_bytes.clone());
-        registry.register("buffer_bytes_limit", "Buffer byte bound", m.buffer_bytes_limit.clone());
-        registry.register("decisions", "Traces decided, by rule and outcome", m.decisions.clone());
-        registry.register("decision_triggers", "Why traces became due", m.decision_triggers.clone());
-        registry.register("late_spans", "Spans after their trace's decision, by outcome", m.late_spans.clone());
+        registry.register(
+            "buffer_bytes",
+            "Bytes charged to the buffer",
+            m.buffer_bytes.clone(),
+        );
+        registry.register(
+            "buffer_bytes_limit",
+            "Buffer byte bound",
+            m.buffer_bytes_limit.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Traces decided, by rule and outcome",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "decision_triggers",
+            "Why traces became due",
+            m.decision_triggers.clone(),
+        );
+        registry.register(
+            "late_spans",
+            "Spans after their trace's decision, by outcome",
+            m.late_spans.clone(),
+        );
         registry.register(
             "decision_latency_seconds",
             "Time from a trace being due to its decision",
             m.decision_latency.clone(),
         );
-        registry.register("plugin_failures", "Plugin call failures by plugin and kind", m.plugin_failures.clone());
+        registry.register(
+            "plugin_failures",
+            "Plugin call failures by plugin and kind",
+            m.plugin_failures.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -151,10 +211,14 @@ impl Metrics {
     }
 
     pub fn refused(&self, receiver: &'static str, reason: &'static str, spans: u64) {
-        self.spans_refused.get_or_create(&RefusedLabels { receiver, reason }).inc_by(spans);
+        self.spans_refused
+            .get_or_create(&RefusedLabels { receiver, reason })
+            .inc_by(spans);
     }
 
     pub fn lost(&self, reason: &'static str, spans: u64) {
-        self.spans_lost.get_or_create(&ReasonLabels { reason }).inc_by(spans);
+        self.spans_lost
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(spans);
     }
 }

@@ -16,10 +16,11 @@ mod scan;
 mod view;
 
 pub use encode::{ExportBuilder, SpanPatch};
-pub use scan::{ScanError, ScannedRequest, scan_export_request};
 pub use scan::SpanRejection;
+pub use scan::{ScanError, ScannedRequest, scan_export_request};
 pub use view::{
-    AnyValueRef, AttrIter, KeyValueRef, resource_attributes, scope_attributes, span_attributes, span_trace_state,
+    AnyValueRef, AttrIter, KeyValueRef, resource_attributes, scope_attributes, span_attributes,
+    span_trace_state,
 };
 
 use bytes::Bytes;

@@ -49,7 +49,11 @@ pub struct SamplerFailure {
 
 /// Something that votes on a complete trace: a WebAssembly sampler plugin.
 pub trait Sampler: Send + Sync {
-    fn sample(&self, trace_id: TraceId, spans: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure>;
+    fn sample(
+        &self,
+        trace_id: TraceId,
+        spans: &[SpanRecord],
+    ) -> Result<RuleVerdict, SamplerFailure>;
 }
 
 /// One rule of the policy.
@@ -71,7 +75,11 @@ pub struct Policy {
 impl Policy {
     /// A policy with no rules: every trace gets the default.
     pub fn with_default(default: DefaultDecision) -> Policy {
-        Policy { rules: Vec::new(), default, on_sampler_failure: SamplerFailurePolicy::Keep }
+        Policy {
+            rules: Vec::new(),
+            default,
+            on_sampler_failure: SamplerFailurePolicy::Keep,
+        }
     }
 }
 
@@ -91,7 +99,13 @@ impl Policy {
             let v = match rule.sampler.sample(trace_id, spans) {
                 Ok(v) => v,
                 Err(f) => {
-                    metrics.plugin_failures.get_or_create(&PluginLabels { plugin: rule.name.to_string(), kind: f.kind }).inc();
+                    metrics
+                        .plugin_failures
+                        .get_or_create(&PluginLabels {
+                            plugin: rule.name.to_string(),
+                            kind: f.kind,
+                        })
+                        .inc();
                     tracing::warn!(rule = %rule.name, kind = f.kind, error = %f.message, "sampler failed");
                     match self.on_sampler_failure {
                         SamplerFailurePolicy::Abstain => continue,
@@ -108,12 +122,26 @@ impl Policy {
             match v.verdict {
                 Verdict::Abstain => continue,
                 Verdict::Keep => {
-                    return Decision { keep: true, rule: rule.name.clone(), probability: v.probability };
+                    return Decision {
+                        keep: true,
+                        rule: rule.name.clone(),
+                        probability: v.probability,
+                    };
                 }
-                Verdict::Drop => return Decision { keep: false, rule: rule.name.clone(), probability: v.probability },
+                Verdict::Drop => {
+                    return Decision {
+                        keep: false,
+                        rule: rule.name.clone(),
+                        probability: v.probability,
+                    };
+                }
             }
         }
-        Decision { keep: self.default == DefaultDecision::Keep, rule: "default".into(), probability: Some(1.0) }
+        Decision {
+            keep: self.default == DefaultDecision::Keep,
+            rule: "default".into(),
+            probability: Some(1.0),
+        }
     }
 }
 
@@ -132,7 +160,10 @@ pub fn start(
     workers: usize,
     capacity: usize,
     ctx: PipelineContext,
-) -> std::io::Result<(Vec<mpsc::Sender<BufferOutput>>, tokio::sync::oneshot::Receiver<()>)> {
+) -> std::io::Result<(
+    Vec<mpsc::Sender<BufferOutput>>,
+    tokio::sync::oneshot::Receiver<()>,
+)> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let done = Arc::new(DoneGuard(std::sync::Mutex::new(Some(done_tx))));
     let mut senders = Vec::with_capacity(workers);
@@ -141,10 +172,12 @@ pub fn start(
         senders.push(tx);
         let ctx = ctx.clone();
         let done = done.clone();
-        std::thread::Builder::new().name(format!("tailgate-pipeline-{i}")).spawn(move || {
-            worker(rx, ctx);
-            drop(done);
-        })?;
+        std::thread::Builder::new()
+            .name(format!("tailgate-pipeline-{i}"))
+            .spawn(move || {
+                worker(rx, ctx);
+                drop(done);
+            })?;
     }
     Ok((senders, done_rx))
 }
@@ -173,7 +206,9 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
     let policy = ctx.policy.load();
     let decision = policy.decide(t.trace_id, &t.spans, &ctx.metrics);
     let now = Instant::now();
-    ctx.metrics.decision_latency.observe(now.duration_since(t.due_at).as_secs_f64());
+    ctx.metrics
+        .decision_latency
+        .observe(now.duration_since(t.due_at).as_secs_f64());
     ctx.metrics
         .decisions
         .get_or_create(&DecisionLabels {
@@ -182,7 +217,10 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
         })
         .inc();
     if decision.keep {
-        let info = Arc::new(KeepInfo { rule: decision.rule.clone(), probability: decision.probability });
+        let info = Arc::new(KeepInfo {
+            rule: decision.rule.clone(),
+            probability: decision.probability,
+        });
         ctx.cache.record_keep(t.trace_id, info.clone(), now);
         export(t.spans, &info, ctx);
     } else {
@@ -196,18 +234,29 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
     let n = l.spans.len() as u64;
     match ctx.cache.lookup(l.trace_id, Instant::now()) {
         Some(Remembered::Kept(info)) => {
-            ctx.metrics.late_spans.get_or_create(&ReasonLabels { reason: "kept" }).inc_by(n);
+            ctx.metrics
+                .late_spans
+                .get_or_create(&ReasonLabels { reason: "kept" })
+                .inc_by(n);
             export(l.spans, &info, ctx);
         }
         Some(Remembered::Dropped) => {
-            ctx.metrics.late_spans.get_or_create(&ReasonLabels { reason: "dropped" }).inc_by(n);
+            ctx.metrics
+                .late_spans
+                .get_or_create(&ReasonLabels { reason: "dropped" })
+                .inc_by(n);
             ctx.metrics.spans_sampled_out.inc_by(n);
         }
         // The decision was forgotten between the buffer's check and now (evicted): this worker decided
         // the trace before (same queue), so this only happens when the cache is too small. Decide the
         // spans as a trace of their own rather than lose them.
         Some(Remembered::Pending) | None => {
-            ctx.metrics.late_spans.get_or_create(&ReasonLabels { reason: "forgotten" }).inc_by(n);
+            ctx.metrics
+                .late_spans
+                .get_or_create(&ReasonLabels {
+                    reason: "forgotten",
+                })
+                .inc_by(n);
             let now = Instant::now();
             decide(
                 DueTrace {
@@ -231,11 +280,17 @@ fn export(spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &PipelineContext) {
     let n = spans.len() as u64;
     let mut patch = SpanPatch::new();
     patch.string_attribute("tailgate.rule", &info.rule);
-    let existing = spans.first().map(|s| crate::otlp::span_trace_state(&s.raw)).unwrap_or("");
+    let existing = spans
+        .first()
+        .map(|s| crate::otlp::span_trace_state(&s.raw))
+        .unwrap_or("");
     if let Some(ts) = update_tracestate(existing, info.probability) {
         patch.trace_state(&ts);
     }
-    let kept = KeptSpans { spans, patch: Bytes::copy_from_slice(patch.as_bytes()) };
+    let kept = KeptSpans {
+        spans,
+        patch: Bytes::copy_from_slice(patch.as_bytes()),
+    };
     if ctx.export.blocking_send(kept).is_err() {
         ctx.metrics.lost("exporter_closed", n);
     }

@@ -38,7 +38,10 @@ pub fn runtime_settings(c: &PluginRuntimeConfig) -> RuntimeSettings {
 pub fn plugin_spec(rule: &RuleConfig) -> Result<PluginSpec, PolicyError> {
     let config = match &rule.config {
         serde_json::Value::Null => "{}".to_owned(),
-        v => serde_json::to_string(v).map_err(|e| PolicyError::Config { rule: rule.name.clone(), reason: e.to_string() })?,
+        v => serde_json::to_string(v).map_err(|e| PolicyError::Config {
+            rule: rule.name.clone(),
+            reason: e.to_string(),
+        })?,
     };
     Ok(PluginSpec {
         name: rule.name.clone(),
@@ -51,7 +54,8 @@ pub fn plugin_spec(rule: &RuleConfig) -> Result<PluginSpec, PolicyError> {
 
 /// Loads every rule of `config.policy` with a fresh runtime.
 pub fn load(config: &Config) -> Result<Policy, PolicyError> {
-    let runtime = PluginRuntime::new(runtime_settings(&config.plugins)).map_err(PolicyError::Runtime)?;
+    let runtime =
+        PluginRuntime::new(runtime_settings(&config.plugins)).map_err(PolicyError::Runtime)?;
     load_with(config, &runtime)
 }
 
@@ -69,21 +73,35 @@ pub fn load_with(config: &Config, runtime: &PluginRuntime) -> Result<Policy, Pol
     let mut rules = Vec::with_capacity(p.rules.len());
     for r in &p.rules {
         let spec = plugin_spec(r)?;
-        let plugin = runtime.load_sampler(&spec).map_err(|source| PolicyError::Plugin {
-            rule: r.name.clone(),
-            path: r.plugin.display().to_string(),
-            source,
-        })?;
-        rules.push(Rule { name: r.name.as_str().into(), sampler: Arc::new(WasmSampler(plugin)), shadow: r.shadow });
+        let plugin = runtime
+            .load_sampler(&spec)
+            .map_err(|source| PolicyError::Plugin {
+                rule: r.name.clone(),
+                path: r.plugin.display().to_string(),
+                source,
+            })?;
+        rules.push(Rule {
+            name: r.name.as_str().into(),
+            sampler: Arc::new(WasmSampler(plugin)),
+            shadow: r.shadow,
+        });
     }
-    Ok(Policy { rules, default: p.default, on_sampler_failure: p.on_sampler_failure })
+    Ok(Policy {
+        rules,
+        default: p.default,
+        on_sampler_failure: p.on_sampler_failure,
+    })
 }
 
 /// A sampler plugin as a pipeline sampler.
 pub struct WasmSampler(pub SamplerPlugin);
 
 impl Sampler for WasmSampler {
-    fn sample(&self, trace_id: TraceId, spans: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+    fn sample(
+        &self,
+        trace_id: TraceId,
+        spans: &[SpanRecord],
+    ) -> Result<RuleVerdict, SamplerFailure> {
         match self.0.decide(trace_id, spans) {
             Ok(v) => Ok(RuleVerdict {
                 verdict: match v.decision {
@@ -94,7 +112,10 @@ impl Sampler for WasmSampler {
                 probability: v.probability,
                 reason: v.reason,
             }),
-            Err(f) => Err(SamplerFailure { kind: f.kind(), message: f.to_string() }),
+            Err(f) => Err(SamplerFailure {
+                kind: f.kind(),
+                message: f.to_string(),
+            }),
         }
     }
 }

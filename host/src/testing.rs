@@ -2,15 +2,21 @@
 //! `opentelemetry-proto` types. Not part of the stable API.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
 
 /// A string attribute.
 pub fn kv_str(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
@@ -19,7 +25,9 @@ pub fn kv_str(key: &str, value: &str) -> KeyValue {
 pub fn kv_int(key: &str, value: i64) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
         ..Default::default()
     }
 }
@@ -43,7 +51,11 @@ pub fn span_in(trace_id: u128, id: u64, parent: u64, name: &str, start: u64, end
     Span {
         trace_id: trace_id.to_be_bytes().to_vec(),
         span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 { vec![] } else { parent.to_be_bytes().to_vec() },
+        parent_span_id: if parent == 0 {
+            vec![]
+        } else {
+            parent.to_be_bytes().to_vec()
+        },
         name: name.into(),
         kind: span::SpanKind::Server as i32,
         start_time_unix_nano: start,
@@ -56,9 +68,16 @@ pub fn span_in(trace_id: u128, id: u64, parent: u64, name: &str, start: u64, end
 pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv_str("service.name", service)], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "test".into(), version: "1.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "test".into(),
+                    version: "1.0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: String::new(),
             }],
@@ -79,9 +98,15 @@ pub fn sample_request() -> ExportTraceServiceRequest {
             value: Some(AnyValue {
                 value: Some(any_value::Value::ArrayValue(ArrayValue {
                     values: vec![
-                        AnyValue { value: Some(any_value::Value::BoolValue(true)) },
-                        AnyValue { value: Some(any_value::Value::DoubleValue(1.5)) },
-                        AnyValue { value: Some(any_value::Value::BytesValue(vec![0, 1, 2])) },
+                        AnyValue {
+                            value: Some(any_value::Value::BoolValue(true)),
+                        },
+                        AnyValue {
+                            value: Some(any_value::Value::DoubleValue(1.5)),
+                        },
+                        AnyValue {
+                            value: Some(any_value::Value::BytesValue(vec![0, 1, 2])),
+                        },
                     ],
                 })),
             }),
@@ -107,6 +132,9 @@ pub fn sample_request() -> ExportTraceServiceRequest {
     }];
     child.flags = 0x101;
     let mut failed = span(0x33, 0x11, "charge card");
-    failed.status = Some(Status { message: "card declined".into(), code: status::StatusCode::Error as i32 });
+    failed.status = Some(Status {
+        message: "card declined".into(),
+        code: status::StatusCode::Error as i32,
+    });
     request("frontend", vec![root, child, failed])
 }

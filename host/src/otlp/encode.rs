@@ -29,7 +29,8 @@ impl SpanPatch {
         // AnyValue { string_value = 1 }
         let any_len = 1 + varint_len(value.len() as u64) + value.len();
         // KeyValue { key = 1, value = 2 }
-        let kv_len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
+        let kv_len =
+            1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
         let b = &mut self.bytes;
         put_key(b, 9, 2);
         put_varint(b, kv_len as u64);
@@ -47,7 +48,8 @@ impl SpanPatch {
     /// Appends an integer attribute.
     pub fn int_attribute(&mut self, key: &str, value: i64) -> &mut Self {
         let any_len = 1 + varint_len(value as u64);
-        let kv_len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
+        let kv_len =
+            1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any_len as u64) + any_len;
         let b = &mut self.bytes;
         put_key(b, 9, 2);
         put_varint(b, kv_len as u64);
@@ -114,7 +116,11 @@ impl ExportBuilder {
                 let i = match self.by_origin.get(origin) {
                     Some(i) => *i,
                     None => {
-                        self.groups.push(Group { origin: origin.clone(), spans: Vec::new(), spans_len: 0 });
+                        self.groups.push(Group {
+                            origin: origin.clone(),
+                            spans: Vec::new(),
+                            spans_len: 0,
+                        });
                         self.by_origin.insert(origin.clone(), self.groups.len() - 1);
                         self.groups.len() - 1
                     }
@@ -152,7 +158,8 @@ impl ExportBuilder {
         let mut total = 0;
         for g in &self.groups {
             let scope_len = g.origin.scope_fields.len() + g.spans_len;
-            let rs_len = g.origin.resource_fields.len() + 1 + varint_len(scope_len as u64) + scope_len;
+            let rs_len =
+                g.origin.resource_fields.len() + 1 + varint_len(scope_len as u64) + scope_len;
             total += 1 + varint_len(rs_len as u64) + rs_len;
             sizes.push((rs_len, scope_len));
         }

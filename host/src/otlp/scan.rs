@@ -109,7 +109,9 @@ fn scan_resource_spans(
     let mut scopes = Vec::new();
     loop {
         let field_start = r.pos;
-        let Some((field, wire)) = r.key().map_err(|p| path.err(p))? else { break };
+        let Some((field, wire)) = r.key().map_err(|p| path.err(p))? else {
+            break;
+        };
         match (field, wire) {
             (2, WIRE_LEN) => scopes.push(r.len_delimited().map_err(|p| path.err(p))?),
             (1, WIRE_LEN) => {
@@ -153,7 +155,9 @@ fn scan_scope_spans(
     let mut spans = Vec::new();
     loop {
         let field_start = r.pos;
-        let Some((field, wire)) = r.key().map_err(|p| path.err(p))? else { break };
+        let Some((field, wire)) = r.key().map_err(|p| path.err(p))? else {
+            break;
+        };
         match (field, wire) {
             (2, WIRE_LEN) => spans.push(r.len_delimited().map_err(|p| path.err(p))?),
             (1, WIRE_LEN) => {
@@ -232,9 +236,19 @@ fn scan_span(
                 // Spans are capped far below 4 GiB by the body limit; the casts cannot truncate.
                 name_at = ((s - start) as u32, (e - s) as u32);
             }
-            (6, WIRE_VARINT) => kind = r.varint().map_err(|p| path.err_at("kind", p))?.min(255) as u8,
-            (7, WIRE_FIXED64) => start_ns = r.fixed64().map_err(|p| path.err_at("start_time_unix_nano", p))?,
-            (8, WIRE_FIXED64) => end_ns = r.fixed64().map_err(|p| path.err_at("end_time_unix_nano", p))?,
+            (6, WIRE_VARINT) => {
+                kind = r.varint().map_err(|p| path.err_at("kind", p))?.min(255) as u8
+            }
+            (7, WIRE_FIXED64) => {
+                start_ns = r
+                    .fixed64()
+                    .map_err(|p| path.err_at("start_time_unix_nano", p))?
+            }
+            (8, WIRE_FIXED64) => {
+                end_ns = r
+                    .fixed64()
+                    .map_err(|p| path.err_at("end_time_unix_nano", p))?
+            }
             (9, WIRE_LEN) => {
                 path.push(format_args!("attributes[{attr_i}]"));
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
@@ -310,7 +324,9 @@ fn expect_wire_for_span(field: u32, wire: u8) -> Result<(), String> {
     if wire == want {
         Ok(())
     } else {
-        Err(format!("field {field} has wire type {wire}, expected {want}"))
+        Err(format!(
+            "field {field} has wire type {wire}, expected {want}"
+        ))
     }
 }
 
@@ -345,7 +361,8 @@ fn validate_scope(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanE
         match (field, wire) {
             (1 | 2, WIRE_LEN) => {
                 let b = r.bytes().map_err(|p| path.err(p))?;
-                check_utf8(b).map_err(|p| path.err_at(if field == 1 { "name" } else { "version" }, p))?;
+                check_utf8(b)
+                    .map_err(|p| path.err_at(if field == 1 { "name" } else { "version" }, p))?;
             }
             (3, WIRE_LEN) => {
                 path.push(format_args!("attributes[{i}]"));
@@ -435,7 +452,8 @@ fn validate_key_value<'a>(
         match (field, wire) {
             (1, WIRE_LEN) => {
                 let b = r.bytes().map_err(|p| path.err(p))?;
-                key = std::str::from_utf8(b).map_err(|_| path.err_at("key", "invalid UTF-8".into()))?;
+                key = std::str::from_utf8(b)
+                    .map_err(|_| path.err_at("key", "invalid UTF-8".into()))?;
             }
             (2, WIRE_LEN) => {
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
@@ -454,7 +472,9 @@ fn validate_any_value<'a>(
     path: &mut Path,
 ) -> Result<Option<&'a str>, ScanError> {
     if depth > MAX_VALUE_DEPTH {
-        return Err(path.err(format!("attribute value nested deeper than {MAX_VALUE_DEPTH} levels")));
+        return Err(path.err(format!(
+            "attribute value nested deeper than {MAX_VALUE_DEPTH} levels"
+        )));
     }
     let mut r = Reader::new(buf, start);
     let mut string_value = None;
@@ -462,8 +482,10 @@ fn validate_any_value<'a>(
         match (field, wire) {
             (1, WIRE_LEN) => {
                 let b = r.bytes().map_err(|p| path.err(p))?;
-                string_value =
-                    Some(std::str::from_utf8(b).map_err(|_| path.err_at("value", "invalid UTF-8".into()))?);
+                string_value = Some(
+                    std::str::from_utf8(b)
+                        .map_err(|_| path.err_at("value", "invalid UTF-8".into()))?,
+                );
             }
             (5, WIRE_LEN) => {
                 // ArrayValue { repeated AnyValue values = 1; }
@@ -506,7 +528,9 @@ fn id8(b: &[u8]) -> Option<u64> {
 }
 
 fn check_utf8(b: &[u8]) -> Result<(), String> {
-    std::str::from_utf8(b).map(|_| ()).map_err(|_| "invalid UTF-8".to_owned())
+    std::str::from_utf8(b)
+        .map(|_| ())
+        .map_err(|_| "invalid UTF-8".to_owned())
 }
 
 /// The dotted location inside the message, kept only for error messages.
@@ -524,13 +548,23 @@ impl Path {
         self.parts.pop();
     }
     fn err(&self, problem: String) -> ScanError {
-        ScanError { path: self.render(None), problem }
+        ScanError {
+            path: self.render(None),
+            problem,
+        }
     }
     fn err_at(&self, field: &str, problem: String) -> ScanError {
-        ScanError { path: self.render(Some(field)), problem }
+        ScanError {
+            path: self.render(Some(field)),
+            problem,
+        }
     }
     fn render(&self, field: Option<&str>) -> String {
-        let mut s = if self.parts.is_empty() { "request".to_owned() } else { self.parts.join(".") };
+        let mut s = if self.parts.is_empty() {
+            "request".to_owned()
+        } else {
+            self.parts.join(".")
+        };
         if let Some(f) = field {
             s.push('.');
             s.push_str(f);
@@ -596,7 +630,10 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
         let Some(end) = end else {
-            return Err(format!("truncated: {n} bytes declared, {} left", self.buf.len() - self.pos));
+            return Err(format!(
+                "truncated: {n} bytes declared, {} left",
+                self.buf.len() - self.pos
+            ));
         };
         let s = &self.buf[self.pos..end];
         self.pos = end;

@@ -35,9 +35,14 @@ fn index_fields_are_read() {
     assert_eq!(s.origin.service_name.as_ref(), "frontend");
     assert_eq!(s.status, StatusCode::Unset);
     assert_eq!(scanned.spans[2].1.status, StatusCode::Error);
-    let attrs: Vec<_> = s.attributes().map(|kv| (kv.key.to_owned(), kv.value.as_str().map(str::to_owned))).collect();
+    let attrs: Vec<_> = s
+        .attributes()
+        .map(|kv| (kv.key.to_owned(), kv.value.as_str().map(str::to_owned)))
+        .collect();
     assert_eq!(attrs[0], ("http.method".to_owned(), Some("GET".to_owned())));
-    let res: Vec<_> = resource_attributes(&s.origin.resource_fields).map(|kv| kv.key).collect();
+    let res: Vec<_> = resource_attributes(&s.origin.resource_fields)
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(res, vec!["service.name"]);
 }
 
@@ -46,7 +51,9 @@ fn patch_appends_attribute_and_overrides_trace_state() {
     let body = encode(&sample_request());
     let scanned = scan_export_request(&body).expect("valid");
     let mut p = SpanPatch::new();
-    p.string_attribute("tailgate.rule", "errors").int_attribute("n", -5).trace_state("ot=th:0");
+    p.string_attribute("tailgate.rule", "errors")
+        .int_attribute("n", -5)
+        .trace_state("ot=th:0");
     let mut b = ExportBuilder::new();
     b.push(&scanned.spans[0].1, Bytes::copy_from_slice(p.as_bytes()));
     let out = ExportTraceServiceRequest::decode(b.finish()).expect("decodes");
@@ -54,7 +61,10 @@ fn patch_appends_attribute_and_overrides_trace_state() {
     assert_eq!(s.trace_state, "ot=th:0");
     let last2 = &s.attributes[s.attributes.len() - 2..];
     assert_eq!(last2[0], kv_str("tailgate.rule", "errors"));
-    assert_eq!(last2[1].value.as_ref().and_then(|v| v.value.clone()), Some(any_value::Value::IntValue(-5)));
+    assert_eq!(
+        last2[1].value.as_ref().and_then(|v| v.value.clone()),
+        Some(any_value::Value::IntValue(-5))
+    );
 }
 
 #[test]
@@ -67,7 +77,13 @@ fn bad_ids_are_rejected_per_span() {
     spans[3].span_id.clear();
     let scanned = scan_export_request(&encode(&req)).expect("well-formed");
     assert_eq!(scanned.spans.len(), 1);
-    assert_eq!(scanned.rejected, vec![(SpanRejection::InvalidTraceId, 2), (SpanRejection::InvalidSpanId, 1)]);
+    assert_eq!(
+        scanned.rejected,
+        vec![
+            (SpanRejection::InvalidTraceId, 2),
+            (SpanRejection::InvalidSpanId, 1)
+        ]
+    );
     let msg = scanned.rejection_message().expect("message");
     assert!(msg.contains("2 span(s) with invalid trace id"), "{msg}");
 }
@@ -91,16 +107,24 @@ fn malformed_input_names_the_place() {
 
 #[test]
 fn deep_nesting_is_refused() {
-    let mut v = AnyValue { value: Some(any_value::Value::StringValue("leaf".into())) };
+    let mut v = AnyValue {
+        value: Some(any_value::Value::StringValue("leaf".into())),
+    };
     for _ in 0..40 {
         v = AnyValue {
-            value: Some(any_value::Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
-                values: vec![v],
-            })),
+            value: Some(any_value::Value::ArrayValue(
+                opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![v] },
+            )),
         };
     }
     let mut req = sample_request();
-    req.resource_spans[0].scope_spans[0].spans[0].attributes.push(KeyValue { key: "deep".into(), value: Some(v), ..Default::default() });
+    req.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(KeyValue {
+            key: "deep".into(),
+            value: Some(v),
+            ..Default::default()
+        });
     let e = scan_export_request(&encode(&req)).expect_err("too deep");
     assert!(e.to_string().contains("nested deeper"), "{e}");
 }

@@ -24,10 +24,16 @@ impl<'a> AnyValueRef<'a> {
         let mut v = AnyValueRef::Empty;
         while let Ok(Some((field, wire))) = r.key() {
             let next = match (field, wire) {
-                (1, WIRE_LEN) => r.bytes().ok().map(|b| AnyValueRef::String(std::str::from_utf8(b).unwrap_or(""))),
+                (1, WIRE_LEN) => r
+                    .bytes()
+                    .ok()
+                    .map(|b| AnyValueRef::String(std::str::from_utf8(b).unwrap_or(""))),
                 (2, WIRE_VARINT) => r.varint().ok().map(|x| AnyValueRef::Bool(x != 0)),
                 (3, WIRE_VARINT) => r.varint().ok().map(|x| AnyValueRef::Int(x as i64)),
-                (4, WIRE_FIXED64) => r.fixed64().ok().map(|x| AnyValueRef::Double(f64::from_bits(x))),
+                (4, WIRE_FIXED64) => r
+                    .fixed64()
+                    .ok()
+                    .map(|x| AnyValueRef::Double(f64::from_bits(x))),
                 (5, WIRE_LEN) => r.bytes().ok().map(AnyValueRef::Array),
                 (6, WIRE_LEN) => r.bytes().ok().map(AnyValueRef::KvList),
                 (7, WIRE_LEN) => r.bytes().ok().map(AnyValueRef::Bytes),
@@ -47,7 +53,11 @@ impl<'a> AnyValueRef<'a> {
             AnyValueRef::Array(b) => *b,
             _ => &[],
         };
-        FieldIter { r: Reader::new(buf, 0), field: 1 }.map(AnyValueRef::decode)
+        FieldIter {
+            r: Reader::new(buf, 0),
+            field: 1,
+        }
+        .map(AnyValueRef::decode)
     }
 
     /// Entries of a `KvList` value (empty for other kinds).
@@ -56,7 +66,12 @@ impl<'a> AnyValueRef<'a> {
             AnyValueRef::KvList(b) => *b,
             _ => &[],
         };
-        AttrIter { inner: FieldIter { r: Reader::new(buf, 0), field: 1 } }
+        AttrIter {
+            inner: FieldIter {
+                r: Reader::new(buf, 0),
+                field: 1,
+            },
+        }
     }
 
     /// The string, when this is a string value.
@@ -112,11 +127,25 @@ impl<'a> Iterator for AttrIter<'a> {
     fn next(&mut self) -> Option<KeyValueRef<'a>> {
         let kv = self.inner.next()?;
         let mut r = Reader::new(kv, 0);
-        let mut out = KeyValueRef { key: "", value: AnyValueRef::Empty };
+        let mut out = KeyValueRef {
+            key: "",
+            value: AnyValueRef::Empty,
+        };
         while let Ok(Some((field, wire))) = r.key() {
             match (field, wire) {
-                (1, WIRE_LEN) => out.key = r.bytes().ok().and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
-                (2, WIRE_LEN) => out.value = r.bytes().map(AnyValueRef::decode).unwrap_or(AnyValueRef::Empty),
+                (1, WIRE_LEN) => {
+                    out.key = r
+                        .bytes()
+                        .ok()
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .unwrap_or("")
+                }
+                (2, WIRE_LEN) => {
+                    out.value = r
+                        .bytes()
+                        .map(AnyValueRef::decode)
+                        .unwrap_or(AnyValueRef::Empty)
+                }
                 _ => {
                     if r.skip(wire).is_err() {
                         break;
@@ -128,27 +157,83 @@ impl<'a> Iterator for AttrIter<'a> {
     }
 }
 
+impl<'a> AttrIter<'a> {
+    /// The attributes whose key is one of `keys`, as `(index in keys, value)`. Only matching values are
+    /// decoded and keys are compared as bytes, so this is several times faster than filtering the
+    /// iterator when a few keys are wanted out of many (the plugin attribute projection).
+    pub fn matching<'k>(
+        self,
+        keys: &'k [String],
+    ) -> impl Iterator<Item = (usize, AnyValueRef<'a>)> + 'k
+    where
+        'a: 'k,
+    {
+        self.inner.filter_map(move |kv| {
+            let mut r = Reader::new(kv, 0);
+            let (mut key, mut value): (Option<&[u8]>, &[u8]) = (None, &[]);
+            while let Ok(Some((field, wire))) = r.key() {
+                match (field, wire) {
+                    (1, WIRE_LEN) => key = r.bytes().ok(),
+                    (2, WIRE_LEN) => value = r.bytes().unwrap_or(&[]),
+                    _ => r.skip(wire).ok()?,
+                }
+            }
+            let key = key?;
+            let at = keys.iter().position(|k| k.as_bytes() == key)?;
+            Some((at, AnyValueRef::decode(value)))
+        })
+    }
+}
+
 /// Attributes (field 9) of an encoded `Span`.
 pub fn span_attributes(span: &[u8]) -> AttrIter<'_> {
-    AttrIter { inner: FieldIter { r: Reader::new(span, 0), field: 9 } }
+    AttrIter {
+        inner: FieldIter {
+            r: Reader::new(span, 0),
+            field: 9,
+        },
+    }
 }
 
 /// Attributes (field 1) of an encoded `Resource`, given the encoded `ResourceSpans` fields of an origin.
 pub fn resource_attributes(resource_fields: &[u8]) -> AttrIter<'_> {
-    let resource = FieldIter { r: Reader::new(resource_fields, 0), field: 1 }.next().unwrap_or(&[]);
-    AttrIter { inner: FieldIter { r: Reader::new(resource, 0), field: 1 } }
+    let resource = FieldIter {
+        r: Reader::new(resource_fields, 0),
+        field: 1,
+    }
+    .next()
+    .unwrap_or(&[]);
+    AttrIter {
+        inner: FieldIter {
+            r: Reader::new(resource, 0),
+            field: 1,
+        },
+    }
 }
 
 /// Attributes (field 3) of an `InstrumentationScope`, given the encoded `ScopeSpans` fields of an origin.
 pub fn scope_attributes(scope_fields: &[u8]) -> AttrIter<'_> {
-    let scope = FieldIter { r: Reader::new(scope_fields, 0), field: 1 }.next().unwrap_or(&[]);
-    AttrIter { inner: FieldIter { r: Reader::new(scope, 0), field: 3 } }
+    let scope = FieldIter {
+        r: Reader::new(scope_fields, 0),
+        field: 1,
+    }
+    .next()
+    .unwrap_or(&[]);
+    AttrIter {
+        inner: FieldIter {
+            r: Reader::new(scope, 0),
+            field: 3,
+        },
+    }
 }
 
 /// `trace_state` (field 3) of an encoded `Span`; the last occurrence wins, as in protobuf.
 pub fn span_trace_state(span: &[u8]) -> &str {
-    FieldIter { r: Reader::new(span, 0), field: 3 }
-        .last()
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("")
+    FieldIter {
+        r: Reader::new(span, 0),
+        field: 3,
+    }
+    .last()
+    .and_then(|b| std::str::from_utf8(b).ok())
+    .unwrap_or("")
 }

@@ -26,13 +26,21 @@ fn parse_threshold(hex: &str) -> Option<u64> {
 fn format_threshold(t: u64) -> String {
     let s = format!("{t:014x}");
     let trimmed = s.trim_end_matches('0');
-    if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 /// The new `tracestate` after keeping a span with `probability` (`None` = unknown), or `None` when the
 /// existing value stays as it is.
 pub fn update_tracestate(existing: &str, probability: Option<f64>) -> Option<String> {
-    let entries: Vec<&str> = existing.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+    let entries: Vec<&str> = existing
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
     let ot_pos = entries.iter().position(|e| e.starts_with("ot="));
     let ot_value = ot_pos.map(|i| &entries[i][3..]).unwrap_or("");
     let mut subs: Vec<&str> = ot_value.split(';').filter(|s| !s.is_empty()).collect();
@@ -42,7 +50,11 @@ pub fn update_tracestate(existing: &str, probability: Option<f64>) -> Option<Str
     let new_th = match probability.and_then(threshold_for_probability) {
         Some(ours) => {
             let t = existing_th.map_or(ours, |e| e.max(ours));
-            if t == 0 && existing_th.is_none() { None } else { Some(t) }
+            if t == 0 && existing_th.is_none() {
+                None
+            } else {
+                Some(t)
+            }
         }
         None => None,
     };
@@ -76,18 +88,44 @@ mod tests {
 
     #[test]
     fn thresholds_follow_the_spec_examples() {
-        assert_eq!(threshold_for_probability(1.0).map(format_threshold).as_deref(), Some("0"));
-        assert_eq!(threshold_for_probability(0.5).map(format_threshold).as_deref(), Some("8"));
-        assert_eq!(threshold_for_probability(0.25).map(format_threshold).as_deref(), Some("c"));
-        assert_eq!(threshold_for_probability(0.1).map(format_threshold).as_deref(), Some("e6666666666666"));
+        assert_eq!(
+            threshold_for_probability(1.0)
+                .map(format_threshold)
+                .as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            threshold_for_probability(0.5)
+                .map(format_threshold)
+                .as_deref(),
+            Some("8")
+        );
+        assert_eq!(
+            threshold_for_probability(0.25)
+                .map(format_threshold)
+                .as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            threshold_for_probability(0.1)
+                .map(format_threshold)
+                .as_deref(),
+            Some("e6666666666666")
+        );
         assert_eq!(threshold_for_probability(0.0), None);
         assert_eq!(parse_threshold("8"), Some(1 << 55));
     }
 
     #[test]
     fn keep_with_probability_adds_th() {
-        assert_eq!(update_tracestate("", Some(0.1)).as_deref(), Some("ot=th:e6666666666666"));
-        assert_eq!(update_tracestate("vendor=x", Some(0.5)).as_deref(), Some("ot=th:8,vendor=x"));
+        assert_eq!(
+            update_tracestate("", Some(0.1)).as_deref(),
+            Some("ot=th:e6666666666666")
+        );
+        assert_eq!(
+            update_tracestate("vendor=x", Some(0.5)).as_deref(),
+            Some("ot=th:8,vendor=x")
+        );
     }
 
     #[test]
@@ -101,14 +139,20 @@ mod tests {
         // Head sampling at 50 % (th:8) then we keep at 100 %: stays th:8.
         assert_eq!(update_tracestate("ot=th:8", Some(1.0)), None);
         // Head at 50 %, we keep 10 % of those: the higher threshold wins.
-        assert_eq!(update_tracestate("ot=th:8;rv:01", Some(0.1)).as_deref(), Some("ot=th:e6666666666666;rv:01"));
+        assert_eq!(
+            update_tracestate("ot=th:8;rv:01", Some(0.1)).as_deref(),
+            Some("ot=th:e6666666666666;rv:01")
+        );
         // Existing higher than ours: unchanged.
         assert_eq!(update_tracestate("ot=th:f", Some(0.5)), None);
     }
 
     #[test]
     fn unknown_probability_erases_th() {
-        assert_eq!(update_tracestate("ot=th:8;rv:01,v=1", None).as_deref(), Some("ot=rv:01,v=1"));
+        assert_eq!(
+            update_tracestate("ot=th:8;rv:01,v=1", None).as_deref(),
+            Some("ot=rv:01,v=1")
+        );
         assert_eq!(update_tracestate("ot=th:8", None).as_deref(), Some(""));
         assert_eq!(update_tracestate("v=1", None), None);
     }
