@@ -13,8 +13,14 @@ use tailgate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings};
 use tailgate::testing::{kv_int, kv_str, request, span_in};
 
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run scripts/build-plugins.sh first", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
     p
 }
 
@@ -27,9 +33,21 @@ fn trace(n: usize) -> Vec<SpanRecord> {
     let spans = (0..n)
         .map(|i| {
             let parent = if i == 0 { 0 } else { 1 };
-            let mut s = span_in(TRACE_ID, i as u64 + 1, parent, "GET /api/v1/orders/{id}", t0 + i as u64 * 1000, t0 + 5_000_000);
+            let mut s = span_in(
+                TRACE_ID,
+                i as u64 + 1,
+                parent,
+                "GET /api/v1/orders/{id}",
+                t0 + i as u64 * 1000,
+                t0 + 5_000_000,
+            );
             let mut attrs: Vec<KeyValue> = (0..13)
-                .map(|k| kv_str(&format!("app.attribute.{k}"), "some-moderately-long-attribute-value-0123456789"))
+                .map(|k| {
+                    kv_str(
+                        &format!("app.attribute.{k}"),
+                        "some-moderately-long-attribute-value-0123456789",
+                    )
+                })
                 .collect();
             attrs.push(kv_int("http.response.status_code", 200));
             attrs.push(kv_int("net.peer.port", 443));
@@ -37,7 +55,10 @@ fn trace(n: usize) -> Vec<SpanRecord> {
             attrs.push(kv_str("http.route", "/api/v1/orders/{id}"));
             s.attributes = attrs;
             if i == n - 1 {
-                s.status = Some(Status { code: status::StatusCode::Error as i32, message: "timeout".into() });
+                s.status = Some(Status {
+                    code: status::StatusCode::Error as i32,
+                    message: "timeout".into(),
+                });
             }
             s
         })
@@ -45,11 +66,51 @@ fn trace(n: usize) -> Vec<SpanRecord> {
     let mut req = request("checkout", spans);
     if let Some(r) = req.resource_spans[0].resource.as_mut() {
         for k in 0..11 {
-            r.attributes.push(kv_str(&format!("host.label.{k}"), "resource-attribute-value"));
+            r.attributes.push(kv_str(
+                &format!("host.label.{k}"),
+                "resource-attribute-value",
+            ));
         }
     }
     let body = Bytes::from(req.encode_to_vec());
-    scan_export_request(&body).expect("valid").spans.into_iter().map(|(_, s)| s).collect()
+    scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+fn trace_without_status_codes(n: usize) -> Vec<SpanRecord> {
+    let mut t = trace(n);
+    let raw: Vec<_> = t.iter().map(|s| s.raw.clone()).collect();
+    drop(raw);
+    // Rebuild with the status attribute renamed so the projection finds nothing.
+    let t0 = 1_700_000_000_000_000_000u64;
+    let spans = (0..n)
+        .map(|i| {
+            let mut s = span_in(
+                TRACE_ID,
+                i as u64 + 1,
+                if i == 0 { 0 } else { 1 },
+                "GET /x",
+                t0,
+                t0 + 5_000_000,
+            );
+            s.attributes = (0..17)
+                .map(|k| kv_str(&format!("app.attribute.{k}"), "value-0123456789"))
+                .collect();
+            s
+        })
+        .collect();
+    let body = Bytes::from(request("checkout", spans).encode_to_vec());
+    t = scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    t
 }
 
 /// Median nanoseconds per call of `f` over `rounds` rounds of `per_round` calls.
@@ -82,7 +143,11 @@ fn main() {
 
     let samplers: &[(&str, &str, &str)] = &[
         ("keep-errors", "keep-errors", "{}"),
-        ("keep-errors (http 5xx)", "keep-errors", r#"{"status_error": false, "http_status": ["5xx"]}"#),
+        (
+            "keep-errors (http 5xx)",
+            "keep-errors",
+            r#"{"status_error": false, "http_status": ["5xx"]}"#,
+        ),
         ("keep-slow", "keep-slow", r#"{"threshold": "1s"}"#),
         ("probabilistic", "probabilistic", r#"{"probability": 0.1}"#),
         (
@@ -92,34 +157,152 @@ fn main() {
         ),
         ("span-count", "span-count", r#"{"min": 1000}"#),
         ("rate-limit", "rate-limit", r#"{"traces_per_second": 1e12}"#),
-        ("full trace (test-hostile)", "test-hostile", r#"{"mode": "full"}"#),
+        (
+            "full trace (test-hostile)",
+            "test-hostile",
+            r#"{"mode": "full"}"#,
+        ),
         ("python keep-errors", "python-keep-errors", "{}"),
-        ("python keep-errors (http 5xx)", "python-keep-errors", r#"{"status_error": false, "http_status": ["5xx"]}"#),
+        (
+            "python keep-errors (http 5xx)",
+            "python-keep-errors",
+            r#"{"status_error": false, "http_status": ["5xx"]}"#,
+        ),
     ];
-    println!("{:<32} {:>14} {:>14}", "sampler call (median)", "10 spans", "100 spans");
+    println!(
+        "{:<32} {:>14} {:>14}",
+        "sampler call (median)", "10 spans", "100 spans"
+    );
     for (label, file, config) in samplers {
-        let p = rt.load_sampler(&PluginSpec::new(*label, plugin(file), *config)).expect("loads");
+        let p = rt
+            .load_sampler(&PluginSpec::new(*label, plugin(file), *config))
+            .expect("loads");
         let slow = file.starts_with("python") || file.starts_with("test-hostile");
         let (rounds, per) = if slow { (15, 200) } else { (31, 2000) };
-        let ns10 = measure(|| drop(std::hint::black_box(p.decide(TRACE_ID, &t10))), rounds, per);
-        let ns100 = measure(|| drop(std::hint::black_box(p.decide(TRACE_ID, &t100))), rounds, per / 4);
-        println!("{label:<32} {:>11.2} us {:>11.2} us", ns10 / 1e3, ns100 / 1e3);
+        let ns10 = measure(
+            || drop(std::hint::black_box(p.decide(TRACE_ID, &t10))),
+            rounds,
+            per,
+        );
+        let ns100 = measure(
+            || drop(std::hint::black_box(p.decide(TRACE_ID, &t100))),
+            rounds,
+            per / 4,
+        );
+        println!(
+            "{label:<32} {:>11.2} us {:>11.2} us",
+            ns10 / 1e3,
+            ns100 / 1e3
+        );
     }
 
-    let r = rt.load_redactor(&PluginSpec::new("redactor", plugin("test-redactor"), "{}")).expect("loads");
-    let ns10 = measure(|| drop(std::hint::black_box(r.redact(TRACE_ID, &t10))), 15, 500);
-    let ns100 = measure(|| drop(std::hint::black_box(r.redact(TRACE_ID, &t100))), 15, 100);
-    println!("{:<32} {:>11.2} us {:>11.2} us", "redactor (packed strings)", ns10 / 1e3, ns100 / 1e3);
+    // Diagnostics: the projection with nothing present vs one value per span.
+    let bare = trace_without_status_codes(10);
+    let p = rt
+        .load_sampler(&PluginSpec::new(
+            "diag",
+            plugin("keep-errors"),
+            r#"{"status_error": false, "http_status": ["5xx"]}"#,
+        ))
+        .expect("loads");
+    let ns = measure(
+        || drop(std::hint::black_box(p.decide(TRACE_ID, &bare))),
+        31,
+        2000,
+    );
+    println!(
+        "{:<32} {:>11.2} us",
+        "keep-errors http, none present",
+        ns / 1e3
+    );
+    let keys = vec![
+        "http.response.status_code".to_owned(),
+        "http.status_code".to_owned(),
+    ];
+    let ns = measure(
+        || {
+            let n: usize = bare
+                .iter()
+                .map(|s| s.attributes().matching(&keys).count())
+                .sum();
+            std::hint::black_box(n);
+        },
+        31,
+        2000,
+    );
+    println!(
+        "{:<32} {:>11.2} us",
+        "host: scan 10x17 attrs for 2 keys",
+        ns / 1e3
+    );
+    let ns = measure(
+        || {
+            let n: usize = bare.iter().map(|s| s.attributes().count()).sum();
+            std::hint::black_box(n);
+        },
+        31,
+        2000,
+    );
+    println!(
+        "{:<32} {:>11.2} us",
+        "host: AttrIter over 10x17 attrs",
+        ns / 1e3
+    );
+
+    let r = rt
+        .load_redactor(&PluginSpec::new("redactor", plugin("test-redactor"), "{}"))
+        .expect("loads");
+    let ns10 = measure(
+        || drop(std::hint::black_box(r.redact(TRACE_ID, &t10))),
+        15,
+        500,
+    );
+    let ns100 = measure(
+        || drop(std::hint::black_box(r.redact(TRACE_ID, &t100))),
+        15,
+        100,
+    );
+    println!(
+        "{:<32} {:>11.2} us {:>11.2} us",
+        "redactor (packed strings)",
+        ns10 / 1e3,
+        ns100 / 1e3
+    );
 
     println!();
-    println!("{:<24} {:>16} {:>16} {:>16} {:>16}", "load", "compile cold", "compile cached", "load cold", "load cached");
-    for file in ["keep-errors", "attribute-match", "python-keep-errors"] {
-        let dir = std::env::temp_dir().join(format!("tailgate-bench-cache-{}-{file}", std::process::id()));
+    println!(
+        "{:<24} {:>16} {:>16} {:>16} {:>16}",
+        "load", "compile cold", "compile cached", "load cold", "load cached"
+    );
+    let configs = [
+        ("keep-errors", "{}"),
+        (
+            "attribute-match",
+            r#"{"conditions": [{"key": "a", "equals": "b"}]}"#,
+        ),
+        ("python-keep-errors", "{}"),
+    ];
+    for (file, config) in configs {
+        let dir = std::env::temp_dir().join(format!(
+            "tailgate-bench-cache-{}-{file}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
-        let s = RuntimeSettings { cache_dir: Some(dir.clone()), ..Default::default() };
-        let spec = PluginSpec::new(file, plugin(file), "{}");
-        let cold = PluginRuntime::new(s.clone()).expect("rt").load_sampler(&spec).expect("loads").stats();
-        let warm = PluginRuntime::new(s).expect("rt").load_sampler(&spec).expect("loads").stats();
+        let s = RuntimeSettings {
+            cache_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let spec = PluginSpec::new(file, plugin(file), config);
+        let cold = PluginRuntime::new(s.clone())
+            .expect("rt")
+            .load_sampler(&spec)
+            .expect("loads")
+            .stats();
+        let warm = PluginRuntime::new(s)
+            .expect("rt")
+            .load_sampler(&spec)
+            .expect("loads")
+            .stats();
         assert!(warm.from_cache, "second load should hit the cache");
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
         println!(

@@ -59,6 +59,8 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use marshal::{FieldKind, FieldRef, Projection, TraceLayout, layout};
+/// For the redaction host (`crate::redact`): value text as redactors see it, and the packing itself.
+pub use marshal::{Packed, json_of_ref, pack};
 
 /// How often the epoch ticker advances the engine's epoch: the resolution of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -170,6 +170,12 @@ impl<'a> AttrIter<'a> {
     {
         self.inner.filter_map(move |kv| {
             let mut r = Reader::new(kv, 0);
+            // Encoders write the key first: reject a non-matching attribute without reading its value.
+            if let Ok(Some((1, WIRE_LEN))) = r.key() {
+                let key = r.bytes().ok()?;
+                keys.iter().position(|k| k.as_bytes() == key)?;
+            }
+            let mut r = Reader::new(kv, 0);
             let (mut key, mut value): (Option<&[u8]>, &[u8]) = (None, &[]);
             while let Ok(Some((field, wire))) = r.key() {
                 match (field, wire) {

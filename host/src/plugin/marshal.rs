@@ -117,11 +117,6 @@ pub fn summary(trace_id: TraceId, spans: &[SpanRecord], now_unix_nano: u64) -> T
     }
 }
 
-/// Index of `key` in `keys`, if present. Keys lists are short (a few entries), so linear.
-fn key_index(keys: &[String], key: &str) -> Option<u32> {
-    keys.iter().position(|k| k == key).map(|i| i as u32)
-}
-
 /// The values of the projected keys present in the trace, in span order. Resource and scope values are
 /// reported once per distinct resource/scope, on the first span carrying it.
 pub fn project(p: &Projection, spans: &[SpanRecord]) -> Vec<ProjectedAttribute> {
@@ -134,15 +129,13 @@ pub fn project(p: &Projection, spans: &[SpanRecord]) -> Vec<ProjectedAttribute> 
     for (i, s) in spans.iter().enumerate() {
         let span_index = i as u32;
         if !p.span_keys.is_empty() {
-            for kv in s.attributes() {
-                if let Some(k) = key_index(&p.span_keys, kv.key) {
-                    out.push(ProjectedAttribute {
-                        span_index,
-                        level: AttributeLevel::Span,
-                        key_index: k,
-                        value: value_from_ref(kv.value),
-                    });
-                }
+            for (k, value) in s.attributes().matching(&p.span_keys) {
+                out.push(ProjectedAttribute {
+                    span_index,
+                    level: AttributeLevel::Span,
+                    key_index: k as u32,
+                    value: value_from_ref(value),
+                });
             }
         }
         if !p.resource_keys.is_empty() {
@@ -150,15 +143,13 @@ pub fn project(p: &Projection, spans: &[SpanRecord]) -> Vec<ProjectedAttribute> 
             let id = (r.as_ptr(), r.len());
             if !seen_resources.contains(&id) {
                 seen_resources.push(id);
-                for kv in otlp::resource_attributes(r) {
-                    if let Some(k) = key_index(&p.resource_keys, kv.key) {
-                        out.push(ProjectedAttribute {
-                            span_index,
-                            level: AttributeLevel::Resource,
-                            key_index: k,
-                            value: value_from_ref(kv.value),
-                        });
-                    }
+                for (k, value) in otlp::resource_attributes(r).matching(&p.resource_keys) {
+                    out.push(ProjectedAttribute {
+                        span_index,
+                        level: AttributeLevel::Resource,
+                        key_index: k as u32,
+                        value: value_from_ref(value),
+                    });
                 }
             }
         }
@@ -167,15 +158,13 @@ pub fn project(p: &Projection, spans: &[SpanRecord]) -> Vec<ProjectedAttribute> 
             let id = (sc.as_ptr(), sc.len());
             if !seen_scopes.contains(&id) {
                 seen_scopes.push(id);
-                for kv in otlp::scope_attributes(sc) {
-                    if let Some(k) = key_index(&p.scope_keys, kv.key) {
-                        out.push(ProjectedAttribute {
-                            span_index,
-                            level: AttributeLevel::Scope,
-                            key_index: k,
-                            value: value_from_ref(kv.value),
-                        });
-                    }
+                for (k, value) in otlp::scope_attributes(sc).matching(&p.scope_keys) {
+                    out.push(ProjectedAttribute {
+                        span_index,
+                        level: AttributeLevel::Scope,
+                        key_index: k as u32,
+                        value: value_from_ref(value),
+                    });
                 }
             }
         }
