@@ -355,6 +355,32 @@ pub struct PolicyConfig {
     pub redactors: Vec<RuleConfig>,
     pub on_sampler_failure: SamplerFailurePolicy,
     pub on_redactor_failure: RedactorFailurePolicy,
+    /// How redactors' edits are applied (hash key, dry run, strict fallback).
+    pub redaction: RedactionConfig,
+}
+
+/// How the host applies redactors' edits: the keyed hash, dry-run mode and the strict fallback scrub.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Secret of the keyed hash (HMAC-SHA256) behind the `hash` action, usually `${env:NAME}`; at least 16
+    /// bytes. Default: none, and then a random key is made at startup (hashes are stable only until a
+    /// restart, and tagged with key id `ephemeral`).
+    pub hash_key: Option<String>,
+    /// Written into every hash (`hmac:<key id>:<hex>`) so that the secret can rotate and tokens made
+    /// with different keys are told apart. Default `k1` (`ephemeral` when no `hash_key` is set).
+    pub hash_key_id: Option<String>,
+    /// Count what the redactors would change (metrics) without changing any span. Default false. A
+    /// redactor failure in dry-run mode is counted and the trace passes unchanged.
+    pub dry_run: bool,
+    /// Attribute keys kept by the strict fallback scrub (`on_redactor_failure: strict_scrub`); replaces the
+    /// built-in list of safe semantic-convention keys (`service.name`, `http.route`, ...). Default: the
+    /// built-in list (see docs/configuration.md).
+    pub strict_allow_list: Option<Vec<String>>,
+    /// Whether the strict fallback scrub also replaces span names and event names with `redacted`.
+    /// Default false: names are kept, because semantic conventions make them low-cardinality templates
+    /// (`GET /users/{id}`) and a trace without them is hard to use.
+    pub strict_scrub_names: bool,
 }
 
 /// One rule: a plugin file and the configuration passed to its `init`.

@@ -18,10 +18,14 @@
 //! - [`decisions`]: remembered keep/drop decisions so late spans follow their trace.
 //! - [`pipeline`]: decides each trace with the ordered rules, annotates kept spans, runs redactors.
 //! - [`plugin`]: the WebAssembly host: loads, bounds and calls sampler and redactor components.
+//! - [`redact`]: applies redactors' edits to kept traces (re-encoding only what changed), audits them, and
+//!   fails closed (strict scrub or drop) when a redactor fails.
 //! - [`policy`]: builds the pipeline's policy from the config (loads plugins).
+//! - [`reload`]: hot reload (file watch, SIGHUP, `POST /reload`): rebuilds the policy off the hot path,
+//!   keeps unchanged rules' plugins, swaps it atomically; shadow rules are counted in [`pipeline`].
 //! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
-//! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz` and `/metrics`.
+//! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/metrics` and `POST /reload`.
 //! - [`app`]: wires the stages and shuts them down in order.
 
 pub mod admin;
@@ -38,5 +42,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod receiver;
+pub mod redact;
+pub mod reload;
 #[doc(hidden)]
 pub mod testing;

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReceiverLabels {
@@ -50,6 +51,47 @@ pub struct PluginLabels {
     pub plugin: String,
     /// `trap`, `timeout`, `out_of_memory`, `bad_result`.
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedactionLabels {
+    /// The redactor rule (`policy.redactors[].name`).
+    pub rule: String,
+    /// The reason the plugin gave for the edit (its detector, e.g. `email`), sanitized and capped in
+    /// number; `other` past the cap, `none` when the plugin gave none.
+    pub reason: String,
+    /// `applied`, or `dry_run` when the edit was only counted.
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedactionFallbackLabels {
+    /// The redactor rule that failed.
+    pub rule: String,
+    /// What was done instead: `strict_scrub`, `drop`, or `dry_run` (counted, passed unchanged).
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// The shadow rule (`policy.rules[].name` with `shadow: true`).
+    pub rule: String,
+    /// What the shadow rule said: `keep`, `drop`, `abstain`, or `failure` (trap, timeout, bad result).
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowAgreementLabels {
+    pub rule: String,
+    /// `agree` / `disagree` (the shadow rule kept or dropped, the same as / unlike the live decision),
+    /// `abstain` (the shadow rule had no opinion), `failure` (it could not answer).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub outcome: &'static str,
 }
 
 /// All metrics of one tailgate instance.
@@ -91,6 +133,28 @@ pub struct Metrics {
     pub decision_latency: Histogram,
     /// Plugin failures by plugin and kind.
     pub plugin_failures: Family<PluginLabels, Counter>,
+    /// Traces seen by each shadow rule, by what it would have decided.
+    pub shadow_decisions: Family<ShadowLabels, Counter>,
+    /// Shadow rules' decisions compared with the live decision.
+    pub shadow_agreement: Family<ShadowAgreementLabels, Counter>,
+    /// Bytes of spans (as received) each shadow rule would keep / drop.
+    pub shadow_bytes: Family<ShadowLabels, Counter>,
+    /// Reload attempts (file change, SIGHUP, `POST /reload`), by outcome.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Reload attempts that changed nothing because the new configuration or a plugin was bad.
+    pub reload_failures: Counter,
+    /// Unix time of the last successful (re)load, in seconds; set at startup by the first load.
+    pub reload_success_timestamp: Gauge<f64, AtomicU64>,
+    /// Redaction edits applied (or counted in dry-run mode), by redactor rule and reason.
+    pub redactions: Family<RedactionLabels, Counter>,
+    /// Spans changed by redaction (edited or scrubbed).
+    pub redacted_spans: Counter,
+    /// Traces whose redactor failed (trap, timeout, invalid edits), by rule and what was done instead.
+    pub redaction_fallbacks: Family<RedactionFallbackLabels, Counter>,
+    /// Spans scrubbed by the strict fallback.
+    pub redaction_scrubbed_spans: Counter,
+    /// Seconds spent redacting one kept trace (plugin calls and edit application).
+    pub redaction_latency: Histogram,
 }
 
 impl Metrics {
@@ -115,6 +179,17 @@ impl Metrics {
             late_spans: Family::default(),
             decision_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             plugin_failures: Family::default(),
+            shadow_decisions: Family::default(),
+            shadow_agreement: Family::default(),
+            shadow_bytes: Family::default(),
+            reloads: Family::default(),
+            reload_failures: Counter::default(),
+            reload_success_timestamp: Gauge::default(),
+            redactions: Family::default(),
+            redacted_spans: Counter::default(),
+            redaction_fallbacks: Family::default(),
+            redaction_scrubbed_spans: Counter::default(),
+            redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
             registry: Registry::default(),
         };
         registry.register(
@@ -198,6 +273,57 @@ impl Metrics {
             "plugin_failures",
             "Plugin call failures by plugin and kind",
             m.plugin_failures.clone(),
+        );
+        registry.register(
+            "redactions",
+            "Redaction edits by redactor rule and reason",
+            m.redactions.clone(),
+        );
+        registry.register(
+            "redacted_spans",
+            "Spans changed by redaction",
+            m.redacted_spans.clone(),
+        );
+        registry.register(
+            "redaction_fallbacks",
+            "Traces whose redactor failed, by rule and fallback action",
+            m.redaction_fallbacks.clone(),
+        );
+        registry.register(
+            "redaction_scrubbed_spans",
+            "Spans scrubbed by the strict fallback",
+            m.redaction_scrubbed_spans.clone(),
+        );
+        registry.register(
+            "redaction_latency_seconds",
+            "Time to redact one kept trace",
+            m.redaction_latency.clone(),
+        );
+        registry.register(
+            "shadow_decisions",
+            "Traces seen by shadow rules, by what they would have decided",
+            m.shadow_decisions.clone(),
+        );
+        registry.register(
+            "shadow_agreement",
+            "Shadow rules' decisions compared with the live decision",
+            m.shadow_agreement.clone(),
+        );
+        registry.register(
+            "shadow_bytes",
+            "Bytes of spans shadow rules would keep or drop",
+            m.shadow_bytes.clone(),
+        );
+        registry.register("reloads", "Reload attempts by outcome", m.reloads.clone());
+        registry.register(
+            "reload_failures",
+            "Reloads refused because the new configuration or a plugin was bad",
+            m.reload_failures.clone(),
+        );
+        registry.register(
+            "reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load",
+            m.reload_success_timestamp.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -6,6 +6,7 @@
 //! Runs on dedicated worker threads (plugin code never runs on a tokio worker); the buffer routes each trace
 //! id to one worker, so a trace's late spans are handled after its decision.
 
+mod shadow;
 mod tracestate;
 
 use crate::buffer::{BufferOutput, DueTrace, LateSpans};
@@ -14,6 +15,7 @@ use crate::decisions::{DecisionCache, KeepInfo, Remembered};
 use crate::export::{ExportHandle, KeptSpans};
 use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
 use crate::otlp::{SpanPatch, SpanRecord, TraceId};
+use crate::redact::{Outcome, Redactors};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -70,6 +72,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub default: DefaultDecision,
     pub on_sampler_failure: SamplerFailurePolicy,
+    /// Run on every kept trace (late spans included) before it is exported.
+    pub redactors: Redactors,
 }
 
 impl Policy {
@@ -79,6 +83,7 @@ impl Policy {
             rules: Vec::new(),
             default,
             on_sampler_failure: SamplerFailurePolicy::Keep,
+            redactors: Redactors::none(),
         }
     }
 }
@@ -209,6 +214,8 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
     ctx.metrics
         .decision_latency
         .observe(now.duration_since(t.due_at).as_secs_f64());
+    // After the live decision is fixed (and its latency measured): shadow rules cannot change it.
+    policy.evaluate_shadows(t.trace_id, &t.spans, &decision, &ctx.metrics);
     ctx.metrics
         .decisions
         .get_or_create(&DecisionLabels {
@@ -222,7 +229,7 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
             probability: decision.probability,
         });
         ctx.cache.record_keep(t.trace_id, info.clone(), now);
-        export(t.spans, &info, ctx);
+        export(t.trace_id, t.spans, &info, ctx);
     } else {
         ctx.cache.record_drop(t.trace_id, now);
         ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
@@ -238,7 +245,7 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                 .late_spans
                 .get_or_create(&ReasonLabels { reason: "kept" })
                 .inc_by(n);
-            export(l.spans, &info, ctx);
+            export(l.trace_id, l.spans, &info, ctx);
         }
         Some(Remembered::Dropped) => {
             ctx.metrics
@@ -275,8 +282,19 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
     drop(l.acks);
 }
 
-/// Annotates and sends kept spans to the exporter.
-fn export(spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &PipelineContext) {
+/// Redacts, annotates and sends kept spans to the exporter. Every kept span (late ones included) passes
+/// through here, so nothing reaches the exporter without passing the redactors.
+fn export(trace_id: TraceId, spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &PipelineContext) {
+    let spans = match ctx
+        .policy
+        .load()
+        .redactors
+        .redact(trace_id, spans, &ctx.metrics)
+    {
+        Outcome::Export(spans) => spans,
+        // A redactor failed under `on_redactor_failure: drop`; already counted as lost.
+        Outcome::Dropped => return,
+    };
     let n = spans.len() as u64;
     let mut patch = SpanPatch::new();
     patch.string_attribute("tailgate.rule", &info.rule);

@@ -1,11 +1,12 @@
 //! Builds the live [`Policy`] from the configuration: compiles (or loads from the cache) and initializes each
-//! rule's plugin and wraps it as a pipeline [`Sampler`]. Loading happens off the hot path; the result is
-//! swapped in whole.
+//! rule's plugin and wraps it as a pipeline [`Sampler`], and loads the redactors with their settings.
+//! Loading happens off the hot path; the result is swapped in whole.
 
 use crate::config::{Config, PluginRuntimeConfig, RuleConfig};
 use crate::otlp::{SpanRecord, TraceId};
 use crate::pipeline::{Policy, Rule, RuleVerdict, Sampler, SamplerFailure, Verdict};
 use crate::plugin::{self, PluginError, PluginRuntime, PluginSpec, RuntimeSettings, SamplerPlugin};
+use crate::redact::{RedactionSettings, RedactorRule, Redactors};
 use std::sync::Arc;
 
 /// Why the policy could not be built; names the rule and the plugin file.
@@ -61,35 +62,68 @@ pub fn load(config: &Config) -> Result<Policy, PolicyError> {
 
 /// Loads every rule of `config.policy` with `runtime`.
 pub fn load_with(config: &Config, runtime: &PluginRuntime) -> Result<Policy, PolicyError> {
+    load_reusing(config, runtime, &|_, _| None)
+}
+
+/// Offers an already loaded sampler for a rule (see [`load_reusing`]).
+pub type ReuseSampler<'a> = dyn Fn(&RuleConfig, &PluginSpec) -> Option<Arc<dyn Sampler>> + 'a;
+
+/// Like [`load_with`], but a sampling rule takes the sampler `reuse` offers instead of loading one. Hot
+/// reload offers the running instance of every rule whose plugin file, config and limits are unchanged,
+/// so its state (a rate limiter's budget) survives the reload.
+pub fn load_reusing(
+    config: &Config,
+    runtime: &PluginRuntime,
+    reuse: &ReuseSampler<'_>,
+) -> Result<Policy, PolicyError> {
     let p = &config.policy;
-    if let Some(r) = p.redactors.first() {
-        // Refuse rather than run without them: a configured redactor that silently did nothing would
-        // let personal data through.
-        return Err(PolicyError::Config {
-            rule: r.name.clone(),
-            reason: "redactors are not supported by this build yet; remove policy.redactors".into(),
-        });
-    }
     let mut rules = Vec::with_capacity(p.rules.len());
     for r in &p.rules {
         let spec = plugin_spec(r)?;
+        let sampler: Arc<dyn Sampler> = match reuse(r, &spec) {
+            Some(running) => running,
+            None => Arc::new(WasmSampler(runtime.load_sampler(&spec).map_err(
+                |source| PolicyError::Plugin {
+                    rule: r.name.clone(),
+                    path: r.plugin.display().to_string(),
+                    source,
+                },
+            )?)),
+        };
+        rules.push(Rule {
+            name: r.name.as_str().into(),
+            sampler,
+            shadow: r.shadow,
+        });
+    }
+    // Every configured redactor must load: a redactor that silently did nothing would let personal
+    // data through, so a failure here fails the whole policy.
+    let mut redactors = Vec::with_capacity(p.redactors.len());
+    for r in &p.redactors {
+        let spec = plugin_spec(r)?;
         let plugin = runtime
-            .load_sampler(&spec)
+            .load_redactor(&spec)
             .map_err(|source| PolicyError::Plugin {
                 rule: r.name.clone(),
                 path: r.plugin.display().to_string(),
                 source,
             })?;
-        rules.push(Rule {
+        redactors.push(RedactorRule {
             name: r.name.as_str().into(),
-            sampler: Arc::new(WasmSampler(plugin)),
-            shadow: r.shadow,
+            redactor: Arc::new(plugin),
         });
+    }
+    let settings = RedactionSettings::from_config(&p.redaction);
+    if !redactors.is_empty() && p.redaction.hash_key.is_none() {
+        tracing::warn!(
+            "policy.redaction.hash_key is not set: hashed values use a random key and change on restart"
+        );
     }
     Ok(Policy {
         rules,
         default: p.default,
         on_sampler_failure: p.on_sampler_failure,
+        redactors: Redactors::new(redactors, settings, p.on_redactor_failure),
     })
 }
 

@@ -72,6 +72,7 @@ fn first_keep_or_drop_wins_in_order() {
         ],
         default: DefaultDecision::Keep,
         on_sampler_failure: SamplerFailurePolicy::Keep,
+        redactors: Default::default(),
     };
     let d = policy.decide(1, &spans(), &Metrics::new());
     assert_eq!(
@@ -95,6 +96,7 @@ fn default_applies_when_all_abstain() {
         rules: vec![rule("a", fixed(Verdict::Abstain, None))],
         default: DefaultDecision::Drop,
         on_sampler_failure: SamplerFailurePolicy::Keep,
+        redactors: Default::default(),
     };
     let d = policy.decide(1, &spans(), &Metrics::new());
     assert_eq!((d.keep, &*d.rule), (false, "default"));
@@ -111,6 +113,7 @@ fn shadow_rules_do_not_decide() {
         }],
         default: DefaultDecision::Keep,
         on_sampler_failure: SamplerFailurePolicy::Keep,
+        redactors: Default::default(),
     };
     assert!(policy.decide(1, &spans(), &Metrics::new()).keep);
 }
@@ -127,6 +130,7 @@ fn sampler_failure_follows_the_failure_policy_and_is_counted() {
             rules: vec![rule("broken", failing())],
             default: DefaultDecision::Drop,
             on_sampler_failure: on_failure,
+            redactors: Default::default(),
         };
         let d = policy.decide(1, &spans(), &m);
         assert_eq!((d.keep, &*d.rule), (keep, rule_name));
@@ -278,6 +282,7 @@ mod workers {
             }],
             default: DefaultDecision::Drop,
             on_sampler_failure: SamplerFailurePolicy::Keep,
+            redactors: Default::default(),
         };
         let items = vec![
             due(1, trace_spans(1, &[(10, 0), (11, 10)])),

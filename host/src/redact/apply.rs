@@ -1,0 +1,520 @@
+//! Applies one redactor's edits to a trace: decodes only what is edited (spans, resources, scopes) with
+//! prost, changes it, re-encodes it, and re-scans the result into [`SpanRecord`]s.
+
+use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe};
+use crate::otlp::{ExportBuilder, Origin, SpanRecord, scan_export_request};
+use crate::plugin::{EditAction, FieldKind, FieldRef, RedactionEdit, layout};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Longest replacement value or key accepted from a redactor.
+const MAX_REPLACEMENT: usize = 16 << 10;
+
+/// Why a redactor's edits could not be applied. Any of these fails the redactor (fail closed).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("edit of {0}: no such field in the trace")]
+    NoSuchField(String),
+    #[error("edit of {0}: {1} is only allowed on attributes")]
+    NotAnAttribute(String, &'static str),
+    #[error("edit of {0}: mask {1}..{2} is outside the value or splits a character")]
+    BadMask(String, u32, u32),
+    #[error("edit of {0}: mask ranges overlap or are not sorted")]
+    UnsortedMask(String),
+    #[error("edit of {0}: replacement longer than {MAX_REPLACEMENT} bytes")]
+    TooLong(String),
+    #[error("redacted spans did not re-scan as valid OTLP: {0}")]
+    Rescan(String),
+}
+
+/// The result of applying edits.
+#[derive(Debug)]
+pub struct Applied {
+    /// The trace's spans (re-encoded where edited; order may differ from the input, grouped by origin).
+    pub spans: Vec<SpanRecord>,
+    /// Span ids of the spans whose content changed (their own fields, resource or scope).
+    pub edited_span_ids: Vec<u64>,
+}
+
+/// A decoded attribute list with tombstones, so indexes stay stable while edits remove attributes.
+struct Attrs<'a> {
+    list: &'a mut Vec<KeyValue>,
+}
+
+/// Applies `edits` (from the rule named `rule`) to `spans`. Edits to one field apply in order; an edit
+/// of an attribute an earlier edit removed is a no-op. Returns the spans unchanged (same records) when
+/// `edits` is empty.
+pub fn apply(
+    spans: &[SpanRecord],
+    edits: &[RedactionEdit],
+    rule: &str,
+    hasher: &KeyedHasher,
+) -> Result<Applied, ApplyError> {
+    if edits.is_empty() {
+        return Ok(Applied {
+            spans: spans.to_vec(),
+            edited_span_ids: Vec::new(),
+        });
+    }
+    let l = layout(spans);
+    // Decode what is edited.
+    let mut resources: BTreeMap<u32, ResourceSpans> = BTreeMap::new();
+    let mut scopes: BTreeMap<u32, ScopeSpans> = BTreeMap::new();
+    let mut decoded: BTreeMap<u32, ProtoSpan> = BTreeMap::new();
+    let mut removed: HashSet<(FieldKind, u32, u32, u32)> = HashSet::new();
+    // Edits per span / resource / scope, for the audit count.
+    let mut span_edits: HashMap<u32, i64> = HashMap::new();
+    let mut resource_edits: HashMap<u32, i64> = HashMap::new();
+    let mut scope_edits: HashMap<u32, i64> = HashMap::new();
+
+    for e in edits {
+        let f = &e.field;
+        let what = || describe(f);
+        if matches!(e.action, EditAction::Remove | EditAction::RenameKey(_))
+            && !f.kind.is_attribute()
+        {
+            let name = if e.action == EditAction::Remove {
+                "remove"
+            } else {
+                "rename-key"
+            };
+            return Err(ApplyError::NotAnAttribute(what(), name));
+        }
+        if let EditAction::Replace(s) | EditAction::RenameKey(s) = &e.action
+            && s.len() > MAX_REPLACEMENT
+        {
+            return Err(ApplyError::TooLong(what()));
+        }
+        let tomb = (f.kind, f.owner, f.item, f.attribute_index);
+        match f.kind {
+            FieldKind::ResourceAttribute => {
+                let first = *l
+                    .resource_first_span
+                    .get(f.owner as usize)
+                    .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+                let r = resources
+                    .entry(f.owner)
+                    .or_insert_with(|| decode_resource(&spans[first as usize].origin));
+                let list = &mut r.resource.get_or_insert_with(Default::default).attributes;
+                edit_attribute(Attrs { list }, f, &e.action, &mut removed, tomb, hasher)?;
+                *resource_edits.entry(f.owner).or_default() += 1;
+            }
+            FieldKind::ScopeAttribute => {
+                let first = *l
+                    .scope_first_span
+                    .get(f.owner as usize)
+                    .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+                let s = scopes
+                    .entry(f.owner)
+                    .or_insert_with(|| decode_scope(&spans[first as usize].origin));
+                let list = &mut s.scope.get_or_insert_with(Default::default).attributes;
+                edit_attribute(Attrs { list }, f, &e.action, &mut removed, tomb, hasher)?;
+                *scope_edits.entry(f.owner).or_default() += 1;
+            }
+            _ => {
+                let record = spans
+                    .get(f.owner as usize)
+                    .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+                let span = decoded
+                    .entry(f.owner)
+                    .or_insert_with(|| decode_span(record));
+                edit_span_field(span, f, &e.action, &mut removed, tomb, hasher)?;
+                *span_edits.entry(f.owner).or_default() += 1;
+            }
+        }
+    }
+    // Drop removed attributes (indexes were stable until now).
+    for (kind, owner, item, _) in removed.iter().copied().collect::<HashSet<_>>() {
+        let keep = |list: &mut Vec<KeyValue>| {
+            let mut i = 0u32;
+            list.retain(|_| {
+                let gone = removed.contains(&(kind, owner, item, i));
+                i += 1;
+                !gone
+            });
+        };
+        match kind {
+            FieldKind::ResourceAttribute => {
+                if let Some(r) = resources.get_mut(&owner).and_then(|r| r.resource.as_mut()) {
+                    keep(&mut r.attributes);
+                }
+            }
+            FieldKind::ScopeAttribute => {
+                if let Some(s) = scopes.get_mut(&owner).and_then(|s| s.scope.as_mut()) {
+                    keep(&mut s.attributes);
+                }
+            }
+            FieldKind::SpanAttribute => {
+                if let Some(s) = decoded.get_mut(&owner) {
+                    keep(&mut s.attributes);
+                }
+            }
+            FieldKind::EventAttribute => {
+                if let Some(ev) = decoded
+                    .get_mut(&owner)
+                    .and_then(|s| s.events.get_mut(item as usize))
+                {
+                    keep(&mut ev.attributes);
+                }
+            }
+            FieldKind::LinkAttribute => {
+                if let Some(k) = decoded
+                    .get_mut(&owner)
+                    .and_then(|s| s.links.get_mut(item as usize))
+                {
+                    keep(&mut k.attributes);
+                }
+            }
+            FieldKind::SpanName | FieldKind::StatusMessage | FieldKind::EventName => {}
+        }
+    }
+
+    // Re-encode: new resource/scope bytes, then every span that changed (its own fields or its origin).
+    let new_resources: HashMap<u32, Bytes> = resources
+        .iter()
+        .map(|(i, r)| (*i, Bytes::from(r.encode_to_vec())))
+        .collect();
+    let new_scopes: HashMap<u32, Bytes> = scopes
+        .iter()
+        .map(|(i, s)| (*i, Bytes::from(s.encode_to_vec())))
+        .collect();
+    let mut origins: HashMap<(u32, u32), Arc<Origin>> = HashMap::new();
+    let mut builder = ExportBuilder::new();
+    let mut edited_span_ids = Vec::new();
+    for (i, record) in spans.iter().enumerate() {
+        let (ri, si) = (l.span_resource[i], l.span_scope[i]);
+        let count = span_edits.get(&(i as u32)).copied().unwrap_or(0)
+            + resource_edits.get(&ri).copied().unwrap_or(0)
+            + scope_edits.get(&si).copied().unwrap_or(0);
+        let origin = if new_resources.contains_key(&ri) || new_scopes.contains_key(&si) {
+            origins
+                .entry((ri, si))
+                .or_insert_with(|| {
+                    Arc::new(Origin {
+                        resource_fields: new_resources
+                            .get(&ri)
+                            .cloned()
+                            .unwrap_or_else(|| record.origin.resource_fields.clone()),
+                        scope_fields: new_scopes
+                            .get(&si)
+                            .cloned()
+                            .unwrap_or_else(|| record.origin.scope_fields.clone()),
+                        // Recomputed by the re-scan below.
+                        service_name: "".into(),
+                    })
+                })
+                .clone()
+        } else {
+            record.origin.clone()
+        };
+        if count == 0 {
+            builder.push_raw(&origin, record.raw.clone(), Bytes::new());
+            continue;
+        }
+        let mut span = decoded
+            .remove(&(i as u32))
+            .unwrap_or_else(|| decode_span(record));
+        add_audit(&mut span.attributes, count, rule);
+        edited_span_ids.push(record.span_id);
+        builder.push_raw(&origin, Bytes::from(span.encode_to_vec()), Bytes::new());
+    }
+    let spans = rescan(builder, spans.len())?;
+    Ok(Applied {
+        spans,
+        edited_span_ids,
+    })
+}
+
+/// Encodes spans under their origins and scans them back into records, checking none was refused.
+pub(super) fn rescan(
+    builder: ExportBuilder,
+    expected: usize,
+) -> Result<Vec<SpanRecord>, ApplyError> {
+    let body = builder.finish();
+    let scanned = scan_export_request(&body).map_err(|e| ApplyError::Rescan(e.to_string()))?;
+    if scanned.rejected_count() > 0 || scanned.spans.len() != expected {
+        return Err(ApplyError::Rescan(
+            scanned
+                .rejection_message()
+                .unwrap_or_else(|| format!("{} spans in, {} out", expected, scanned.spans.len())),
+        ));
+    }
+    Ok(scanned.spans.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Adds (or updates) the audit attributes of a span.
+pub(super) fn add_audit(attrs: &mut Vec<KeyValue>, count: i64, rule: &str) {
+    let mut have_count = false;
+    let mut have_rules = false;
+    for kv in attrs.iter_mut() {
+        match (
+            kv.key.as_str(),
+            kv.value.as_mut().and_then(|v| v.value.as_mut()),
+        ) {
+            (AUDIT_COUNT_KEY, Some(any_value::Value::IntValue(n))) if !have_count => {
+                *n = n.saturating_add(count);
+                have_count = true;
+            }
+            (AUDIT_RULES_KEY, Some(any_value::Value::StringValue(s))) if !have_rules => {
+                if !s.split(',').any(|r| r == rule) {
+                    s.push(',');
+                    s.push_str(rule);
+                }
+                have_rules = true;
+            }
+            _ => {}
+        }
+    }
+    if !have_count {
+        attrs.push(KeyValue {
+            key: AUDIT_COUNT_KEY.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(count)),
+            }),
+            ..Default::default()
+        });
+    }
+    if !have_rules {
+        attrs.push(string_kv(AUDIT_RULES_KEY, rule.to_owned()));
+    }
+}
+
+fn string_kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+pub(super) fn decode_span(r: &SpanRecord) -> ProtoSpan {
+    // The bytes passed the receiver's validating scan; a decode failure would be a scan bug, and an empty
+    // span (which the re-scan then refuses, failing closed) is the safe answer.
+    ProtoSpan::decode(&r.raw[..]).unwrap_or_default()
+}
+
+pub(super) fn decode_resource(o: &Origin) -> ResourceSpans {
+    ResourceSpans::decode(&o.resource_fields[..]).unwrap_or_default()
+}
+
+pub(super) fn decode_scope(o: &Origin) -> ScopeSpans {
+    ScopeSpans::decode(&o.scope_fields[..]).unwrap_or_default()
+}
+
+fn edit_span_field(
+    span: &mut ProtoSpan,
+    f: &FieldRef,
+    action: &EditAction,
+    removed: &mut HashSet<(FieldKind, u32, u32, u32)>,
+    tomb: (FieldKind, u32, u32, u32),
+    hasher: &KeyedHasher,
+) -> Result<(), ApplyError> {
+    let what = || describe(f);
+    match f.kind {
+        FieldKind::SpanName => edit_text(&mut span.name, f, action, hasher),
+        FieldKind::StatusMessage => {
+            let st = span
+                .status
+                .as_mut()
+                .filter(|s| !s.message.is_empty())
+                .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+            edit_text(&mut st.message, f, action, hasher)
+        }
+        FieldKind::EventName => {
+            let ev = span
+                .events
+                .get_mut(f.item as usize)
+                .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+            edit_text(&mut ev.name, f, action, hasher)
+        }
+        FieldKind::SpanAttribute => edit_attribute(
+            Attrs {
+                list: &mut span.attributes,
+            },
+            f,
+            action,
+            removed,
+            tomb,
+            hasher,
+        ),
+        FieldKind::EventAttribute => {
+            let ev = span
+                .events
+                .get_mut(f.item as usize)
+                .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+            edit_attribute(
+                Attrs {
+                    list: &mut ev.attributes,
+                },
+                f,
+                action,
+                removed,
+                tomb,
+                hasher,
+            )
+        }
+        FieldKind::LinkAttribute => {
+            let k = span
+                .links
+                .get_mut(f.item as usize)
+                .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+            edit_attribute(
+                Attrs {
+                    list: &mut k.attributes,
+                },
+                f,
+                action,
+                removed,
+                tomb,
+                hasher,
+            )
+        }
+        FieldKind::ResourceAttribute | FieldKind::ScopeAttribute => {
+            Err(ApplyError::NoSuchField(what()))
+        }
+    }
+}
+
+/// Edits a name or message.
+fn edit_text(
+    text: &mut String,
+    f: &FieldRef,
+    action: &EditAction,
+    hasher: &KeyedHasher,
+) -> Result<(), ApplyError> {
+    match action {
+        EditAction::Replace(s) => *text = s.clone(),
+        EditAction::Hash => *text = hasher.token(text.as_bytes()),
+        EditAction::Mask(ranges) => *text = mask_str(text, ranges, f)?,
+        EditAction::Remove => return Err(ApplyError::NotAnAttribute(describe(f), "remove")),
+        EditAction::RenameKey(_) => {
+            return Err(ApplyError::NotAnAttribute(describe(f), "rename-key"));
+        }
+    }
+    Ok(())
+}
+
+fn edit_attribute(
+    attrs: Attrs<'_>,
+    f: &FieldRef,
+    action: &EditAction,
+    removed: &mut HashSet<(FieldKind, u32, u32, u32)>,
+    tomb: (FieldKind, u32, u32, u32),
+    hasher: &KeyedHasher,
+) -> Result<(), ApplyError> {
+    let kv = attrs
+        .list
+        .get_mut(f.attribute_index as usize)
+        .ok_or_else(|| ApplyError::NoSuchField(describe(f)))?;
+    if removed.contains(&tomb) {
+        return Ok(());
+    }
+    match action {
+        EditAction::Remove => {
+            removed.insert(tomb);
+        }
+        EditAction::RenameKey(k) => kv.key = k.clone(),
+        EditAction::Replace(s) => {
+            kv.value = Some(AnyValue {
+                value: Some(any_value::Value::StringValue(s.clone())),
+            })
+        }
+        EditAction::Hash => {
+            let token = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::BytesValue(b)) => hasher.token(b),
+                _ => hasher.token(value_text(kv.value.as_ref()).as_bytes()),
+            };
+            kv.value = Some(AnyValue {
+                value: Some(any_value::Value::StringValue(token)),
+            });
+        }
+        EditAction::Mask(ranges) => {
+            let new = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::BytesValue(b)) => {
+                    any_value::Value::BytesValue(mask_bytes(b, ranges, f)?)
+                }
+                _ => any_value::Value::StringValue(mask_str(
+                    &value_text(kv.value.as_ref()),
+                    ranges,
+                    f,
+                )?),
+            };
+            kv.value = Some(AnyValue { value: Some(new) });
+        }
+    }
+    Ok(())
+}
+
+/// A value's text exactly as the redactor saw it in the packed trace (see `value-type` in the WIT).
+pub(super) fn value_text(v: Option<&AnyValue>) -> String {
+    use any_value::Value;
+    match v.and_then(|v| v.value.as_ref()) {
+        None | Some(Value::StringValueStrindex(_)) => String::new(),
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(n)) => n.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => {
+            let bytes = v.map(|v| v.encode_to_vec()).unwrap_or_default();
+            crate::plugin::json_of_ref(crate::otlp::AnyValueRef::decode(&bytes))
+        }
+    }
+}
+
+fn check_ranges(
+    len: usize,
+    ranges: &[std::ops::Range<u32>],
+    f: &FieldRef,
+    ok: impl Fn(usize) -> bool,
+) -> Result<(), ApplyError> {
+    let mut prev_end = 0u32;
+    for (i, r) in ranges.iter().enumerate() {
+        if r.start > r.end || r.end as usize > len || !ok(r.start as usize) || !ok(r.end as usize) {
+            return Err(ApplyError::BadMask(describe(f), r.start, r.end));
+        }
+        if i > 0 && r.start < prev_end {
+            return Err(ApplyError::UnsortedMask(describe(f)));
+        }
+        prev_end = r.end;
+    }
+    Ok(())
+}
+
+/// Replaces each character in `ranges` (byte offsets on character boundaries) with `*`.
+fn mask_str(
+    text: &str,
+    ranges: &[std::ops::Range<u32>],
+    f: &FieldRef,
+) -> Result<String, ApplyError> {
+    check_ranges(text.len(), ranges, f, |i| text.is_char_boundary(i))?;
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0usize;
+    for r in ranges {
+        let (s, e) = (r.start as usize, r.end as usize);
+        out.push_str(&text[at..s]);
+        out.extend(std::iter::repeat_n('*', text[s..e].chars().count()));
+        at = e;
+    }
+    out.push_str(&text[at..]);
+    Ok(out)
+}
+
+fn mask_bytes(
+    b: &[u8],
+    ranges: &[std::ops::Range<u32>],
+    f: &FieldRef,
+) -> Result<Vec<u8>, ApplyError> {
+    check_ranges(b.len(), ranges, f, |_| true)?;
+    let mut out = b.to_vec();
+    for r in ranges {
+        out[r.start as usize..r.end as usize].fill(b'*');
+    }
+    Ok(out)
+}

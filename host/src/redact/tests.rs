@@ -1,0 +1,1 @@
+//! Tests of edit application, the strict scrub and the fail-closed paths.
