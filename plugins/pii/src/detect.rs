@@ -1,0 +1,434 @@
+//! The detectors: a `RegexSet` prefilter over every enabled pattern (one pass per string), then the
+//! matching patterns' own regexes on the few strings that hit, then validation of each candidate (Luhn,
+//! mod-97, SSN ranges, address parsing). Every regex is linear-time (the `regex` crate has no
+//! backtracking).
+
+use regex::{Regex, RegexSet};
+use std::ops::Range;
+
+/// What a detector finds (its config and metric name is [`Kind::name`]).
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Email,
+    Card,
+    Ssn,
+    Iban,
+    Ipv4,
+    Ipv6,
+    Jwt,
+    Bearer,
+    ApiKey,
+    Password,
+    UrlUserinfo,
+    Phone,
+}
+
+impl Kind {
+    /// The detector's name in config, reasons and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::Card => "card",
+            Kind::Ssn => "ssn",
+            Kind::Iban => "iban",
+            Kind::Ipv4 => "ipv4",
+            Kind::Ipv6 => "ipv6",
+            Kind::Jwt => "jwt",
+            Kind::Bearer => "bearer",
+            Kind::ApiKey => "api_key",
+            Kind::Password => "password",
+            Kind::UrlUserinfo => "url_userinfo",
+            Kind::Phone => "phone",
+        }
+    }
+}
+
+/// A validated finding: the byte range to redact inside the scanned text, and the part of it to keep
+/// under a partial mask (e.g. the last four digits of a card, the domain of an email).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The detector.
+    pub kind: Kind,
+    /// Byte range in the scanned text.
+    pub range: Range<usize>,
+    /// The part of `range` that a partial mask keeps visible.
+    pub keep: Option<Range<usize>>,
+}
+
+struct Pattern {
+    kind: Kind,
+    re: Regex,
+    /// Capture group holding the secret (0 = whole match).
+    group: usize,
+}
+
+/// The compiled detectors.
+pub struct Detectors {
+    set: RegexSet,
+    patterns: Vec<Pattern>,
+}
+
+/// The pattern(s) of one detector, with the capture group holding the secret. Word boundaries are ASCII
+/// (`(?-u:\b)`) so that the lazy DFA handles every pattern (a Unicode `\b` would force the slower engine).
+fn patterns_of(kind: Kind) -> Vec<(&'static str, usize)> {
+    match kind {
+        Kind::Email => vec![(
+            r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}",
+            0,
+        )],
+        Kind::Card => vec![(r"[0-9](?:[ \-]?[0-9]){11,18}", 0)],
+        Kind::Ssn => vec![(r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}", 0)],
+        Kind::Iban => vec![(
+            r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
+            0,
+        )],
+        Kind::Ipv4 => vec![(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", 0)],
+        Kind::Ipv6 => vec![(
+            r"(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?",
+            0,
+        )],
+        Kind::Jwt => vec![(
+            r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*",
+            0,
+        )],
+        Kind::Bearer => vec![(
+            r"(?i)(?-u:\b)(?:bearer|basic|token|digest)\s+([A-Za-z0-9._~+/\-]{8,}=*)",
+            1,
+        )],
+        Kind::ApiKey => vec![
+            (r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?-u:\b)", 0),
+            (
+                r"(?-u:\b)(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}(?-u:\b)",
+                0,
+            ),
+            (r"(?-u:\b)github_pat_[A-Za-z0-9_]{22,255}(?-u:\b)", 0),
+            (
+                r"(?-u:\b)(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,99}(?-u:\b)",
+                0,
+            ),
+            (r"(?-u:\b)xox[abposr]-[A-Za-z0-9\-]{10,200}(?-u:\b)", 0),
+            (r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}(?-u:\b)", 0),
+            (r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----", 0),
+        ],
+        Kind::Password => vec![(
+            r#"(?i)(?-u:\b)(?:password|passwd|pwd|pass|secret|client[_\-]?secret|api[_\-]?key|apikey|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token)["']?\s*[=:]\s*["']?([^\s"'&;,}\]]{1,256})"#,
+            1,
+        )],
+        Kind::UrlUserinfo => vec![(
+            r"(?i)(?-u:\b)[a-z][a-z0-9+.\-]{1,20}://([^/\s:@]{1,128}:[^/\s@]{1,256})@",
+            1,
+        )],
+        Kind::Phone => vec![(r"\+?[0-9][0-9 ().\-]{7,20}[0-9]", 0)],
+    }
+}
+
+impl Detectors {
+    /// Compiles the given detectors.
+    pub fn new(kinds: &[Kind]) -> Result<Detectors, String> {
+        let mut patterns = Vec::new();
+        for &k in kinds {
+            for (p, group) in patterns_of(k) {
+                let re = Regex::new(p).map_err(|e| format!("detector {}: {e}", k.name()))?;
+                patterns.push(Pattern { kind: k, re, group });
+            }
+        }
+        let set = RegexSet::new(patterns.iter().map(|p| p.re.as_str()))
+            .map_err(|e| format!("detectors: {e}"))?;
+        Ok(Detectors { set, patterns })
+    }
+
+    /// Validated findings in `text`, sorted by start, without overlaps (the earlier, then the longer,
+    /// finding wins). `skip_ip` turns the IPv4 detector off for this text (a version key).
+    pub fn scan(&self, text: &str, skip_ip: bool) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if self.patterns.is_empty() {
+            return out;
+        }
+        let hits = self.set.matches(text);
+        if !hits.matched_any() {
+            return out;
+        }
+        for i in hits.iter() {
+            let p = &self.patterns[i];
+            if skip_ip && p.kind == Kind::Ipv4 {
+                continue;
+            }
+            for c in p.re.captures_iter(text) {
+                let Some(m) = c.get(p.group) else { continue };
+                if let Some(f) = validate(p.kind, text, m.range()) {
+                    out.push(f);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            a.range
+                .start
+                .cmp(&b.range.start)
+                .then(b.range.end.cmp(&a.range.end))
+        });
+        let mut kept: Vec<Finding> = Vec::with_capacity(out.len());
+        for f in out {
+            if kept.last().is_none_or(|k| f.range.start >= k.range.end) {
+                kept.push(f);
+            }
+        }
+        kept
+    }
+}
+
+fn byte_before(text: &str, at: usize) -> Option<u8> {
+    at.checked_sub(1).map(|i| text.as_bytes()[i])
+}
+
+fn byte_at(text: &str, at: usize) -> Option<u8> {
+    text.as_bytes().get(at).copied()
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// True when a numeric candidate is a whole token: not glued to more digits, letters or a dotted/dashed
+/// continuation (`1.2.3.4.5`, `ORD-1234...` stays a candidate, `x4111...` does not).
+fn standalone_number(text: &str, r: &Range<usize>, joiners: &[u8]) -> bool {
+    let before_ok = match byte_before(text, r.start) {
+        None => true,
+        Some(b) if is_word(b) => false,
+        Some(b) if joiners.contains(&b) => {
+            !byte_before(text, r.start - 1).is_some_and(|c| c.is_ascii_digit())
+        }
+        Some(_) => true,
+    };
+    let after_ok = match byte_at(text, r.end) {
+        None => true,
+        Some(b) if is_word(b) => false,
+        Some(b) if joiners.contains(&b) => {
+            !byte_at(text, r.end + 1).is_some_and(|c| c.is_ascii_digit())
+        }
+        Some(_) => true,
+    };
+    before_ok && after_ok
+}
+
+/// Start of the last `n` alphanumeric characters of `text[r]`.
+fn last_alnum(text: &str, r: &Range<usize>, n: usize) -> usize {
+    let mut seen = 0;
+    for i in (r.start..r.end).rev() {
+        if text.as_bytes()[i].is_ascii_alphanumeric() {
+            seen += 1;
+            if seen == n {
+                return i;
+            }
+        }
+    }
+    r.start
+}
+
+fn digits_of(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// The Luhn checksum (ISO/IEC 7812).
+pub fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, &d) in digits.iter().rev().enumerate() {
+        let mut d = u32::from(d);
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// Whether a number's prefix and length belong to a card scheme (Visa, Mastercard, Amex, Discover, JCB,
+/// Diners, UnionPay, Maestro): cuts the 1-in-10 Luhn passes of arbitrary ids further.
+fn card_scheme(d: &[u8]) -> bool {
+    let n = d.len();
+    let prefix = |k: usize| d.iter().take(k).fold(0u32, |a, &x| a * 10 + u32::from(x));
+    match d[0] {
+        4 => matches!(n, 13 | 16 | 19),
+        5 => {
+            (51..=55).contains(&prefix(2)) && n == 16
+                || matches!(prefix(2), 50 | 56..=59) && (12..=19).contains(&n)
+        }
+        2 => (2221..=2720).contains(&prefix(4)) && n == 16,
+        3 => {
+            matches!(prefix(2), 34 | 37) && n == 15
+                || (3528..=3589).contains(&prefix(4)) && (16..=19).contains(&n)
+                || ((300..=305).contains(&prefix(3)) || matches!(prefix(2), 36 | 38 | 39))
+                    && (14..=19).contains(&n)
+        }
+        6 => (12..=19).contains(&n),
+        _ => false,
+    }
+}
+
+/// Separators, when present, must group the digits like a printed card: fours (the last group 1-4), or
+/// Amex/Diners 4-6-5 / 4-6-4.
+fn card_grouping(s: &str) -> bool {
+    let groups: Vec<usize> = s.split([' ', '-']).map(str::len).collect();
+    if groups.len() == 1 {
+        return true;
+    }
+    if s.contains(' ') && s.contains('-') {
+        return false;
+    }
+    let fours = groups[..groups.len() - 1].iter().all(|&g| g == 4)
+        && (1..=4).contains(&groups[groups.len() - 1]);
+    fours || groups == [4, 6, 5] || groups == [4, 6, 4]
+}
+
+fn validate(kind: Kind, text: &str, r: Range<usize>) -> Option<Finding> {
+    let s = &text[r.clone()];
+    let whole = |keep: Option<Range<usize>>| {
+        Some(Finding {
+            kind,
+            range: r.clone(),
+            keep,
+        })
+    };
+    match kind {
+        Kind::Email => {
+            let at = s.find('@')?;
+            // A local part cannot start or end with a dot.
+            let local = &s[..at];
+            if local == "REDACTED"
+                || local.starts_with('.')
+                || local.ends_with('.')
+                || byte_before(text, r.start).is_some_and(is_word)
+            {
+                return None;
+            }
+            whole(Some(r.start + at..r.end))
+        }
+        Kind::Card => {
+            if !standalone_number(text, &r, b"-. ") {
+                return None;
+            }
+            let d = digits_of(s);
+            if !(12..=19).contains(&d.len()) || !card_grouping(s) || !card_scheme(&d) || !luhn(&d) {
+                return None;
+            }
+            // Keep the last four digits.
+            whole(Some(last_alnum(text, &r, 4)..r.end))
+        }
+        Kind::Ssn => {
+            if !standalone_number(text, &r, b"-. ") {
+                return None;
+            }
+            let sep = s.as_bytes()[3];
+            if s.as_bytes()[6] != sep {
+                return None;
+            }
+            let d = digits_of(s);
+            let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
+            let group = u32::from(d[3]) * 10 + u32::from(d[4]);
+            let serial = d[5..].iter().fold(0u32, |a, &x| a * 10 + u32::from(x));
+            if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
+                return None;
+            }
+            // Advertised, invalid numbers.
+            if s == "078-05-1120" || s == "219-09-9999" {
+                return None;
+            }
+            whole(Some(r.end - 4..r.end))
+        }
+        Kind::Iban => {
+            if byte_before(text, r.start).is_some_and(is_word)
+                || byte_at(text, r.end).is_some_and(is_word)
+            {
+                return None;
+            }
+            let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+            if !(15..=34).contains(&compact.len()) || !iban_mod97(&compact) {
+                return None;
+            }
+            whole(Some(last_alnum(text, &r, 4)..r.end))
+        }
+        Kind::Ipv4 => {
+            if !standalone_number(text, &r, b".") {
+                return None;
+            }
+            // Reject leading zeros ("01.02.2024" style dates and padded numbers) and octets past 255.
+            let ok = s
+                .split('.')
+                .all(|o| o.parse::<u8>().is_ok() && (o == "0" || !o.starts_with('0')));
+            // A dotted version glued to a `v` ("v1.2.3.4") is not an address.
+            if !ok || byte_before(text, r.start).is_some_and(|b| b == b'v' || b == b'V') {
+                return None;
+            }
+            whole(None)
+        }
+        Kind::Ipv6 => {
+            let t = s.trim_end_matches(':');
+            let r = r.start..r.start + t.len();
+            if t.matches(':').count() < 2
+                || byte_before(text, r.start).is_some_and(|b| is_word(b) || b == b':')
+                || byte_at(text, r.end).is_some_and(is_word)
+                || t.parse::<std::net::Ipv6Addr>().is_err()
+                || !t.bytes().any(|b| b.is_ascii_hexdigit())
+            {
+                return None;
+            }
+            Some(Finding {
+                kind,
+                range: r,
+                keep: None,
+            })
+        }
+        Kind::Jwt => {
+            if byte_before(text, r.start).is_some_and(is_word) {
+                return None;
+            }
+            whole(None)
+        }
+        // What the URL sanitizer or an earlier redaction already wrote is not a secret.
+        Kind::UrlUserinfo if s == "REDACTED:REDACTED" => None,
+        Kind::Password | Kind::Bearer
+            if s.starts_with("REDACTED") || s.starts_with("[REDACTED") =>
+        {
+            None
+        }
+        Kind::Bearer | Kind::ApiKey | Kind::Password | Kind::UrlUserinfo => whole(None),
+        Kind::Phone => {
+            if !standalone_number(text, &r, b"-.") {
+                return None;
+            }
+            let d = digits_of(s);
+            // International numbers are 8-15 digits (E.164); require a `+` or separators so that plain
+            // ids and timestamps are not numbers.
+            let shaped =
+                s.starts_with('+') || s.bytes().any(|b| matches!(b, b' ' | b'-' | b'(' | b'.'));
+            if !(8..=15).contains(&d.len()) || !shaped || s.contains("..") {
+                return None;
+            }
+            whole(Some(r.end.saturating_sub(2).max(r.start)..r.end))
+        }
+    }
+}
+
+/// The IBAN check: move the first four characters to the end, letters to numbers (A=10), mod 97 == 1.
+pub fn iban_mod97(iban: &[u8]) -> bool {
+    let mut rem = 0u32;
+    for &b in iban[4..].iter().chain(&iban[..4]) {
+        let v = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
