@@ -112,7 +112,7 @@ fn patterns_of(kind: Kind) -> Vec<(&'static str, usize)> {
             (r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----", 0),
         ],
         Kind::Password => vec![(
-            r#"(?i)(?-u:\b)(?:password|passwd|pwd|pass|secret|client[_\-]?secret|api[_\-]?key|apikey|access[_\-]?token|auth[_\-]?token|refresh[_\-]?token)["']?\s*[=:]\s*["']?([^\s"'&;,}\]]{1,256})"#,
+            r#"(?i)(?-u:\b)[A-Za-z0-9_\-]{0,40}(?:password|passwd|pwd|secret|api[_\-]?key|apikey|token)["']?\s*[=:]\s*["']?([^\s"'&;,}\]]{1,256})"#,
             1,
         )],
         Kind::UrlUserinfo => vec![(
