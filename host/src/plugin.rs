@@ -84,11 +84,13 @@ pub enum PluginError {
     },
     #[error("plugin `{plugin}`: not a valid WebAssembly component: {reason}")]
     Compile { plugin: String, reason: String },
-    #[error("plugin `{plugin}`: {found}; expected a {expected} (a component exporting `{export}`)")]
+    #[error(
+        "plugin `{plugin}`: {found}; expected a {expected} (a component exporting `{}`)",
+        expected.export()
+    )]
     WrongWorld {
         plugin: String,
         expected: PluginWorld,
-        export: &'static str,
         found: String,
     },
     #[error("plugin `{plugin}`: needs imports tailgate does not provide: {reason}")]
@@ -225,6 +227,16 @@ impl PluginSpec {
 pub enum PluginWorld {
     Sampler,
     Redactor,
+}
+
+impl PluginWorld {
+    /// The contract interface a component of this world exports.
+    pub fn export(self) -> &'static str {
+        match self {
+            PluginWorld::Sampler => bindings::SAMPLING_EXPORT,
+            PluginWorld::Redactor => bindings::REDACTION_EXPORT,
+        }
+    }
 }
 
 impl fmt::Display for PluginWorld {
@@ -447,10 +459,7 @@ impl PluginRuntime {
         Ok(PluginInfo {
             path: path.to_owned(),
             world,
-            export: match world {
-                PluginWorld::Sampler => bindings::SAMPLING_EXPORT.into(),
-                PluginWorld::Redactor => bindings::REDACTION_EXPORT.into(),
-            },
+            export: world.export().into(),
             imports: compiled.imports,
             size_bytes: compiled.size_bytes,
             sha256: compiled.sha256,
@@ -522,7 +531,6 @@ impl PluginRuntime {
         let pre = W::pre(instance_pre).map_err(|e| PluginError::WrongWorld {
             plugin: plugin.clone(),
             expected: W::WORLD,
-            export: W::EXPORT,
             found: format!("its exports do not match this tailgate's contract ({e:#})"),
         })?;
         let settings = &self.inner.settings;
@@ -617,17 +625,13 @@ fn world_of(
     } else {
         None
     };
-    let (expected_world, export) = match expected {
-        Some(PluginWorld::Sampler) | None => (PluginWorld::Sampler, bindings::SAMPLING_EXPORT),
-        Some(PluginWorld::Redactor) => (PluginWorld::Redactor, bindings::REDACTION_EXPORT),
-    };
+    let expected_world = expected.unwrap_or(PluginWorld::Sampler);
     match (found, expected) {
         (Some(w), None) => Ok(w),
         (Some(w), Some(e)) if w == e => Ok(w),
         (Some(w), Some(_)) => Err(PluginError::WrongWorld {
             plugin: plugin.to_owned(),
             expected: expected_world,
-            export,
             found: format!("it is a {w}"),
         }),
         (None, _) => {
@@ -645,7 +649,6 @@ fn world_of(
             Err(PluginError::WrongWorld {
                 plugin: plugin.to_owned(),
                 expected: expected_world,
-                export,
                 found,
             })
         }
@@ -807,7 +810,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 trait World: Sized + Send + 'static {
     type Pre: Send + Sync;
     const WORLD: PluginWorld;
-    const EXPORT: &'static str;
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
     fn init(
@@ -823,7 +825,6 @@ struct RedactorWorld(bindings::redactor::Redactor);
 impl World for SamplerWorld {
     type Pre = bindings::sampler::SamplerPre<HostState>;
     const WORLD: PluginWorld = PluginWorld::Sampler;
-    const EXPORT: &'static str = bindings::SAMPLING_EXPORT;
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
         bindings::sampler::SamplerPre::new(ip)
     }
@@ -842,7 +843,6 @@ impl World for SamplerWorld {
 impl World for RedactorWorld {
     type Pre = bindings::redactor::RedactorPre<HostState>;
     const WORLD: PluginWorld = PluginWorld::Redactor;
-    const EXPORT: &'static str = bindings::REDACTION_EXPORT;
     fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
         bindings::redactor::RedactorPre::new(ip)
     }
