@@ -1,12 +1,15 @@
-//! The admin HTTP server: `GET /healthz` (200 once the receivers listen) and `GET /metrics` (Prometheus
-//! text). Binds to localhost by default.
+//! The admin HTTP server: `GET /healthz` (200 once the receivers listen), `GET /metrics` (Prometheus
+//! text) and `POST /reload` (reload the configuration file, answer with the outcome as JSON). Binds to
+//! localhost by default.
 
 use crate::metrics::Metrics;
+use crate::reload::{Reloader, Trigger};
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
@@ -17,6 +20,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once every receiver is listening.
     pub ready: Arc<AtomicBool>,
+    /// Present when tailgate runs from a configuration file, which `POST /reload` re-reads.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// The admin routes.
@@ -24,6 +29,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
         .with_state(state)
 }
 
@@ -43,6 +49,27 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
         )],
         s.metrics.encode(),
     )
+}
+
+/// 200 with the outcome when the new policy is in force; 422 with the outcome (`ok: false` and the error)
+/// when the reload was refused and the running policy stays; 409 when there is no file to reload.
+async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
+    let Some(reloader) = s.reloader else {
+        let body = serde_json::json!({
+            "ok": false,
+            "error": "tailgate was started without a configuration file: there is nothing to reload",
+        });
+        return (StatusCode::CONFLICT, Json(body));
+    };
+    let outcome = reloader.reload(Trigger::Admin).await;
+    let status = if outcome.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = serde_json::to_value(&outcome)
+        .unwrap_or_else(|e| serde_json::json!({"ok": outcome.ok, "error": e.to_string()}));
+    (status, Json(body))
 }
 
 /// Serves the admin API until `shutdown` completes.

@@ -3,16 +3,18 @@
 
 use crate::admin::{self, AdminState};
 use crate::buffer::{self, BufferLimits, PipelineSender, TraceBuffer};
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::decisions::DecisionCache;
 use crate::export::Exporter;
 use crate::ingest::{IngestHandle, Pressure};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineContext, Policy};
 use crate::receiver::{self, ReceiverContext};
+use crate::reload::{self, ReloadError, Reloader};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
@@ -34,6 +36,8 @@ pub enum AppError {
     Policy(String),
     #[error("cannot start pipeline threads: {0}")]
     Threads(std::io::Error),
+    #[error(transparent)]
+    Load(#[from] ReloadError),
 }
 
 /// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
@@ -47,6 +51,8 @@ pub struct RunningApp {
     pub metrics: Arc<Metrics>,
     /// The live policy (swap it to change rules at run time).
     pub policy: Arc<ArcSwap<Policy>>,
+    /// Reloads the configuration file, when started from one ([`start_from_file`]).
+    pub reloader: Option<Arc<Reloader>>,
     stop: watch::Sender<bool>,
     done: JoinHandle<()>,
 }
@@ -68,7 +74,31 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppEr
 
 /// Starts every stage with `policy` as the initial policy.
 pub async fn start_with_policy(config: Config, policy: Policy) -> Result<RunningApp, AppError> {
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    start_stages(config, Metrics::new(), policy, None).await
+}
+
+/// Starts tailgate from a configuration file (with `overrides` on top) and keeps it reloadable: a change
+/// to the file or to a plugin it references, SIGHUP, or `POST /reload` rebuilds the policy and swaps it in
+/// (see [`crate::reload`]).
+pub async fn start_from_file(path: &Path, overrides: &Overrides) -> Result<RunningApp, AppError> {
     let metrics = Metrics::new();
+    let (path, overrides, m) = (path.to_owned(), overrides.clone(), metrics.clone());
+    // Compiling and initializing plugins blocks; keep it off the async workers.
+    let (reloader, config) =
+        tokio::task::spawn_blocking(move || Reloader::load(&path, &overrides, m))
+            .await
+            .map_err(|e| AppError::Load(ReloadError::Task(e.to_string())))??;
+    let policy = reloader.policy();
+    start_stages(config, metrics, policy, Some(reloader)).await
+}
+
+async fn start_stages(
+    config: Config,
+    metrics: Arc<Metrics>,
+    policy: Arc<ArcSwap<Policy>>,
+    reloader: Option<Arc<Reloader>>,
+) -> Result<RunningApp, AppError> {
     let cfg = Arc::new(config);
 
     // Bind everything first so a taken port fails before any task starts.
@@ -94,7 +124,6 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
         cfg.buffer.decision_cache.dropped_traces,
         cfg.buffer.decision_cache.ttl,
     ));
-    let policy = Arc::new(ArcSwap::from_pointee(policy));
     let workers = cfg
         .plugins
         .workers
@@ -153,9 +182,13 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
         AdminState {
             metrics: metrics.clone(),
             ready: ready.clone(),
+            reloader: reloader.clone(),
         },
         stopped(),
     ));
+    let reload_task = reloader
+        .clone()
+        .map(|r| reload::spawn_triggers(r, stopped()));
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "tailgate is listening");
 
     let grace = cfg.service.shutdown_grace;
@@ -169,6 +202,9 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
             }
         }
         ready.store(false, Ordering::Relaxed);
+        if let Some(t) = reload_task {
+            let _ = t.await;
+        }
         tracing::info!("receivers stopped; deciding buffered traces");
         // The buffer ends when the last ingest handle (held by receivers) is gone, then hands everything
         // to the pipeline; the pipeline ends when the buffer's senders are gone.
@@ -186,6 +222,7 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
         admin_addr,
         metrics,
         policy,
+        reloader,
         stop,
         done,
     })
@@ -195,6 +232,19 @@ pub async fn start_with_policy(config: Config, policy: Policy) -> Result<Running
 pub async fn start(config: Config) -> Result<RunningApp, AppError> {
     let policy = crate::policy::load(&config).map_err(|e| AppError::Policy(e.to_string()))?;
     start_with_policy(config, policy).await
+}
+
+/// [`run`] from a configuration file, reloadable while it runs ([`start_from_file`]).
+pub async fn run_from_file(
+    path: &Path,
+    overrides: &Overrides,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let app = start_from_file(path, overrides).await?;
+    shutdown.await;
+    tracing::info!("shutdown requested");
+    app.shutdown().await;
+    Ok(())
 }
 
 /// Runs tailgate until `shutdown` completes, then shuts down gracefully.

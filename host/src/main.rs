@@ -64,8 +64,16 @@ fn main() -> anyhow::Result<()> {
         },
         Some(Command::Run) | None => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(tailgate::app::run(config, shutdown_signal()))
-                .context("tailgate")
+            let run = async {
+                match &cli.config {
+                    // From a file: reloadable (file change, SIGHUP, POST /reload).
+                    Some(path) => {
+                        tailgate::app::run_from_file(path, &cli.overrides, shutdown_signal()).await
+                    }
+                    None => tailgate::app::run(config, shutdown_signal()).await,
+                }
+            };
+            rt.block_on(run).context("tailgate")
         }
     }
 }
