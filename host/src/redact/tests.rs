@@ -1,1 +1,403 @@
-//! Tests of edit application, the strict scrub and the fail-closed paths.
+//! Tests of edit application, the strict scrub and the fail-closed paths (with the hostile
+//! `test-bad-redactor` component), and a property test: arbitrary edits never panic and never change
+//! ids or timestamps.
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::otlp::scan_export_request;
+use crate::plugin::{EditAction, FieldKind, PluginRuntime, PluginSpec, RuntimeSettings, pack};
+use crate::testing::sample_request;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+use proptest::prelude::*;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn spans() -> Vec<SpanRecord> {
+    let body = bytes::Bytes::from(sample_request().encode_to_vec());
+    scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+fn hasher() -> KeyedHasher {
+    KeyedHasher::new(b"0123456789abcdef0123", "k1")
+}
+
+fn edit(
+    spans: &[SpanRecord],
+    pick: impl Fn(&FieldRef) -> bool,
+    action: EditAction,
+) -> RedactionEdit {
+    let packed = pack(spans);
+    let field = packed
+        .fields
+        .iter()
+        .find(|f| pick(f))
+        .expect("field")
+        .clone();
+    RedactionEdit {
+        field,
+        action,
+        reason: Some("test".into()),
+    }
+}
+
+fn decoded(spans: &[SpanRecord]) -> Vec<ProtoSpan> {
+    spans
+        .iter()
+        .map(|s| ProtoSpan::decode(&s.raw[..]).expect("span"))
+        .collect()
+}
+
+fn ids(spans: &[SpanRecord]) -> Vec<(u64, u64, u64, u64, Vec<u8>)> {
+    let mut v: Vec<_> = spans
+        .iter()
+        .map(|s| {
+            let p = ProtoSpan::decode(&s.raw[..]).unwrap_or_default();
+            (
+                s.span_id,
+                s.parent_span_id,
+                s.start_unix_nano,
+                s.end_unix_nano,
+                p.trace_id,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn edits_apply_and_are_audited() {
+    let s = spans();
+    let edits = vec![
+        edit(
+            &s,
+            |f| f.kind == FieldKind::SpanName && f.owner == 2,
+            EditAction::Replace("charge".into()),
+        ),
+        edit(&s, |f| f.key == "http.method", EditAction::Hash),
+        edit(
+            &s,
+            |f| f.kind == FieldKind::StatusMessage,
+            EditAction::Mask(vec![0..4]),
+        ),
+        edit(&s, |f| f.key == "attempt", EditAction::Remove),
+        edit(
+            &s,
+            |f| f.key == "link.kind",
+            EditAction::RenameKey("link.type".into()),
+        ),
+        edit(
+            &s,
+            |f| f.key == "service.name",
+            EditAction::Replace("svc".into()),
+        ),
+    ];
+    let out = apply(&s, &edits, "pii", &hasher()).expect("applies");
+    assert_eq!(ids(&s), ids(&out.spans));
+    let by_id = |id: u64| {
+        let r = out.spans.iter().find(|r| r.span_id == id).expect("span");
+        (r, ProtoSpan::decode(&r.raw[..]).expect("span"))
+    };
+    let (r3, p3) = by_id(0x3333_3333_3333_3333);
+    assert_eq!(r3.name(), "charge");
+    assert_eq!(
+        p3.status.as_ref().map(|s| s.message.as_str()),
+        Some("**** declined")
+    );
+    let (r1, p1) = by_id(0x1111_1111_1111_1111);
+    let method = p1
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "http.method")
+        .expect("kept");
+    assert_eq!(
+        method.value.as_ref().and_then(|v| v.value.clone()),
+        Some(Value::StringValue(hasher().token(b"GET")))
+    );
+    assert!(hasher().token(b"GET").starts_with("hmac:k1:"));
+    // Resource edits reach every span of the resource, and the origin's service name follows.
+    assert_eq!(&*r1.origin.service_name, "svc");
+    let audit = |p: &ProtoSpan| {
+        p.attributes
+            .iter()
+            .find(|kv| kv.key == AUDIT_COUNT_KEY)
+            .and_then(|kv| kv.value.as_ref().and_then(|v| v.value.clone()))
+    };
+    // root: the hash + the resource edit.
+    assert_eq!(audit(&p1), Some(Value::IntValue(2)));
+    let (_, p2) = by_id(0x2222_2222_2222_2222);
+    assert!(p2.events[0].attributes.is_empty(), "attempt removed");
+    assert_eq!(p2.links[0].attributes[0].key, "link.type");
+    assert_eq!(p2.trace_state, "", "untouched fields stay");
+    assert_eq!(out.edited_span_ids.len(), 3);
+}
+
+#[test]
+fn non_string_values_become_masked_strings_and_bytes_stay_bytes() {
+    let s = spans();
+    let tags = edit(&s, |f| f.key == "tags", EditAction::Mask(vec![1..5]));
+    let out = apply(&s, &[tags], "r", &hasher()).expect("applies");
+    let p = decoded(&out.spans);
+    let root = p.iter().find(|p| p.name == "GET /checkout").expect("root");
+    let v = root
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "tags")
+        .and_then(|kv| kv.value.clone());
+    assert_eq!(
+        v.and_then(|v| v.value),
+        Some(Value::StringValue("[****,1.5,\"AAEC\"]".into()))
+    );
+}
+
+#[test]
+fn invalid_edits_are_errors() {
+    let s = spans();
+    let mut bad = edit(&s, |f| f.kind == FieldKind::SpanName, EditAction::Remove);
+    assert!(matches!(
+        apply(&s, &[bad.clone()], "r", &hasher()),
+        Err(ApplyError::NotAnAttribute(..))
+    ));
+    bad.action = EditAction::Mask(vec![0..1000]);
+    assert!(matches!(
+        apply(&s, &[bad.clone()], "r", &hasher()),
+        Err(ApplyError::BadMask(..))
+    ));
+    bad.action = EditAction::Mask(vec![3..5, 1..2]);
+    assert!(matches!(
+        apply(&s, &[bad.clone()], "r", &hasher()),
+        Err(ApplyError::UnsortedMask(..))
+    ));
+    bad.field.owner = 99;
+    bad.action = EditAction::Hash;
+    assert!(matches!(
+        apply(&s, &[bad], "r", &hasher()),
+        Err(ApplyError::NoSuchField(..))
+    ));
+}
+
+#[test]
+fn strict_scrub_keeps_only_the_allow_list() {
+    let s = spans();
+    let out = strict_scrub(&s, &RedactionSettings::default()).expect("scrubs");
+    assert_eq!(ids(&s), ids(&out));
+    for (r, p) in out.iter().zip(decoded(&out)) {
+        for kv in &p.attributes {
+            assert!(
+                DEFAULT_STRICT_ALLOW_LIST.contains(&kv.key.as_str()),
+                "{} kept",
+                kv.key
+            );
+        }
+        assert!(p.status.as_ref().is_none_or(|s| s.message.is_empty()));
+        assert!(p.events.iter().all(|e| e.attributes.is_empty()));
+        assert!(p.links.iter().all(|l| l.attributes.is_empty()));
+        assert_eq!(
+            &*r.origin.service_name, "frontend",
+            "service.name is allow-listed"
+        );
+    }
+    let named = RedactionSettings {
+        strict_scrub_names: true,
+        ..Default::default()
+    };
+    let out = strict_scrub(&s, &named).expect("scrubs");
+    assert!(out.iter().all(|r| r.name() == "redacted"));
+}
+
+// ---- fail closed, with the real hostile component ----
+
+fn runtime() -> &'static PluginRuntime {
+    static RT: OnceLock<PluginRuntime> = OnceLock::new();
+    RT.get_or_init(|| {
+        PluginRuntime::new(RuntimeSettings {
+            cache_dir: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-test-cache"),
+            ),
+            default_deadline: Duration::from_secs(2),
+            init_deadline: Duration::from_secs(20),
+            ..Default::default()
+        })
+        .expect("runtime")
+    })
+}
+
+fn bad_redactor_path() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/test-bad-redactor.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}
+
+fn bad(mode: &str, on_failure: RedactorFailurePolicy) -> Redactors {
+    let mut spec = PluginSpec::new(
+        mode,
+        bad_redactor_path(),
+        format!("{{\"mode\":\"{mode}\"}}"),
+    );
+    spec.deadline = Some(Duration::from_millis(50));
+    let plugin = runtime().load_redactor(&spec).expect("loads");
+    Redactors::new(
+        vec![RedactorRule {
+            name: mode.into(),
+            redactor: Arc::new(plugin),
+        }],
+        RedactionSettings::default(),
+        on_failure,
+    )
+}
+
+#[test]
+fn failing_redactors_scrub_by_default() {
+    for mode in ["trap", "loop", "out_of_range", "split_char", "remove_name"] {
+        let metrics = Metrics::new();
+        let s = spans();
+        let Outcome::Export(out) =
+            bad(mode, RedactorFailurePolicy::StrictScrub).redact(1, s.clone(), &metrics)
+        else {
+            panic!("{mode}: dropped under strict_scrub");
+        };
+        assert_eq!(ids(&s), ids(&out), "{mode}");
+        for p in decoded(&out) {
+            assert!(
+                p.attributes
+                    .iter()
+                    .all(|kv| DEFAULT_STRICT_ALLOW_LIST.contains(&kv.key.as_str())),
+                "{mode}"
+            );
+            let rules = p
+                .attributes
+                .iter()
+                .find(|kv| kv.key == AUDIT_RULES_KEY)
+                .and_then(|kv| kv.value.clone());
+            assert_eq!(
+                rules.and_then(|v| v.value),
+                Some(Value::StringValue(STRICT_SCRUB_RULE.into())),
+                "{mode}"
+            );
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "tailgate_redaction_fallbacks_total{{rule=\"{mode}\",action=\"strict_scrub\"}} 1"
+            )),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("tailgate_redaction_scrubbed_spans_total 3"),
+            "{mode}: {text}"
+        );
+    }
+}
+
+#[test]
+fn failing_redactors_drop_when_configured() {
+    for mode in ["trap", "loop", "out_of_range"] {
+        let metrics = Metrics::new();
+        let out = bad(mode, RedactorFailurePolicy::Drop).redact(1, spans(), &metrics);
+        assert!(matches!(out, Outcome::Dropped), "{mode}");
+        let text = metrics.encode();
+        assert!(
+            text.contains("tailgate_spans_lost_total{reason=\"redactor_failed\"} 3"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tailgate_redaction_fallbacks_total{{rule=\"{mode}\",action=\"drop\"}} 1"
+            )),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn a_healthy_redactor_with_no_edits_leaves_spans_alone() {
+    let s = spans();
+    let Outcome::Export(out) =
+        bad("ok", RedactorFailurePolicy::Drop).redact(1, s.clone(), &Metrics::new())
+    else {
+        panic!("dropped");
+    };
+    assert!(s.iter().zip(&out).all(|(a, b)| a.raw == b.raw));
+}
+
+// ---- property: arbitrary edits ----
+
+fn arb_action() -> impl Strategy<Value = EditAction> {
+    prop_oneof![
+        Just(EditAction::Remove),
+        Just(EditAction::Hash),
+        "[a-z@.*]{0,12}".prop_map(EditAction::Replace),
+        "[a-z.]{0,12}".prop_map(EditAction::RenameKey),
+        proptest::collection::vec((0u32..40, 0u32..8), 0..4)
+            .prop_map(|r| { EditAction::Mask(r.into_iter().map(|(s, l)| s..s + l).collect()) }),
+    ]
+}
+
+fn arb_kind() -> impl Strategy<Value = FieldKind> {
+    prop_oneof![
+        Just(FieldKind::ResourceAttribute),
+        Just(FieldKind::ScopeAttribute),
+        Just(FieldKind::SpanAttribute),
+        Just(FieldKind::SpanName),
+        Just(FieldKind::StatusMessage),
+        Just(FieldKind::EventName),
+        Just(FieldKind::EventAttribute),
+        Just(FieldKind::LinkAttribute),
+    ]
+}
+
+/// An edit of a real field (by index into the packing) or of a made-up one.
+fn arb_edit(
+    real: usize,
+) -> impl Strategy<Value = (Option<usize>, FieldKind, u32, u32, u32, EditAction)> {
+    (
+        proptest::option::weighted(0.7, 0..real),
+        arb_kind(),
+        0u32..5,
+        0u32..3,
+        0u32..6,
+        arb_action(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_edits_never_panic_or_touch_ids(raw in proptest::collection::vec(arb_edit(24), 0..12)) {
+        let s = spans();
+        let packed = pack(&s);
+        let edits: Vec<RedactionEdit> = raw
+            .into_iter()
+            .map(|(real, kind, owner, item, attribute_index, action)| {
+                let field = match real.and_then(|i| packed.fields.get(i)) {
+                    Some(f) => f.clone(),
+                    None => FieldRef { kind, owner, item, attribute_index, key: String::new(), is_string: true, value_len: 8 },
+                };
+                RedactionEdit { field, action, reason: None }
+            })
+            .collect();
+        if let Ok(out) = apply(&s, &edits, "prop", &hasher()) {
+            prop_assert_eq!(ids(&s), ids(&out.spans));
+            for r in &out.spans {
+                let p = ProtoSpan::decode(&r.raw[..]).expect("re-encoded spans decode");
+                prop_assert_eq!(p.span_id, r.span_id.to_be_bytes().to_vec());
+            }
+        }
+        // Whatever happened, the strict scrub of the same spans works and keeps the ids.
+        let scrubbed = strict_scrub(&s, &RedactionSettings::default()).expect("scrub");
+        prop_assert_eq!(ids(&s), ids(&scrubbed));
+    }
+}
