@@ -39,11 +39,12 @@ pub const DEBOUNCE: Duration = Duration::from_millis(500);
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Boxed: the plugin errors are large and this travels in every `Result` of a reload.
     #[error("{path}: {source}")]
     Policy {
         path: PathBuf,
         #[source]
-        source: PolicyError,
+        source: Box<PolicyError>,
     },
     #[error("plugin runtime: {0}")]
     Runtime(#[from] PluginError),
@@ -181,7 +182,7 @@ impl Reloader {
         let policy = policy::load_reusing(&config, &runtime, &|_, _| None).map_err(|source| {
             ReloadError::Policy {
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let samplers = remember(&config, &policy, &files);
@@ -302,7 +303,7 @@ impl Reloader {
         let policy = policy::load_reusing(&config, &self.runtime, &reuse).map_err(|source| {
             ReloadError::Policy {
                 path: self.path.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let new_samplers = remember(&config, &policy, &files);
