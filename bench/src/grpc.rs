@@ -1,7 +1,6 @@
 //! OTLP/gRPC with pre-encoded bodies: the load driver (sends bytes as-is) and the counting sink (scans
 //! what arrives with tailgate's validating scanner, so the sink costs both systems the same little CPU).
 
-use crate::workload::Workload;
 use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
@@ -13,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tailgate_bench::workload::Workload;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
@@ -128,9 +128,16 @@ pub async fn drive(
     w: Arc<Workload>,
     concurrency: usize,
     duration: Duration,
+    rate: Option<f64>,
     accepted: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
+    // With a target rate (spans/s), request n is sent no earlier than start + n * (spans per request / rate).
+    let per_request = rate.map(|r| {
+        let avg = w.spans as f64 / w.bodies.len() as f64;
+        Duration::from_secs_f64(avg / r)
+    });
+    let start = tokio::time::Instant::now();
     let mut channels = Vec::new();
     for _ in 0..2 {
         channels.push(
@@ -150,6 +157,9 @@ pub async fn drive(
             let mut c = tonic::client::Grpc::new(ch);
             while Instant::now() < stop_at {
                 let n = next.fetch_add(1, Ordering::Relaxed);
+                if let Some(gap) = per_request {
+                    tokio::time::sleep_until(start + gap.mul_f64(n as f64)).await;
+                }
                 let i = (n % w.bodies.len() as u64) as usize;
                 let round = n / w.bodies.len() as u64;
                 let body = &w.bodies[i];

@@ -4,7 +4,7 @@
 
 mod grpc;
 mod overhead;
-mod workload;
+use tailgate_bench::workload;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -46,6 +46,9 @@ struct Args {
     /// Concurrent requests in flight.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Offered load in spans/s (default: as fast as the system accepts).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Traces per generated round (the round is replayed with fresh trace ids).
     #[arg(long, default_value_t = 2000)]
     traces: usize,
@@ -158,6 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             w.clone(),
             args.concurrency,
             args.duration,
+            args.rate,
             accepted.clone(),
             refused.clone(),
         )

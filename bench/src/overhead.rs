@@ -2,12 +2,12 @@
 //! `TraceBuffer` full of the realistic workload (after the request bodies are gone), minus the encoded
 //! span bytes, divided by the spans. Counted by an instrumented global allocator, not estimated.
 
-use crate::workload;
 use bytes::Bytes;
 use std::sync::Arc;
 use tailgate::buffer::{BufferLimits, TraceBuffer};
 use tailgate::decisions::DecisionCache;
 use tailgate::ingest::SpanBatch;
+use tailgate_bench::workload;
 use tokio::time::{Duration, Instant};
 
 /// Returns (spans, encoded span bytes, heap bytes held, overhead per span).

@@ -83,7 +83,7 @@ pub fn scan_export_request(body: &Bytes) -> Result<ScannedRequest, ScanError> {
     while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
         match (field, wire) {
             (1, WIRE_LEN) => {
-                path.push(format_args!("resource_spans[{rs_index}]"));
+                path.push("resource_spans", rs_index);
                 let (start, end) = r.len_delimited().map_err(|p| path.err(p))?;
                 scan_resource_spans(body, start, end, &mut out, &mut path)?;
                 path.pop();
@@ -116,7 +116,7 @@ fn scan_resource_spans(
             (2, WIRE_LEN) => scopes.push(r.len_delimited().map_err(|p| path.err(p))?),
             (1, WIRE_LEN) => {
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
-                path.push(format_args!("resource"));
+                path.push("resource", NO_INDEX);
                 service_name = validate_resource(&body[..e], s, path)?;
                 path.pop();
                 resource_fields.extend_from_slice(&body[field_start..e]);
@@ -134,7 +134,7 @@ fn scan_resource_spans(
     }
     let resource_fields = Bytes::from(resource_fields);
     for (i, (s, e)) in scopes.into_iter().enumerate() {
-        path.push(format_args!("scope_spans[{i}]"));
+        path.push("scope_spans", i);
         scan_scope_spans(body, s, e, &resource_fields, &service_name, out, path)?;
         path.pop();
     }
@@ -162,7 +162,7 @@ fn scan_scope_spans(
             (2, WIRE_LEN) => spans.push(r.len_delimited().map_err(|p| path.err(p))?),
             (1, WIRE_LEN) => {
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
-                path.push(format_args!("scope"));
+                path.push("scope", NO_INDEX);
                 validate_scope(&body[..e], s, path)?;
                 path.pop();
                 scope_fields.extend_from_slice(&body[field_start..e]);
@@ -188,7 +188,7 @@ fn scan_scope_spans(
     });
     out.spans.reserve(spans.len());
     for (i, (s, e)) in spans.into_iter().enumerate() {
-        path.push(format_args!("spans[{i}]"));
+        path.push("spans", i);
         match scan_span(body, s, e, path)? {
             Ok((trace_id, mut rec)) => {
                 rec.origin = origin.clone();
@@ -250,21 +250,21 @@ fn scan_span(
                     .map_err(|p| path.err_at("end_time_unix_nano", p))?
             }
             (9, WIRE_LEN) => {
-                path.push(format_args!("attributes[{attr_i}]"));
+                path.push("attributes", attr_i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 validate_key_value(&body[..e], s, 0, path)?;
                 path.pop();
                 attr_i += 1;
             }
             (11, WIRE_LEN) => {
-                path.push(format_args!("events[{event_i}]"));
+                path.push("events", event_i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 validate_event(&body[..e], s, path)?;
                 path.pop();
                 event_i += 1;
             }
             (13, WIRE_LEN) => {
-                path.push(format_args!("links[{link_i}]"));
+                path.push("links", link_i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 validate_link(&body[..e], s, path)?;
                 path.pop();
@@ -272,7 +272,7 @@ fn scan_span(
             }
             (15, WIRE_LEN) => {
                 let (s, e) = r.len_delimited().map_err(|p| path.err_at("status", p))?;
-                path.push(format_args!("status"));
+                path.push("status", NO_INDEX);
                 status = validate_status(&body[..e], s, path)?;
                 path.pop();
             }
@@ -337,7 +337,7 @@ fn validate_resource(buf: &[u8], start: usize, path: &mut Path) -> Result<String
     while let Some((field, wire)) = r.key().map_err(|p| path.err(p))? {
         match (field, wire) {
             (1, WIRE_LEN) => {
-                path.push(format_args!("attributes[{i}]"));
+                path.push("attributes", i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 if let Some(name) = validate_key_value(&buf[..e], s, 0, path)?
                     .filter(|(k, _)| *k == "service.name")
@@ -365,7 +365,7 @@ fn validate_scope(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanE
                     .map_err(|p| path.err_at(if field == 1 { "name" } else { "version" }, p))?;
             }
             (3, WIRE_LEN) => {
-                path.push(format_args!("attributes[{i}]"));
+                path.push("attributes", i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 validate_key_value(&buf[..e], s, 0, path)?;
                 path.pop();
@@ -387,7 +387,7 @@ fn validate_event(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanE
                 check_utf8(b).map_err(|p| path.err_at("name", p))?;
             }
             (3, WIRE_LEN) => {
-                path.push(format_args!("attributes[{i}]"));
+                path.push("attributes", i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 validate_key_value(&buf[..e], s, 0, path)?;
                 path.pop();
@@ -409,7 +409,7 @@ fn validate_link(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanEr
                 check_utf8(b).map_err(|p| path.err_at("trace_state", p))?;
             }
             (4, WIRE_LEN) => {
-                path.push(format_args!("attributes[{i}]"));
+                path.push("attributes", i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 validate_key_value(&buf[..e], s, 0, path)?;
                 path.pop();
@@ -536,13 +536,15 @@ fn check_utf8(b: &[u8]) -> Result<(), String> {
 /// The dotted location inside the message, kept only for error messages.
 #[derive(Default)]
 struct Path {
-    parts: Vec<String>,
+    /// (field name, index or `NO_INDEX`); rendered to text only when an error is reported.
+    parts: Vec<(&'static str, usize)>,
 }
 
+const NO_INDEX: usize = usize::MAX;
+
 impl Path {
-    fn push(&mut self, part: std::fmt::Arguments<'_>) {
-        // Building these strings costs a little per nested message; it keeps errors precise.
-        self.parts.push(part.to_string());
+    fn push(&mut self, field: &'static str, index: usize) {
+        self.parts.push((field, index));
     }
     fn pop(&mut self) {
         self.parts.pop();
@@ -563,7 +565,18 @@ impl Path {
         let mut s = if self.parts.is_empty() {
             "request".to_owned()
         } else {
-            self.parts.join(".")
+            let parts: Vec<String> = self
+                .parts
+                .iter()
+                .map(|&(f, i)| {
+                    if i == NO_INDEX {
+                        f.to_owned()
+                    } else {
+                        format!("{f}[{i}]")
+                    }
+                })
+                .collect();
+            parts.join(".")
         };
         if let Some(f) = field {
             s.push('.');
