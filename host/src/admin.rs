@@ -30,7 +30,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
+        .route("/api/service-graph", get(service_graph))
         .with_state(state)
+}
+
+/// The service graph (from every trace, before sampling) as JSON, for the status page.
+async fn service_graph(State(s): State<AdminState>) -> impl IntoResponse {
+    axum::Json(s.metrics.topology.graph())
 }
 
 async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {

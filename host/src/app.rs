@@ -75,14 +75,20 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppEr
 /// Starts every stage with `policy` as the initial policy.
 pub async fn start_with_policy(config: Config, policy: Policy) -> Result<RunningApp, AppError> {
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    start_stages(config, Metrics::new(), policy, None).await
+    let metrics = Metrics::with_topology(&config.topology);
+    start_stages(config, metrics, policy, None).await
 }
 
 /// Starts tailgate from a configuration file (with `overrides` on top) and keeps it reloadable: a change
 /// to the file or to a plugin it references, SIGHUP, or `POST /reload` rebuilds the policy and swaps it in
 /// (see [`crate::reload`]).
 pub async fn start_from_file(path: &Path, overrides: &Overrides) -> Result<RunningApp, AppError> {
-    let metrics = Metrics::new();
+    // The topology settings size metric families, so they are read before anything else (a broken file
+    // is reported by the load below).
+    let topology = crate::config::Config::load(path)
+        .map(|c| c.topology)
+        .unwrap_or_default();
+    let metrics = Metrics::with_topology(&topology);
     let (path, overrides, m) = (path.to_owned(), overrides.clone(), metrics.clone());
     // Compiling and initializing plugins blocks; keep it off the async workers.
     let (reloader, config) =

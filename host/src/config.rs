@@ -36,6 +36,8 @@ pub struct Config {
     pub plugins: PluginRuntimeConfig,
     pub admin: AdminConfig,
     pub service: ServiceConfig,
+    /// RED metrics and the service graph from every trace (see `topology`).
+    pub topology: crate::topology::TopologyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]

@@ -25,6 +25,7 @@
 //!   keeps unchanged rules' plugins, swaps it atomically; shadow rules are counted in [`pipeline`].
 //! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
+//! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
 //! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/metrics` and `POST /reload`.
 //! - [`app`]: wires the stages and shuts them down in order.
 
@@ -46,3 +47,4 @@ pub mod redact;
 pub mod reload;
 #[doc(hidden)]
 pub mod testing;
+pub mod topology;

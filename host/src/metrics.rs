@@ -97,6 +97,9 @@ pub struct ReloadLabels {
 /// All metrics of one tailgate instance.
 pub struct Metrics {
     pub registry: Registry,
+    /// RED metrics and the service graph from every trace (their own registry: the Grafana service-graph
+    /// names carry no `tailgate_` prefix).
+    pub topology: crate::topology::Topology,
     /// Spans accepted by a receiver (handed to the buffer).
     pub spans_received: Family<ReceiverLabels, Counter>,
     /// Spans not accepted, by receiver and reason (the client was told).
@@ -159,8 +162,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
+        Metrics::with_topology(&crate::topology::TopologyConfig::default())
+    }
+
+    /// Metrics whose topology part (RED metrics and the service graph) follows `topology`.
+    pub fn with_topology(topology: &crate::topology::TopologyConfig) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("tailgate");
         let m = Metrics {
+            topology: crate::topology::Topology::new(topology),
             spans_received: Family::default(),
             spans_refused: Family::default(),
             requests_refused: Family::default(),
@@ -332,7 +341,10 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ =
+            prometheus_client::encoding::text::encode_registry(&mut out, self.topology.registry());
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
 

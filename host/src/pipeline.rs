@@ -208,6 +208,8 @@ fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext) {
 }
 
 fn decide(t: DueTrace, ctx: &PipelineContext) {
+    // Every trace, before the decision can drop it.
+    ctx.metrics.topology.observe(&t.spans);
     let policy = ctx.policy.load();
     let decision = policy.decide(t.trace_id, &t.spans, &ctx.metrics);
     let now = Instant::now();
@@ -238,6 +240,7 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
 }
 
 fn late(l: LateSpans, ctx: &PipelineContext) {
+    ctx.metrics.topology.observe_late(&l.spans);
     let n = l.spans.len() as u64;
     match ctx.cache.lookup(l.trace_id, Instant::now()) {
         Some(Remembered::Kept(info)) => {

@@ -327,4 +327,50 @@ mod workers {
                 .all(|(_, rule, ts)| rule == "default" && ts.is_empty())
         );
     }
+
+    #[tokio::test]
+    async fn topology_counts_every_trace_even_when_most_are_sampled_out() {
+        // Keep one trace in ten (by id), drop the rest: the RED metrics still see all of them.
+        struct OneInTen;
+        impl Sampler for OneInTen {
+            fn sample(&self, id: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+                let verdict = if id.is_multiple_of(10) {
+                    Verdict::Keep
+                } else {
+                    Verdict::Drop
+                };
+                Ok(RuleVerdict {
+                    verdict,
+                    probability: None,
+                    reason: None,
+                })
+            }
+        }
+        let policy = Policy {
+            rules: vec![Rule {
+                name: "one-in-ten".into(),
+                sampler: Arc::new(OneInTen),
+                shadow: false,
+            }],
+            default: DefaultDecision::Drop,
+            on_sampler_failure: SamplerFailurePolicy::Keep,
+            ..Policy::with_default(DefaultDecision::Drop)
+        };
+        let items = (1..=100u128)
+            .map(|t| due(t, trace_spans(t, &[(1, 0), (2, 1)])))
+            .collect();
+        let (reqs, metrics) = run_pipeline(policy, items).await;
+        assert_eq!(
+            exported_span_ids(&reqs).len(),
+            20,
+            "10 traces of 2 spans kept"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"tailgate_span_calls_total{service="svc",operation="op",span_kind="server"} 200"#
+            ),
+            "{text}"
+        );
+    }
 }
