@@ -551,6 +551,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     diff_fields!(out, running.admin, new.admin, "admin", endpoint);
     let (a, b) = (&running.service, &new.service);
     diff_fields!(out, a, b, "service", log_format, log_level, shutdown_grace);
+    if running.topology != new.topology {
+        out.push("topology".to_owned());
+    }
     out
 }
 
