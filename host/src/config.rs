@@ -740,6 +740,39 @@ fn substitute_env(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        // Comments are not configuration: `${env:X}` in a comment is left alone, as the Collector (which
+        // substitutes after parsing) does.
+        let (code, comment) = line.split_at(comment_start(line));
+        substitute_line(code, origin, &env, &mut out)?;
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Byte offset where a YAML comment starts in `line` (a `#` at the start or after whitespace, outside
+/// quotes), or the line's length.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double) = (false, false);
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_space => return i,
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line.len()
+}
+
+fn substitute_line(
+    text: &str,
+    origin: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), ConfigError> {
     let mut rest = text;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
@@ -767,7 +800,7 @@ fn substitute_env(
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -795,6 +828,14 @@ mod tests {
         let e = Config::parse("buffer:\n  setle: 1s\n", "cfg.yaml").expect_err("typo");
         let m = e.to_string();
         assert!(m.contains("setle") && m.contains("cfg.yaml"), "{m}");
+    }
+
+    #[test]
+    fn env_references_in_comments_are_ignored() {
+        let env = |_: &str| None;
+        let y = "# use ${env:SECRET} here\nexporters:\n  otlp:\n    endpoint: \"http://a#b\" # ${env:X}\n";
+        let c = Config::parse_with_env(y, "t", env).expect("comments are not substituted");
+        assert_eq!(c.exporters.otlp.endpoint, "http://a#b");
     }
 
     #[test]
