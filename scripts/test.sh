@@ -2,9 +2,10 @@
 # Runs tailgate's whole test suite on a fresh machine, installing what the tests need first:
 #   1. the Python virtualenv .venv with the pinned OpenTelemetry SDK, OTLP exporters and rotel
 #      (scripts/setup-python.sh; reused when already there);
-#   2. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
-#   3. cargo fmt --check and cargo clippy -D warnings on the workspace;
-#   4. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/.
+#   2. the Node.js packages of tests/node (npm ci; reused when there);
+#   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
+#   4. cargo fmt --check and cargo clippy -D warnings on the workspace;
+#   5. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
 set -euo pipefail
@@ -27,6 +28,13 @@ step "Python environment (.venv)"
 export TAILGATE_PYTHON="$root/.venv/bin/python"
 TAILGATE_ROTEL="$("$TAILGATE_PYTHON" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
 export TAILGATE_ROTEL
+
+step "Node.js environment (tests/node: the OpenTelemetry Node.js SDK)"
+if [[ ! -d tests/node/node_modules/@opentelemetry/sdk-node ]]; then
+    (cd tests/node && npm ci --no-audit --no-fund)
+else
+    echo "tests/node/node_modules already installed"
+fi
 
 if [[ -x scripts/build-plugins.sh ]]; then
     step "plugins (scripts/build-plugins.sh)"
