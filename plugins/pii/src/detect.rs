@@ -1,9 +1,9 @@
-//! The detectors: a `RegexSet` prefilter over every enabled pattern (one pass per string), then the
-//! matching patterns' own regexes on the few strings that hit, then validation of each candidate (Luhn,
-//! mod-97, SSN ranges, address parsing). Every regex is linear-time (the `regex` crate has no
-//! backtracking).
+//! The detectors: a byte-level gate over every string (one pass, no allocation) that rules out the
+//! detectors whose patterns cannot match, then only the remaining detectors' regexes, then validation of
+//! each candidate (Luhn, mod-97, SSN ranges, address parsing). Most strings of a trace fail every gate
+//! and never reach a regex. Every regex is linear-time (the `regex` crate has no backtracking).
 
-use regex::{Regex, RegexSet};
+use regex::Regex;
 use std::ops::Range;
 
 /// What a detector finds (its config and metric name is [`Kind::name`]).
@@ -65,8 +65,14 @@ struct Pattern {
 
 /// The compiled detectors.
 pub struct Detectors {
-    set: RegexSet,
     patterns: Vec<Pattern>,
+    /// Bit set (see [`bit`]) of the enabled kinds.
+    enabled: u16,
+}
+
+/// A kind's bit in a candidate set.
+fn bit(k: Kind) -> u16 {
+    1 << (k as u16)
 }
 
 /// The pattern(s) of one detector, with the capture group holding the secret. Word boundaries are ASCII
@@ -133,25 +139,31 @@ impl Detectors {
                 patterns.push(Pattern { kind: k, re, group });
             }
         }
-        let set = RegexSet::new(patterns.iter().map(|p| p.re.as_str()))
-            .map_err(|e| format!("detectors: {e}"))?;
-        Ok(Detectors { set, patterns })
+        let enabled = kinds.iter().fold(0, |m, &k| m | bit(k));
+        Ok(Detectors { patterns, enabled })
     }
 
     /// Validated findings in `text`, sorted by start, without overlaps (the earlier, then the longer,
     /// finding wins). `skip_ip` turns the IPv4 detector off for this text (a version key).
     pub fn scan(&self, text: &str, skip_ip: bool) -> Vec<Finding> {
         let mut out = Vec::new();
-        if self.patterns.is_empty() {
+        let mut possible = candidates(text.as_bytes()) & self.enabled;
+        if skip_ip {
+            possible &= !bit(Kind::Ipv4);
+        }
+        if possible == 0 {
             return out;
         }
-        let hits = self.set.matches(text);
-        if !hits.matched_any() {
-            return out;
-        }
-        for i in hits.iter() {
-            let p = &self.patterns[i];
-            if skip_ip && p.kind == Kind::Ipv4 {
+        for p in &self.patterns {
+            if possible & bit(p.kind) == 0 {
+                continue;
+            }
+            if p.group == 0 {
+                for m in p.re.find_iter(text) {
+                    if let Some(f) = validate(p.kind, text, m.range()) {
+                        out.push(f);
+                    }
+                }
                 continue;
             }
             for c in p.re.captures_iter(text) {
@@ -161,6 +173,30 @@ impl Detectors {
                 }
             }
         }
+        if out.is_empty() {
+            return out;
+        }
+        Self::resolve(out)
+    }
+
+    /// Like [`Detectors::scan`] but every enabled pattern runs, without the gate: the reference the gate
+    /// is tested against.
+    #[cfg(test)]
+    pub fn scan_ungated(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            for c in p.re.captures_iter(text) {
+                let Some(m) = c.get(p.group) else { continue };
+                if let Some(f) = validate(p.kind, text, m.range()) {
+                    out.push(f);
+                }
+            }
+        }
+        Self::resolve(out)
+    }
+
+    /// Sorts findings by start and drops overlaps (the earlier, then the longer, finding wins).
+    fn resolve(mut out: Vec<Finding>) -> Vec<Finding> {
         out.sort_by(|a, b| {
             a.range
                 .start
@@ -175,6 +211,171 @@ impl Detectors {
         }
         kept
     }
+}
+
+/// ASCII whitespace as the regex `\s` sees it (non-ASCII whitespace is handled by the caller's fallback).
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C)
+}
+
+/// True when `text[..end]` ends with `word` (lowercase ASCII), ignoring ASCII case.
+fn ends_with_word(text: &[u8], end: usize, word: &[u8]) -> bool {
+    end >= word.len() && text[end - word.len()..end].eq_ignore_ascii_case(word)
+}
+
+/// The kinds whose pattern could match somewhere in `text`: a necessary condition per kind, computed in
+/// one pass over the bytes. A kind outside the set has no match at all, so skipping its regex changes
+/// nothing; a kind inside it still goes through its regex and validation.
+///
+/// - email `@`; url userinfo `://` and `@`;
+/// - card 12 digits, SSN 9 digits, each at most one space or dash apart;
+/// - IBAN two capitals then two digits; IPv4 a run of digits and dots with 3 dots and 7 bytes;
+/// - IPv6 a run of hex digits, colons and dots with 2 colons and a hex digit;
+/// - JWT `eyJ` twice; API keys a run of 15 `[A-Za-z0-9_-]` (every key format is longer) or `-----`;
+/// - bearer `bearer|basic|token|digest` right before whitespace; password `...key|token|pwd|secret|
+///   password|passwd` right before an optional quote, optional whitespace and `=` or `:`;
+/// - phone a run of 9 `[0-9 ().+-]`.
+///
+/// Text with non-ASCII bytes keeps bearer and password (their `(?i)` and `\s` are Unicode-aware).
+pub fn candidates(text: &[u8]) -> u16 {
+    let mut out = 0u16;
+    let mut has_at = false;
+    let mut has_scheme = false;
+    let mut non_ascii = false;
+    // Card/SSN: digits in the current run and whether the last byte was a separator.
+    let (mut card_run, mut card_sep) = (0u32, false);
+    let mut card_max = 0u32;
+    // IPv4: length and dots of the current [0-9.] run.
+    let (mut v4_len, mut v4_dots) = (0u32, 0u32);
+    // IPv6: colons and hex digits of the current [0-9A-Fa-f:.] run.
+    let (mut v6_colons, mut v6_hex) = (0u32, 0u32);
+    // API keys: length of the current [A-Za-z0-9_-] run and of the current dash run.
+    let (mut word_run, mut dash_run) = (0u32, 0u32);
+    let mut phone_run = 0u32;
+    let mut eyj = 0u32;
+    for (i, &b) in text.iter().enumerate() {
+        let digit = b.is_ascii_digit();
+        let hex = b.is_ascii_hexdigit();
+        // Card and SSN.
+        if digit {
+            card_run += 1;
+            card_sep = false;
+            card_max = card_max.max(card_run);
+        } else if (b == b' ' || b == b'-') && card_run > 0 && !card_sep {
+            card_sep = true;
+        } else {
+            card_run = 0;
+            card_sep = false;
+        }
+        // IPv4.
+        if digit || b == b'.' {
+            v4_len += 1;
+            v4_dots += u32::from(b == b'.');
+            if v4_dots >= 3 && v4_len >= 7 {
+                out |= bit(Kind::Ipv4);
+            }
+        } else {
+            (v4_len, v4_dots) = (0, 0);
+        }
+        // IPv6.
+        if hex || b == b':' || b == b'.' {
+            v6_colons += u32::from(b == b':');
+            v6_hex += u32::from(hex);
+            if v6_colons >= 2 && v6_hex >= 1 {
+                out |= bit(Kind::Ipv6);
+            }
+        } else {
+            (v6_colons, v6_hex) = (0, 0);
+        }
+        // API keys.
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            word_run += 1;
+            dash_run = if b == b'-' { dash_run + 1 } else { 0 };
+            if word_run >= 15 || dash_run >= 5 {
+                out |= bit(Kind::ApiKey);
+            }
+        } else {
+            (word_run, dash_run) = (0, 0);
+        }
+        // Phone.
+        if digit || matches!(b, b' ' | b'(' | b')' | b'.' | b'+' | b'-') {
+            phone_run += 1;
+            if phone_run >= 9 {
+                out |= bit(Kind::Phone);
+            }
+        } else {
+            phone_run = 0;
+        }
+        match b {
+            b'@' => has_at = true,
+            b':' => {
+                has_scheme |= text.get(i + 1..i + 3) == Some(b"//");
+                if password_key_before(text, i) {
+                    out |= bit(Kind::Password);
+                }
+            }
+            b'=' if password_key_before(text, i) => out |= bit(Kind::Password),
+            b'J' if i >= 2 && &text[i - 2..i] == b"ey" => eyj += 1,
+            b'0'..=b'9'
+                if i >= 3
+                    && text[i - 1].is_ascii_digit()
+                    && text[i - 2].is_ascii_uppercase()
+                    && text[i - 3].is_ascii_uppercase() =>
+            {
+                out |= bit(Kind::Iban);
+            }
+            _ if is_space(b)
+                && [&b"bearer"[..], b"basic", b"token", b"digest"]
+                    .iter()
+                    .any(|w| ends_with_word(text, i, w)) =>
+            {
+                out |= bit(Kind::Bearer);
+            }
+            _ if b >= 0x80 => non_ascii = true,
+            _ => {}
+        }
+    }
+    if card_max >= 12 {
+        out |= bit(Kind::Card);
+    }
+    if card_max >= 9 {
+        out |= bit(Kind::Ssn);
+    }
+    if has_at {
+        out |= bit(Kind::Email);
+        if has_scheme {
+            out |= bit(Kind::UrlUserinfo);
+        }
+    }
+    if eyj >= 2 {
+        out |= bit(Kind::Jwt);
+    }
+    if non_ascii {
+        out |= bit(Kind::Bearer) | bit(Kind::Password);
+    }
+    out
+}
+
+/// Whether the bytes before the `=` or `:` at `at` end with a password-like key: optional ASCII
+/// whitespace, an optional quote, then one of the password pattern's words.
+fn password_key_before(text: &[u8], at: usize) -> bool {
+    let mut end = at;
+    while end > 0 && is_space(text[end - 1]) {
+        end -= 1;
+    }
+    if end > 0 && matches!(text[end - 1], b'"' | b'\'') {
+        end -= 1;
+    }
+    [
+        &b"password"[..],
+        b"passwd",
+        b"pwd",
+        b"secret",
+        b"key",
+        b"token",
+    ]
+    .iter()
+    .any(|w| ends_with_word(text, end, w))
 }
 
 fn byte_before(text: &str, at: usize) -> Option<u8> {

@@ -13,8 +13,10 @@
 //! - **Modes**: block list (default: everything passes except what is detected) or allow list (only
 //!   listed attribute keys pass; their values are still scanned).
 //!
-//! Fast: one `RegexSet` pass per string decides which detectors run; validation only on candidates;
-//! strings longer than `max_scan_bytes` are cut to that length (scanned part kept, rest dropped).
+//! Fast: one byte-level pass per string rules out the detectors that cannot match (most strings reach no
+//! regex at all), regexes and validation run only on candidates, and what an attribute key means is
+//! worked out once per distinct key and cached across calls. Strings longer than `max_scan_bytes` are
+//! cut to that length (scanned part kept, rest dropped).
 //! Configuration: see `Config` and docs/plugins.md.
 
 pub mod detect;
@@ -22,7 +24,9 @@ pub mod sql;
 pub mod url;
 
 use detect::{Detectors, Finding, Kind};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::{
     Edit, EditAction, FieldKind, Interest, MaskRange, PackedTrace, Redactor, TextField,
@@ -228,6 +232,46 @@ pub struct Pii {
     not_ip_suffixes: Vec<String>,
     scan_names: bool,
     max_scan_bytes: usize,
+    /// What each attribute key seen so far means (keys repeat on every span of every trace).
+    key_classes: RefCell<HashMap<Box<str>, KeyClass, BuildHasherDefault<Fnv>>>,
+}
+
+/// Most cached key classes; past it the cache starts over (keys are client-controlled).
+const MAX_CACHED_KEYS: usize = 4096;
+
+/// What an attribute key means to the redactor.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyClass {
+    /// Allow-list mode: the key passes.
+    allowed: bool,
+    secret: bool,
+    identity: bool,
+    url: bool,
+    query: bool,
+    sql: bool,
+    /// The key's last segment marks a version (no IPv4 detection).
+    skip_ip: bool,
+}
+
+/// FNV-1a: keys are short and the cache is private to one instance, so a fast hash is enough.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 fn owned(list: &[&str]) -> Vec<String> {
@@ -305,7 +349,35 @@ impl Pii {
             not_ip_suffixes: c.not_ip_key_suffixes,
             scan_names: c.scan_names,
             max_scan_bytes: c.max_scan_bytes,
+            key_classes: RefCell::default(),
         })
+    }
+
+    /// What `key` means, from the cache or worked out now.
+    fn key_class(&self, key: &str) -> KeyClass {
+        let mut cache = self.key_classes.borrow_mut();
+        if let Some(c) = cache.get(key) {
+            return *c;
+        }
+        let kl = key.to_ascii_lowercase();
+        let last_segment = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+        let c = KeyClass {
+            allowed: self.allowed(key),
+            secret: self.is_secret(&kl),
+            identity: self.is_identity(&kl),
+            url: self.url_keys.iter().any(|k| k == key),
+            query: self.query_string_keys.iter().any(|k| k == key),
+            sql: self.sql_keys.iter().any(|k| k == key),
+            skip_ip: self
+                .not_ip_suffixes
+                .iter()
+                .any(|s| last_segment.ends_with(s.as_str())),
+        };
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(key.into(), c);
+        c
     }
 
     fn allowed(&self, key: &str) -> bool {
@@ -352,27 +424,29 @@ impl Pii {
             return None;
         }
         let key = t.key(f);
-        if is_attr && self.mode == Mode::AllowList && !self.allowed(key) {
+        let class = if is_attr {
+            self.key_class(key)
+        } else {
+            KeyClass::default()
+        };
+        if is_attr && self.mode == Mode::AllowList && !class.allowed {
             return Some((EditAction::Remove, "allow_list".into()));
         }
         if matches!(f.value_type, ValueType::Empty | ValueType::Boolean) {
             return None;
         }
         let raw = t.bytes(&f.value);
-        if is_attr {
-            let kl = key.to_ascii_lowercase();
-            if self.is_secret(&kl) {
-                return Some((
-                    key_action(self.secret_action, raw.len(), is_attr),
-                    "secret_key".into(),
-                ));
-            }
-            if self.is_identity(&kl) && !raw.is_empty() {
-                return Some((
-                    key_action(self.identity_action, raw.len(), is_attr),
-                    "identity_key".into(),
-                ));
-            }
+        if class.secret {
+            return Some((
+                key_action(self.secret_action, raw.len(), is_attr),
+                "secret_key".into(),
+            ));
+        }
+        if class.identity && !raw.is_empty() {
+            return Some((
+                key_action(self.identity_action, raw.len(), is_attr),
+                "identity_key".into(),
+            ));
         }
         // Bytes that are not UTF-8: scan each valid run in place and mask what is found.
         let Ok(text) = std::str::from_utf8(raw) else {
@@ -380,9 +454,9 @@ impl Pii {
         };
         let (text, cut) = cut(text, self.max_scan_bytes);
         let is_string = matches!(f.value_type, ValueType::Str | ValueType::Name);
-        let url = is_attr && is_string && self.url_keys.iter().any(|k| k == key);
-        let query = is_attr && is_string && self.query_string_keys.iter().any(|k| k == key);
-        let sql = is_attr && is_string && self.sql_keys.iter().any(|k| k == key);
+        let url = is_string && class.url;
+        let query = is_string && class.query;
+        let sql = is_string && class.sql;
         let mut reasons = BTreeSet::new();
         let rewritten = if url {
             Some(url::sanitize_url(text, &self.query_keys))
@@ -399,12 +473,7 @@ impl Pii {
             reasons.insert(if url || query { "url" } else { "sql" });
         }
         let base = rewritten.as_deref().unwrap_or(text);
-        let last_segment = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
-        let skip_ip = is_attr
-            && self
-                .not_ip_suffixes
-                .iter()
-                .any(|s| last_segment.ends_with(s.as_str()));
+        let skip_ip = class.skip_ip;
         let findings = self.detectors.scan(base, skip_ip);
         for fi in &findings {
             reasons.insert(fi.kind.name());
