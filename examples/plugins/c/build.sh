@@ -57,7 +57,10 @@ build() { # <source> <world name> <output name>
     fi
     rm -rf "$gen"
     mkdir -p "$gen"
-    wit-bindgen c "$wit" --world "tailgate:plugin/$world@0.1.0" --out-dir "$gen" > /dev/null
+    if ! wit-bindgen c "$wit" --world "tailgate:plugin/$world@0.1.0" --out-dir "$gen" > "$gen/wit-bindgen.log" 2>&1; then
+        cat "$gen/wit-bindgen.log" >&2
+        exit 1
+    fi
     clang --target=wasm32-wasi -O2 -Wall -Wextra -Wno-unused-parameter -Werror -I"$gen" \
         -nostartfiles -Wl,--no-entry -Wl,--strip-all \
         -o "$gen/$name.core.wasm" "$src" "$gen/$world.c" "$gen/${world}_component_type.o"
