@@ -243,3 +243,79 @@ pub fn span_trace_state(span: &[u8]) -> &str {
     .and_then(|b| std::str::from_utf8(b).ok())
     .unwrap_or("")
 }
+
+/// The payloads of every occurrence of a length-delimited `field` in an encoded message, in order.
+pub fn len_fields(msg: &[u8], field: u32) -> impl Iterator<Item = &[u8]> {
+    FieldIter {
+        r: Reader::new(msg, 0),
+        field,
+    }
+}
+
+/// The attributes stored in `field` of an encoded message (a repeated `KeyValue` field), in order.
+pub fn attributes_in(msg: &[u8], field: u32) -> AttrIter<'_> {
+    AttrIter {
+        inner: FieldIter {
+            r: Reader::new(msg, 0),
+            field,
+        },
+    }
+}
+
+/// The last occurrence of string `field` in an encoded message, as protobuf decodes it ("" when absent).
+fn last_str(msg: &[u8], field: u32) -> &str {
+    len_fields(msg, field)
+        .last()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+/// The encoded `Span.Event`s (field 11) of an encoded `Span`.
+pub fn span_events(span: &[u8]) -> impl Iterator<Item = &[u8]> {
+    len_fields(span, 11)
+}
+
+/// The name (field 2) of an encoded `Span.Event`.
+pub fn event_name(event: &[u8]) -> &str {
+    last_str(event, 2)
+}
+
+/// The attributes (field 3) of an encoded `Span.Event`.
+pub fn event_attributes(event: &[u8]) -> AttrIter<'_> {
+    attributes_in(event, 3)
+}
+
+/// The encoded `Span.Link`s (field 13) of an encoded `Span`.
+pub fn span_links(span: &[u8]) -> impl Iterator<Item = &[u8]> {
+    len_fields(span, 13)
+}
+
+/// The attributes (field 4) of an encoded `Span.Link`.
+pub fn link_attributes(link: &[u8]) -> AttrIter<'_> {
+    attributes_in(link, 4)
+}
+
+/// The status message of an encoded `Span` (field 15, its field 2). Repeated status fields merge as in
+/// protobuf: the last occurrence that sets a message wins.
+pub fn span_status_message(span: &[u8]) -> &str {
+    let mut message = "";
+    for status in len_fields(span, 15) {
+        if let Some(m) = len_fields(status, 2).last() {
+            message = std::str::from_utf8(m).unwrap_or("");
+        }
+    }
+    message
+}
+
+/// Every attribute of the `Resource` in an origin's encoded `ResourceSpans` fields. Unlike
+/// [`resource_attributes`], repeated `resource` fields merge as protobuf merges them (their attributes
+/// concatenate), so nothing a decoder would see is missed.
+pub fn merged_resource_attributes(resource_fields: &[u8]) -> impl Iterator<Item = KeyValueRef<'_>> {
+    len_fields(resource_fields, 1).flat_map(|r| attributes_in(r, 1))
+}
+
+/// Every attribute of the `InstrumentationScope` in an origin's encoded `ScopeSpans` fields, merged like
+/// [`merged_resource_attributes`].
+pub fn merged_scope_attributes(scope_fields: &[u8]) -> impl Iterator<Item = KeyValueRef<'_>> {
+    len_fields(scope_fields, 1).flat_map(|s| attributes_in(s, 3))
+}

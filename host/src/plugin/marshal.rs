@@ -1,8 +1,8 @@
 //! Turns buffered spans into what crosses the plugin boundary: the trace summary, the declared attribute
 //! projection, the full trace (for plugins that ask for it) and the packed strings a redactor sees.
 //!
-//! The summary and projection read the encoded spans lazily (no protobuf decode); the full trace and the
-//! packing decode each span with `prost`, which is fine because they are the slow paths by design.
+//! The summary, projection and redactor packing read the encoded spans in place (no protobuf decode); the
+//! full trace decodes each span with `prost`, which is fine because it is the slow path by design.
 
 use super::bindings::redaction::{
     FieldKind as WitFieldKind, PackedTrace, TextField, TextRange, ValueType,
@@ -12,11 +12,12 @@ use super::bindings::types::{
     RootSpan, ScalarValue, Span, SpanEvent, SpanKind, SpanLink, StatusCode as WitStatus, Trace,
     TraceId as WitTraceId, TraceSummary,
 };
-use crate::otlp::{self, AnyValueRef, SpanRecord, StatusCode, TraceId};
+use crate::otlp::{self, AnyValueRef, KeyValueRef, SpanRecord, StatusCode, TraceId};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
 use prost::Message;
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// The attribute keys a plugin declared in its `interest`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -639,42 +640,56 @@ impl Packer {
         });
     }
 
-    fn attributes(&mut self, kind: FieldKind, owner: u32, item: u32, kvs: &[KeyValue]) {
-        use any_value::Value;
-        for (i, kv) in kvs.iter().enumerate() {
+    /// Packs attributes, rendering non-string values as text straight into the buffer.
+    fn attributes<'a>(
+        &mut self,
+        kind: FieldKind,
+        owner: u32,
+        item: u32,
+        kvs: impl Iterator<Item = KeyValueRef<'a>>,
+    ) {
+        for (i, kv) in kvs.enumerate() {
             let key = self.range(kv.key.as_bytes());
-            let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
-            let (value_type, text): (ValueType, std::borrow::Cow<'_, [u8]>) = match v {
-                None | Some(Value::StringValueStrindex(_)) => (ValueType::Empty, (&b""[..]).into()),
-                Some(Value::StringValue(s)) => (ValueType::Str, s.as_bytes().into()),
-                Some(Value::BoolValue(b)) => {
-                    (ValueType::Boolean, b.to_string().into_bytes().into())
+            let offset = self.text.len() as u32;
+            let value_type = match kv.value {
+                AnyValueRef::Empty => ValueType::Empty,
+                AnyValueRef::String(s) => {
+                    self.text.extend_from_slice(s.as_bytes());
+                    ValueType::Str
                 }
-                Some(Value::IntValue(n)) => (ValueType::Int, n.to_string().into_bytes().into()),
-                Some(Value::DoubleValue(d)) => {
-                    (ValueType::Double, d.to_string().into_bytes().into())
+                AnyValueRef::Bool(b) => {
+                    self.text
+                        .extend_from_slice(if b { b"true" } else { b"false" });
+                    ValueType::Boolean
                 }
-                Some(Value::BytesValue(b)) => (ValueType::Bytes, b.as_slice().into()),
-                Some(Value::ArrayValue(_)) => (
-                    ValueType::Array,
-                    kv.value
-                        .as_ref()
-                        .map(nested_json_of)
-                        .unwrap_or_default()
-                        .into_bytes()
-                        .into(),
-                ),
-                Some(Value::KvlistValue(_)) => (
-                    ValueType::Kvlist,
-                    kv.value
-                        .as_ref()
-                        .map(nested_json_of)
-                        .unwrap_or_default()
-                        .into_bytes()
-                        .into(),
-                ),
+                AnyValueRef::Int(n) => {
+                    // Writing into a Vec cannot fail.
+                    let _ = write!(self.text, "{n}");
+                    ValueType::Int
+                }
+                AnyValueRef::Double(d) => {
+                    let _ = write!(self.text, "{d}");
+                    ValueType::Double
+                }
+                AnyValueRef::Bytes(b) => {
+                    self.text.extend_from_slice(b);
+                    ValueType::Bytes
+                }
+                AnyValueRef::Array(_) => {
+                    self.text
+                        .extend_from_slice(json_of_ref(kv.value).as_bytes());
+                    ValueType::Array
+                }
+                AnyValueRef::KvList(_) => {
+                    self.text
+                        .extend_from_slice(json_of_ref(kv.value).as_bytes());
+                    ValueType::Kvlist
+                }
             };
-            let value = self.range(&text);
+            let value = TextRange {
+                offset,
+                len: self.text.len() as u32 - offset,
+            };
             self.fields.push(TextField {
                 kind: kind.to_wit(),
                 owner,
@@ -688,7 +703,7 @@ impl Packer {
                 owner,
                 item,
                 attribute_index: i as u32,
-                key: kv.key.clone(),
+                key: kv.key.to_owned(),
                 is_string: value_type == ValueType::Str,
                 value_len: value.len,
             });
@@ -701,32 +716,60 @@ impl Packer {
 pub fn pack(spans: &[SpanRecord]) -> Packed {
     let l = layout(spans);
     let mut p = Packer {
-        text: Vec::with_capacity(spans.len() * 256),
-        fields: Vec::new(),
-        refs: Vec::new(),
+        text: Vec::with_capacity(spans.iter().map(|s| s.raw.len()).sum::<usize>() + 64),
+        fields: Vec::with_capacity(spans.len() * 24),
+        refs: Vec::with_capacity(spans.len() * 24),
     };
+    // The encoded bytes are read in place (they passed the receiver's validating scan); repeated
+    // singular messages merge as protobuf merges them, so the indexes match what `apply` decodes.
     for (ri, &first) in l.resource_first_span.iter().enumerate() {
-        let attrs = decode_resource(&spans[first as usize].origin.resource_fields);
-        p.attributes(FieldKind::ResourceAttribute, ri as u32, 0, &attrs);
+        let fields = &spans[first as usize].origin.resource_fields;
+        p.attributes(
+            FieldKind::ResourceAttribute,
+            ri as u32,
+            0,
+            otlp::merged_resource_attributes(fields),
+        );
     }
     for (si, &first) in l.scope_first_span.iter().enumerate() {
-        let (_, _, attrs) = decode_scope(&spans[first as usize].origin.scope_fields);
-        p.attributes(FieldKind::ScopeAttribute, si as u32, 0, &attrs);
+        let fields = &spans[first as usize].origin.scope_fields;
+        p.attributes(
+            FieldKind::ScopeAttribute,
+            si as u32,
+            0,
+            otlp::merged_scope_attributes(fields),
+        );
     }
     for (i, s) in spans.iter().enumerate() {
         let owner = i as u32;
-        let span = ProtoSpan::decode(&s.raw[..]).unwrap_or_default();
-        p.name(FieldKind::SpanName, owner, 0, &span.name);
-        if let Some(st) = span.status.as_ref().filter(|st| !st.message.is_empty()) {
-            p.name(FieldKind::StatusMessage, owner, 0, &st.message);
+        let raw = &s.raw[..];
+        p.name(FieldKind::SpanName, owner, 0, s.name());
+        let message = otlp::span_status_message(raw);
+        if !message.is_empty() {
+            p.name(FieldKind::StatusMessage, owner, 0, message);
         }
-        p.attributes(FieldKind::SpanAttribute, owner, 0, &span.attributes);
-        for (ei, e) in span.events.iter().enumerate() {
-            p.name(FieldKind::EventName, owner, ei as u32, &e.name);
-            p.attributes(FieldKind::EventAttribute, owner, ei as u32, &e.attributes);
+        p.attributes(
+            FieldKind::SpanAttribute,
+            owner,
+            0,
+            otlp::span_attributes(raw),
+        );
+        for (ei, e) in otlp::span_events(raw).enumerate() {
+            p.name(FieldKind::EventName, owner, ei as u32, otlp::event_name(e));
+            p.attributes(
+                FieldKind::EventAttribute,
+                owner,
+                ei as u32,
+                otlp::event_attributes(e),
+            );
         }
-        for (li, k) in span.links.iter().enumerate() {
-            p.attributes(FieldKind::LinkAttribute, owner, li as u32, &k.attributes);
+        for (li, k) in otlp::span_links(raw).enumerate() {
+            p.attributes(
+                FieldKind::LinkAttribute,
+                owner,
+                li as u32,
+                otlp::link_attributes(k),
+            );
         }
     }
     let wit = PackedTrace {

@@ -228,16 +228,116 @@ fn ends_with_word(text: &[u8], end: usize, word: &[u8]) -> bool {
 /// nothing; a kind inside it still goes through its regex and validation.
 ///
 /// - email `@`; url userinfo `://` and `@`;
-/// - card 12 digits, SSN 9 digits, each at most one space or dash apart;
+/// - card 12 digits at most one space or dash apart; SSN `ddd-dd-dddd` (or with spaces);
 /// - IBAN two capitals then two digits; IPv4 a run of digits and dots with 3 dots and 7 bytes;
 /// - IPv6 a run of hex digits, colons and dots with 2 colons and a hex digit;
-/// - JWT `eyJ` twice; API keys a run of 15 `[A-Za-z0-9_-]` (every key format is longer) or `-----`;
+/// - JWT `eyJ` twice; API keys `-----`, or a run of 15 `[A-Za-z0-9_-]` (every key format is longer)
+///   with a format's literal (`AKIA ASIA ABIA ACCA AIza`, `gh?_`, `github_pat_`, `_live_`/`_test_`,
+///   `xox?-`) seen before its end;
 /// - bearer `bearer|basic|token|digest` right before whitespace; password `...key|token|pwd|secret|
 ///   password|passwd` right before an optional quote, optional whitespace and `=` or `:`;
 /// - phone a run of 9 `[0-9 ().+-]`.
 ///
 /// Text with non-ASCII bytes keeps bearer and password (their `(?i)` and `\s` are Unicode-aware).
 pub fn candidates(text: &[u8]) -> u16 {
+    let coarse = coarse_candidates(text);
+    if coarse == 0 {
+        return 0;
+    }
+    exact_candidates(text) & coarse
+}
+
+/// Byte classes for [`coarse_candidates`].
+const DIGIT: u16 = 1;
+const UPPER: u16 = 1 << 1;
+const DOT: u16 = 1 << 2;
+const COLON: u16 = 1 << 3;
+const AT: u16 = 1 << 4;
+const EQ: u16 = 1 << 5;
+const SPACE: u16 = 1 << 6;
+const J: u16 = 1 << 7;
+/// `A`, `_` or `-`: every API key format has one.
+const KEY_CHAR: u16 = 1 << 8;
+const NON_ASCII: u16 = 1 << 9;
+/// Space or dash: the SSN separators.
+const SSN_SEP: u16 = 1 << 10;
+const HEX: u16 = 1 << 11;
+
+const fn byte_classes() -> [u16; 256] {
+    let mut t = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut c = 0;
+        if b.is_ascii_digit() {
+            c |= DIGIT;
+        }
+        if b.is_ascii_uppercase() {
+            c |= UPPER;
+        }
+        if b.is_ascii_hexdigit() {
+            c |= HEX;
+        }
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C) {
+            c |= SPACE;
+        }
+        if matches!(b, b' ' | b'-') {
+            c |= SSN_SEP;
+        }
+        if matches!(b, b'A' | b'_' | b'-') {
+            c |= KEY_CHAR;
+        }
+        c |= match b {
+            b'.' => DOT,
+            b':' => COLON,
+            b'@' => AT,
+            b'=' => EQ,
+            b'J' => J,
+            0x80..=0xFF => NON_ASCII,
+            _ => 0,
+        };
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static BYTE_CLASSES: [u16; 256] = byte_classes();
+
+/// A cheaper, looser [`candidates`]: from the classes of bytes present and two counts only, no
+/// positions. Rules out most strings of a trace in a table lookup per byte.
+fn coarse_candidates(text: &[u8]) -> u16 {
+    let (mut m, mut digits, mut colons) = (0u16, 0u32, 0u32);
+    for &b in text {
+        m |= BYTE_CLASSES[b as usize];
+        digits += u32::from(b.is_ascii_digit());
+        colons += u32::from(b == b':');
+    }
+    let has = |c: u16| m & c != 0;
+    let mut out = 0u16;
+    let mut set = |k: Kind, yes: bool| {
+        if yes {
+            out |= bit(k);
+        }
+    };
+    set(Kind::Email, has(AT));
+    set(Kind::UrlUserinfo, has(AT) && has(COLON));
+    // Validation wants 12-19 digits in a card, 8-15 in a phone number.
+    set(Kind::Card, digits >= 12);
+    set(Kind::Phone, digits >= 8);
+    set(Kind::Ssn, digits >= 9 && has(SSN_SEP));
+    set(Kind::Iban, digits >= 2 && has(UPPER));
+    set(Kind::Ipv4, digits >= 4 && has(DOT));
+    set(Kind::Ipv6, colons >= 2 && has(HEX));
+    set(Kind::Jwt, has(J) && has(DOT));
+    set(Kind::Bearer, has(SPACE | NON_ASCII));
+    set(Kind::Password, has(EQ | COLON));
+    set(Kind::ApiKey, text.len() >= 15 && has(KEY_CHAR));
+    out
+}
+
+/// The exact per-position conditions listed on [`candidates`].
+fn exact_candidates(text: &[u8]) -> u16 {
     let mut out = 0u16;
     let mut has_at = false;
     let mut has_scheme = false;
@@ -253,6 +353,8 @@ pub fn candidates(text: &[u8]) -> u16 {
     let (mut word_run, mut dash_run) = (0u32, 0u32);
     let mut phone_run = 0u32;
     let mut eyj = 0u32;
+    // A literal that starts or marks one of the API key formats.
+    let mut key_literal = false;
     for (i, &b) in text.iter().enumerate() {
         let digit = b.is_ascii_digit();
         let hex = b.is_ascii_hexdigit();
@@ -291,7 +393,7 @@ pub fn candidates(text: &[u8]) -> u16 {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
             word_run += 1;
             dash_run = if b == b'-' { dash_run + 1 } else { 0 };
-            if word_run >= 15 || dash_run >= 5 {
+            if dash_run >= 5 || (key_literal && word_run >= 15) {
                 out |= bit(Kind::ApiKey);
             }
         } else {
@@ -316,6 +418,33 @@ pub fn candidates(text: &[u8]) -> u16 {
             }
             b'=' if password_key_before(text, i) => out |= bit(Kind::Password),
             b'J' if i >= 2 && &text[i - 2..i] == b"ey" => eyj += 1,
+            b'A' if [&b"AKIA"[..], b"ASIA", b"ABIA", b"ACCA", b"AIza"]
+                .iter()
+                .any(|l| text[i..].starts_with(l)) =>
+            {
+                key_literal = true;
+            }
+            b'_' if i >= 3
+                && &text[i - 3..i - 1] == b"gh"
+                && matches!(text[i - 1], b'p' | b'o' | b'u' | b's' | b'r')
+                || [&b"github_pat"[..], b"_live", b"_test"]
+                    .iter()
+                    .any(|w| text[..i].ends_with(w)) =>
+            {
+                key_literal = true;
+            }
+            b'-' if i >= 4 && &text[i - 4..i - 1] == b"xox" => {
+                key_literal = true;
+            }
+            b'0'..=b'9' if i >= 10 && is_ssn_at(text, i) => {
+                out |= bit(Kind::Ssn);
+                if text[i - 1].is_ascii_digit()
+                    && text[i - 2].is_ascii_uppercase()
+                    && text[i - 3].is_ascii_uppercase()
+                {
+                    out |= bit(Kind::Iban);
+                }
+            }
             b'0'..=b'9'
                 if i >= 3
                     && text[i - 1].is_ascii_digit()
@@ -338,9 +467,6 @@ pub fn candidates(text: &[u8]) -> u16 {
     if card_max >= 12 {
         out |= bit(Kind::Card);
     }
-    if card_max >= 9 {
-        out |= bit(Kind::Ssn);
-    }
     if has_at {
         out |= bit(Kind::Email);
         if has_scheme {
@@ -354,6 +480,17 @@ pub fn candidates(text: &[u8]) -> u16 {
         out |= bit(Kind::Bearer) | bit(Kind::Password);
     }
     out
+}
+
+/// Whether `text` has the SSN shape `ddd-dd-dddd` (or with spaces) ending at `end` (inclusive).
+fn is_ssn_at(text: &[u8], end: usize) -> bool {
+    let s = &text[end - 10..=end];
+    let sep = |b: u8| b == b' ' || b == b'-';
+    sep(s[3])
+        && sep(s[6])
+        && s.iter()
+            .enumerate()
+            .all(|(k, b)| k == 3 || k == 6 || b.is_ascii_digit())
 }
 
 /// Whether the bytes before the `=` or `:` at `at` end with a password-like key: optional ASCII
