@@ -240,11 +240,11 @@ fn ends_with_word(text: &[u8], end: usize, word: &[u8]) -> bool {
 ///
 /// Text with non-ASCII bytes keeps bearer and password (their `(?i)` and `\s` are Unicode-aware).
 pub fn candidates(text: &[u8]) -> u16 {
-    let coarse = coarse_candidates(text);
+    let (coarse, classes) = coarse_candidates(text);
     if coarse == 0 {
         return 0;
     }
-    exact_candidates(text) & coarse
+    exact_candidates(text, coarse, classes)
 }
 
 /// Byte classes for [`coarse_candidates`].
@@ -306,7 +306,8 @@ static BYTE_CLASSES: [u16; 256] = byte_classes();
 
 /// A cheaper, looser [`candidates`]: from the classes of bytes present and two counts only, no
 /// positions. Rules out most strings of a trace in a table lookup per byte.
-fn coarse_candidates(text: &[u8]) -> u16 {
+/// Also returns the byte classes present.
+fn coarse_candidates(text: &[u8]) -> (u16, u16) {
     let (mut m, mut digits, mut colons) = (0u16, 0u32, 0u32);
     for &b in text {
         m |= BYTE_CLASSES[b as usize];
@@ -333,43 +334,98 @@ fn coarse_candidates(text: &[u8]) -> u16 {
     set(Kind::Bearer, has(SPACE | NON_ASCII));
     set(Kind::Password, has(EQ | COLON));
     set(Kind::ApiKey, text.len() >= 15 && has(KEY_CHAR));
+    (out, m)
+}
+
+/// The exact per-position conditions listed on [`candidates`], checked only for the kinds still in
+/// `coarse`, each with its own small loop.
+fn exact_candidates(text: &[u8], coarse: u16, classes: u16) -> u16 {
+    let wants = |k: Kind| coarse & bit(k) != 0;
+    let mut out = coarse & bit(Kind::Email);
+    if wants(Kind::UrlUserinfo) && text.windows(3).any(|w| w == b"://") {
+        out |= bit(Kind::UrlUserinfo);
+    }
+    if coarse
+        & (bit(Kind::Card) | bit(Kind::Ssn) | bit(Kind::Iban) | bit(Kind::Ipv4) | bit(Kind::Phone))
+        != 0
+    {
+        out |= numeric_candidates(text) & coarse;
+    }
+    if wants(Kind::Ipv6) {
+        // A run of hex digits, colons and dots with 2 colons and a hex digit.
+        let (mut colons, mut hex) = (0u32, 0u32);
+        for &b in text {
+            if b.is_ascii_hexdigit() || b == b':' || b == b'.' {
+                colons += u32::from(b == b':');
+                hex += u32::from(b.is_ascii_hexdigit());
+                if colons >= 2 && hex >= 1 {
+                    out |= bit(Kind::Ipv6);
+                    break;
+                }
+            } else {
+                (colons, hex) = (0, 0);
+            }
+        }
+    }
+    if wants(Kind::Jwt) && text.windows(3).filter(|w| w == b"eyJ").nth(1).is_some() {
+        out |= bit(Kind::Jwt);
+    }
+    let non_ascii = classes & NON_ASCII != 0;
+    if wants(Kind::Bearer)
+        && (non_ascii
+            || (0..text.len()).any(|i| {
+                is_space(text[i])
+                    && [&b"bearer"[..], b"basic", b"token", b"digest"]
+                        .iter()
+                        .any(|w| ends_with_word(text, i, w))
+            }))
+    {
+        out |= bit(Kind::Bearer);
+    }
+    if wants(Kind::Password)
+        && (non_ascii
+            || (0..text.len())
+                .any(|i| matches!(text[i], b'=' | b':') && password_key_before(text, i)))
+    {
+        out |= bit(Kind::Password);
+    }
+    if wants(Kind::ApiKey) && api_key_candidate(text) {
+        out |= bit(Kind::ApiKey);
+    }
     out
 }
 
-/// The exact per-position conditions listed on [`candidates`].
-fn exact_candidates(text: &[u8]) -> u16 {
+/// Card (12 digits at most one space or dash apart), SSN (`ddd-dd-dddd`), IBAN (two capitals, two
+/// digits), IPv4 (a run of digits and dots with 3 dots and 7 bytes), phone (a run of 9 `[0-9 ().+-]`).
+fn numeric_candidates(text: &[u8]) -> u16 {
     let mut out = 0u16;
-    let mut has_at = false;
-    let mut has_scheme = false;
-    let mut non_ascii = false;
-    // Card/SSN: digits in the current run and whether the last byte was a separator.
     let (mut card_run, mut card_sep) = (0u32, false);
-    let mut card_max = 0u32;
-    // IPv4: length and dots of the current [0-9.] run.
     let (mut v4_len, mut v4_dots) = (0u32, 0u32);
-    // IPv6: colons and hex digits of the current [0-9A-Fa-f:.] run.
-    let (mut v6_colons, mut v6_hex) = (0u32, 0u32);
-    // API keys: length of the current [A-Za-z0-9_-] run and of the current dash run.
-    let (mut word_run, mut dash_run) = (0u32, 0u32);
     let mut phone_run = 0u32;
-    let mut eyj = 0u32;
-    // A literal that starts or marks one of the API key formats.
-    let mut key_literal = false;
     for (i, &b) in text.iter().enumerate() {
         let digit = b.is_ascii_digit();
-        let hex = b.is_ascii_hexdigit();
-        // Card and SSN.
         if digit {
             card_run += 1;
             card_sep = false;
-            card_max = card_max.max(card_run);
+            if card_run >= 12 {
+                out |= bit(Kind::Card);
+            }
+            if i >= 10 && is_ssn_at(text, i) {
+                out |= bit(Kind::Ssn);
+            }
+            if i >= 3
+                && text[i - 1].is_ascii_digit()
+                && text[i - 2].is_ascii_uppercase()
+                && text[i - 3].is_ascii_uppercase()
+            {
+                out |= bit(Kind::Iban);
+            }
         } else if (b == b' ' || b == b'-') && card_run > 0 && !card_sep {
             card_sep = true;
         } else {
             card_run = 0;
             card_sep = false;
         }
-        // IPv4.
         if digit || b == b'.' {
             v4_len += 1;
             v4_dots += u32::from(b == b'.');
@@ -379,27 +435,6 @@ fn exact_candidates(text: &[u8]) -> u16 {
         } else {
             (v4_len, v4_dots) = (0, 0);
         }
-        // IPv6.
-        if hex || b == b':' || b == b'.' {
-            v6_colons += u32::from(b == b':');
-            v6_hex += u32::from(hex);
-            if v6_colons >= 2 && v6_hex >= 1 {
-                out |= bit(Kind::Ipv6);
-            }
-        } else {
-            (v6_colons, v6_hex) = (0, 0);
-        }
-        // API keys.
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            word_run += 1;
-            dash_run = if b == b'-' { dash_run + 1 } else { 0 };
-            if dash_run >= 5 || (key_literal && word_run >= 15) {
-                out |= bit(Kind::ApiKey);
-            }
-        } else {
-            (word_run, dash_run) = (0, 0);
-        }
-        // Phone.
         if digit || matches!(b, b' ' | b'(' | b')' | b'.' | b'+' | b'-') {
             phone_run += 1;
             if phone_run >= 9 {
@@ -408,78 +443,29 @@ fn exact_candidates(text: &[u8]) -> u16 {
         } else {
             phone_run = 0;
         }
-        match b {
-            b'@' => has_at = true,
-            b':' => {
-                has_scheme |= text.get(i + 1..i + 3) == Some(b"//");
-                if password_key_before(text, i) {
-                    out |= bit(Kind::Password);
-                }
-            }
-            b'=' if password_key_before(text, i) => out |= bit(Kind::Password),
-            b'J' if i >= 2 && &text[i - 2..i] == b"ey" => eyj += 1,
-            b'A' if [&b"AKIA"[..], b"ASIA", b"ABIA", b"ACCA", b"AIza"]
-                .iter()
-                .any(|l| text[i..].starts_with(l)) =>
-            {
-                key_literal = true;
-            }
-            b'_' if i >= 3
+    }
+    out
+}
+
+/// A literal that starts or marks an API key format (`AKIA ASIA ABIA ACCA AIza`, `gh?_`, `github_pat_`,
+/// `_live_`/`_test_`, `xox?-`), or `-----` (a private key block). Every format is at least 15 bytes,
+/// which the caller checked.
+fn api_key_candidate(text: &[u8]) -> bool {
+    (0..text.len()).any(|i| match text[i] {
+        b'A' => [&b"AKIA"[..], b"ASIA", b"ABIA", b"ACCA", b"AIza"]
+            .iter()
+            .any(|l| text[i..].starts_with(l)),
+        b'_' => {
+            i >= 3
                 && &text[i - 3..i - 1] == b"gh"
                 && matches!(text[i - 1], b'p' | b'o' | b'u' | b's' | b'r')
                 || [&b"github_pat"[..], b"_live", b"_test"]
                     .iter()
-                    .any(|w| text[..i].ends_with(w)) =>
-            {
-                key_literal = true;
-            }
-            b'-' if i >= 4 && &text[i - 4..i - 1] == b"xox" => {
-                key_literal = true;
-            }
-            b'0'..=b'9' if i >= 10 && is_ssn_at(text, i) => {
-                out |= bit(Kind::Ssn);
-                if text[i - 1].is_ascii_digit()
-                    && text[i - 2].is_ascii_uppercase()
-                    && text[i - 3].is_ascii_uppercase()
-                {
-                    out |= bit(Kind::Iban);
-                }
-            }
-            b'0'..=b'9'
-                if i >= 3
-                    && text[i - 1].is_ascii_digit()
-                    && text[i - 2].is_ascii_uppercase()
-                    && text[i - 3].is_ascii_uppercase() =>
-            {
-                out |= bit(Kind::Iban);
-            }
-            _ if is_space(b)
-                && [&b"bearer"[..], b"basic", b"token", b"digest"]
-                    .iter()
-                    .any(|w| ends_with_word(text, i, w)) =>
-            {
-                out |= bit(Kind::Bearer);
-            }
-            _ if b >= 0x80 => non_ascii = true,
-            _ => {}
+                    .any(|w| text[..i].ends_with(w))
         }
-    }
-    if card_max >= 12 {
-        out |= bit(Kind::Card);
-    }
-    if has_at {
-        out |= bit(Kind::Email);
-        if has_scheme {
-            out |= bit(Kind::UrlUserinfo);
-        }
-    }
-    if eyj >= 2 {
-        out |= bit(Kind::Jwt);
-    }
-    if non_ascii {
-        out |= bit(Kind::Bearer) | bit(Kind::Password);
-    }
-    out
+        b'-' => i >= 4 && (&text[i - 4..i - 1] == b"xox" || &text[i - 4..i] == b"----"),
+        _ => false,
+    })
 }
 
 /// Whether `text` has the SSN shape `ddd-dd-dddd` (or with spaces) ending at `end` (inclusive).
