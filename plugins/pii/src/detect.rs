@@ -223,22 +223,23 @@ fn ends_with_word(text: &[u8], end: usize, word: &[u8]) -> bool {
     end >= word.len() && text[end - word.len()..end].eq_ignore_ascii_case(word)
 }
 
-/// The kinds whose pattern could match somewhere in `text`: a necessary condition per kind, computed in
-/// one pass over the bytes. A kind outside the set has no match at all, so skipping its regex changes
+/// The kinds whose pattern could match somewhere in `text`: a necessary condition per kind, read from
+/// the bytes without allocating. A kind outside the set has no match at all, so skipping its regex changes
 /// nothing; a kind inside it still goes through its regex and validation.
 ///
 /// - email `@`; url userinfo `://` and `@`;
 /// - card 12 digits at most one space or dash apart; SSN `ddd-dd-dddd` (or with spaces);
 /// - IBAN two capitals then two digits; IPv4 a run of digits and dots with 3 dots and 7 bytes;
 /// - IPv6 a run of hex digits, colons and dots with 2 colons and a hex digit;
-/// - JWT `eyJ` twice; API keys `-----`, or a run of 15 `[A-Za-z0-9_-]` (every key format is longer)
-///   with a format's literal (`AKIA ASIA ABIA ACCA AIza`, `gh?_`, `github_pat_`, `_live_`/`_test_`,
-///   `xox?-`) seen before its end;
+/// - JWT `eyJ` twice; API keys `-----` or a format's literal (`AKIA ASIA ABIA ACCA AIza`, `gh?_`,
+///   `github_pat_`, `_live_`/`_test_`, `xox?-`) in a text of at least 15 bytes;
 /// - bearer `bearer|basic|token|digest` right before whitespace; password `...key|token|pwd|secret|
 ///   password|passwd` right before an optional quote, optional whitespace and `=` or `:`;
 /// - phone a run of 9 `[0-9 ().+-]`.
 ///
 /// Text with non-ASCII bytes keeps bearer and password (their `(?i)` and `\s` are Unicode-aware).
+/// A table-driven pass over byte classes and counts (no positions) runs first and rules out most
+/// strings; the positional checks then run only for the kinds it left.
 pub fn candidates(text: &[u8]) -> u16 {
     let (coarse, classes) = coarse_candidates(text);
     if coarse == 0 {
