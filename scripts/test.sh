@@ -51,12 +51,17 @@ step "build the tailgate binary (for the command-line tests)"
 cargo build -p tailgate --bin tailgate
 export TAILGATE_BIN="$root/target/debug/tailgate"
 
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
 step "cargo test --workspace"
-cargo test --workspace "$@"
+cargo test --workspace "$@" 2>&1 | tee -a "$log"
 
 if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"
-    (cd plugins && cargo test)
+    (cd plugins && cargo test) 2>&1 | tee -a "$log"
 fi
 
 step "all tests passed in $((SECONDS - started))s"
+# One closing line for the whole run (cargo's last line is a doc-test summary, often of 0 tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
