@@ -13,15 +13,7 @@ use tailgate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings};
 use tailgate::testing::{kv_int, kv_str, request, span_in};
 
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
+    tailgate::testing::built_plugin(name)
 }
 
 const TRACE_ID: u128 = 0x5b8e_fff7_9879_8388_3f2a_18d0_1a3b_c4d5;

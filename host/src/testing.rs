@@ -138,3 +138,17 @@ pub fn sample_request() -> ExportTraceServiceRequest {
     });
     request("frontend", vec![root, child, failed])
 }
+
+/// A plugin component built by `scripts/build-plugins.sh` into `target/plugins/<name>.wasm`. Panics with
+/// what to run when it is missing: the plugins are part of the build, so a test never skips them.
+pub fn built_plugin(name: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        p.display()
+    );
+    p
+}

@@ -23,15 +23,7 @@ const REDACTORS: [&str; 3] = ["python-redactor", "js-redactor", "c-redactor"];
 
 /// A component built by `scripts/build-plugins.sh`.
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
+    tailgate::testing::built_plugin(name)
 }
 
 fn cache_dir() -> PathBuf {

@@ -27,15 +27,7 @@ use tailgate::testing::span_in;
 const TRACE_ID: u128 = 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736;
 
 fn plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
+    tailgate::testing::built_plugin(name)
 }
 
 fn v(value: Value) -> Option<AnyValue> {

@@ -6,18 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use tailgate_e2e::capture::CaptureServer;
 use tailgate_e2e::otlp::{hex, string_attr};
 use tailgate_e2e::proxy::{RunningAppExt, TestConfig};
-use tailgate_e2e::{python, repo_root};
+use tailgate_e2e::python;
 
 fn plugin(name: &str) -> String {
-    let p = repo_root()
-        .join("target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p.display().to_string()
+    tailgate::testing::built_plugin(name).display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,14 +93,7 @@ mod tests {
     use std::time::Duration;
 
     fn wasm(runtime: &PluginRuntime, name: &str, file: &str, config: &str) -> Arc<dyn Sampler> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/plugins")
-            .join(format!("{file}.wasm"));
-        assert!(
-            path.exists(),
-            "{} is missing: run scripts/build-plugins.sh first",
-            path.display()
-        );
+        let path = crate::testing::built_plugin(file);
         let plugin = runtime
             .load_sampler(&PluginSpec::new(name, path, config))
             .expect("loads");

@@ -13,15 +13,7 @@ use std::sync::OnceLock;
 /// A component built by `scripts/build-plugins.sh`. Missing files fail the test: they are part of the
 /// build, not optional.
 pub(crate) fn plugin_path(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
+    crate::testing::built_plugin(name)
 }
 
 fn test_cache_dir() -> PathBuf {

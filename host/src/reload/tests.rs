@@ -10,15 +10,7 @@ use prost::Message;
 
 /// A component built by `scripts/build-plugins.sh`; missing files fail the test.
 fn plugin_path(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-plugins.sh first",
-        p.display()
-    );
-    p
+    crate::testing::built_plugin(name)
 }
 
 /// A fresh directory for one test's config and plugin copies.
