@@ -141,6 +141,10 @@ pub struct Pressure {
     queued: AtomicUsize,
     /// Bytes the buffer currently holds (published by the buffer).
     buffered: AtomicUsize,
+    /// Highest `queued + buffered` seen after a reservation (for `tailgate_buffer_bytes_peak`).
+    peak: AtomicUsize,
+    /// Spans in batches sitting in the ingest queue (for `tailgate_ingest_queue_spans`).
+    queued_spans: AtomicUsize,
 }
 
 impl Pressure {
@@ -149,6 +153,8 @@ impl Pressure {
             limit,
             queued: AtomicUsize::new(0),
             buffered: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            queued_spans: AtomicUsize::new(0),
         }
     }
 
@@ -167,6 +173,16 @@ impl Pressure {
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Spans in batches waiting in the ingest queue.
+    pub fn queued_spans(&self) -> usize {
+        self.queued_spans.load(Ordering::Relaxed)
+    }
+
+    /// Called by the buffer when it takes a batch of `spans` spans off the queue.
+    pub fn dequeued_spans(&self, spans: usize) {
+        self.queued_spans.fetch_sub(spans, Ordering::Relaxed);
+    }
+
     /// Reserves room for `bytes`, or says no.
     fn try_reserve(&self, bytes: usize) -> bool {
         let buffered = self.buffered.load(Ordering::Relaxed);
@@ -175,7 +191,14 @@ impl Pressure {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
+        self.peak
+            .fetch_max(prev + buffered + bytes, Ordering::Relaxed);
         true
+    }
+
+    /// Highest bytes charged against the bound so far (ingest queue plus buffer).
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// True when the queue and buffer together are at 100 % of the bound.
@@ -207,9 +230,11 @@ impl IngestHandle {
         if !self.pressure.try_reserve(batch.charged) {
             return Err(Refused::MemoryPressure);
         }
-        let charged = batch.charged;
+        let (charged, spans) = (batch.charged, batch.span_count);
+        self.pressure.queued_spans.fetch_add(spans, Ordering::Relaxed);
         self.tx.try_send(batch).map_err(|e| {
             self.pressure.dequeued(charged);
+            self.pressure.dequeued_spans(spans);
             match e {
                 mpsc::error::TrySendError::Full(_) => Refused::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => Refused::ShuttingDown,
@@ -229,9 +254,11 @@ impl IngestHandle {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_millis(100));
         }
-        let charged = batch.charged;
+        let (charged, spans) = (batch.charged, batch.span_count);
+        self.pressure.queued_spans.fetch_add(spans, Ordering::Relaxed);
         self.tx.send(batch).await.map_err(|_| {
             self.pressure.dequeued(charged);
+            self.pressure.dequeued_spans(spans);
             Refused::ShuttingDown
         })
     }

@@ -26,7 +26,8 @@
 //! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
 //! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
-//! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/metrics` and `POST /reload`.
+//! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/health`, `/metrics` and `POST /reload`.
+//! - [`health`]: per-plugin recent failure ratios; a plugin that keeps failing is reported degraded.
 //! - [`app`]: wires the stages and shuts them down in order.
 
 pub mod admin;
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod decisions;
 pub mod export;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod otlp;

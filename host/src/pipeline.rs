@@ -101,7 +101,14 @@ impl Policy {
     /// Evaluates the live rules in order.
     pub fn decide(&self, trace_id: TraceId, spans: &[SpanRecord], metrics: &Metrics) -> Decision {
         for rule in self.rules.iter().filter(|r| !r.shadow) {
-            let v = match rule.sampler.sample(trace_id, spans) {
+            let result = rule.sampler.sample(trace_id, spans);
+            crate::health::record_call(
+                metrics,
+                &rule.name,
+                crate::health::PluginRole::Sampler,
+                result.as_ref().err().map(|f| f.kind),
+            );
+            let v = match result {
                 Ok(v) => v,
                 Err(f) => {
                     metrics
@@ -200,10 +207,14 @@ impl Drop for DoneGuard {
 
 fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext) {
     while let Some(item) = rx.blocking_recv() {
+        let n = item.span_count() as i64;
         match item {
             BufferOutput::Due(t) => decide(t, &ctx),
             BufferOutput::Late(l) => late(l, &ctx),
         }
+        // Counted in by the buffer when it handed the item over; by now every span is in the export
+        // queue, sampled out or counted lost.
+        ctx.metrics.pipeline_spans.dec_by(n);
     }
 }
 

@@ -199,6 +199,12 @@ impl Redactors {
                         .map(|applied| (edits, Some(applied)))
                         .map_err(|e| ("bad_result", e.to_string()))
                 });
+            crate::health::record_call(
+                metrics,
+                &rule.name,
+                crate::health::PluginRole::Redactor,
+                result.as_ref().err().map(|(kind, _)| *kind),
+            );
             match result {
                 Ok((edits, applied)) => {
                     let mode = if applied.is_some() {
