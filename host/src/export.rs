@@ -441,14 +441,14 @@ impl Exporter {
                     sender.clone(),
                     batcher.consumers(),
                 ));
+                let stop_sync = CancellationToken::new();
                 let syncer = (p.fsync == crate::config::FsyncPolicy::Interval).then(|| {
                     tokio::spawn(spool::sync_every(
                         spool.clone(),
                         p.fsync_interval,
-                        cancel.clone(),
+                        stop_sync.clone(),
                     ))
                 });
-                let stop_sync = cancel.clone();
                 tokio::spawn(async move {
                     batcher.run().await;
                     spool.close_input();

@@ -83,10 +83,11 @@ async fn hostile_plugins_are_bounded_contained_and_reported() -> anyhow::Result<
     assert_eq!(count("tailgate_plugin_degraded{plugin=\"hostile\"}"), 1.0);
     assert_eq!(metric_sum(&text, "tailgate_spans_lost_total"), 0.0);
 
-    let health: serde_json::Value = tokio::time::timeout(WAIT, reqwest::get(format!("{admin}/health")))
+    let health = tokio::time::timeout(WAIT, reqwest::get(format!("{admin}/health")))
         .await??
-        .json()
+        .text()
         .await?;
+    let health: serde_json::Value = serde_json::from_str(&health)?;
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["degraded_plugins"], serde_json::json!(["hostile"]), "{health}");
     let plugins = health["plugins"].as_array().cloned().unwrap_or_default();
