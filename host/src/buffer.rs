@@ -387,7 +387,9 @@ pub async fn run(
         }
         pressure.set_buffered(buffer.bytes());
         metrics.buffer_bytes_peak.set(pressure.peak() as i64);
-        metrics.ingest_queue_spans.set(pressure.queued_spans() as i64);
+        metrics
+            .ingest_queue_spans
+            .set(pressure.queued_spans() as i64);
         if !flush(&mut out, &pipeline, &metrics).await {
             break;
         }

@@ -218,7 +218,10 @@ pub struct PersistentQueue {
     #[serde(default)]
     pub fsync: FsyncPolicy,
     /// With `fsync: interval`, how often. Default 1 s.
-    #[serde(default = "PersistentQueue::default_fsync_interval", with = "humantime_serde")]
+    #[serde(
+        default = "PersistentQueue::default_fsync_interval",
+        with = "humantime_serde"
+    )]
     pub fsync_interval: Duration,
     /// What happens to a batch when the queue is at `max_bytes`. Default `block`.
     #[serde(default)]
@@ -764,13 +767,18 @@ impl Config {
         }
         if let Some(p) = &e.sending_queue.persistent {
             if p.path.as_os_str().is_empty() {
-                return Err("exporters.otlp.sending_queue.persistent.path must not be empty".into());
+                return Err(
+                    "exporters.otlp.sending_queue.persistent.path must not be empty".into(),
+                );
             }
             if p.segment_bytes.0 == 0 || p.max_bytes.0 < p.segment_bytes.0 {
                 return Err("exporters.otlp.sending_queue.persistent: segment_bytes must be > 0 and <= max_bytes".into());
             }
             if p.fsync == FsyncPolicy::Interval && p.fsync_interval.is_zero() {
-                return Err("exporters.otlp.sending_queue.persistent.fsync_interval must be greater than 0".into());
+                return Err(
+                    "exporters.otlp.sending_queue.persistent.fsync_interval must be greater than 0"
+                        .into(),
+                );
             }
         }
         if e.protocol != ExportProtocol::File

@@ -231,7 +231,10 @@ mod tests {
         let h = PluginHealth::default();
         for i in 0..1000 {
             let failure = (i % 10 == 0).then_some("timeout");
-            assert_eq!(h.record("slow-sometimes", PluginRole::Redactor, failure), None);
+            assert_eq!(
+                h.record("slow-sometimes", PluginRole::Redactor, failure),
+                None
+            );
         }
         let s = &h.snapshot()[0];
         assert_eq!((s.calls, s.failures, s.degraded), (1000, 100, false));

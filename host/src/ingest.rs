@@ -231,7 +231,9 @@ impl IngestHandle {
             return Err(Refused::MemoryPressure);
         }
         let (charged, spans) = (batch.charged, batch.span_count);
-        self.pressure.queued_spans.fetch_add(spans, Ordering::Relaxed);
+        self.pressure
+            .queued_spans
+            .fetch_add(spans, Ordering::Relaxed);
         self.tx.try_send(batch).map_err(|e| {
             self.pressure.dequeued(charged);
             self.pressure.dequeued_spans(spans);
@@ -255,7 +257,9 @@ impl IngestHandle {
             wait = (wait * 2).min(std::time::Duration::from_millis(100));
         }
         let (charged, spans) = (batch.charged, batch.span_count);
-        self.pressure.queued_spans.fetch_add(spans, Ordering::Relaxed);
+        self.pressure
+            .queued_spans
+            .fetch_add(spans, Ordering::Relaxed);
         self.tx.send(batch).await.map_err(|_| {
             self.pressure.dequeued(charged);
             self.pressure.dequeued_spans(spans);

@@ -5,8 +5,8 @@
 
 use super::spool::{AppendError, Spool};
 use super::{Batch, BatchSender, KeptSpans, Outcome};
-use crate::config::WhenFull;
 use crate::config::BatchConfig;
+use crate::config::WhenFull;
 use crate::otlp::ExportBuilder;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};

@@ -593,7 +593,9 @@ async fn deliver(spool: &Arc<Spool>, sender: &BatchSender, record: RecordRef) {
         Err(e) => {
             tracing::error!(error = %e, spans = record.spans, "persistent queue: cannot read a batch back; counting it lost");
             spool.metrics.persistent_queue_corrupt_records.inc();
-            spool.metrics.lost("persistent_queue_corrupt", u64::from(record.spans));
+            spool
+                .metrics
+                .lost("persistent_queue_corrupt", u64::from(record.spans));
             settle_record(spool, record).await;
             return;
         }
@@ -704,7 +706,10 @@ mod tests {
         assert_eq!(got, [1, 2, 3, 4]);
         assert_eq!(files(&dir, ".seg"), 0);
         assert_eq!(
-            (m2.persistent_queue_spans.get(), m2.persistent_queue_bytes.get()),
+            (
+                m2.persistent_queue_spans.get(),
+                m2.persistent_queue_bytes.get()
+            ),
             (0, 0)
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -775,7 +780,10 @@ mod tests {
         };
         let first = s.next().await.expect("pending");
         s.ack(&first);
-        waiter.await.expect("joins").expect("appended once there was room");
+        waiter
+            .await
+            .expect("joins")
+            .expect("appended once there was room");
         let second = s.next().await.expect("pending");
         assert_eq!(s.read(&second).expect("reads")[0], 4);
         let _ = std::fs::remove_dir_all(&dir);

@@ -879,10 +879,17 @@ async fn a_full_persistent_queue_drops_with_a_named_reason_and_keeps_the_rest_on
     exporter.shutdown(Duration::from_millis(200)).await;
     let on_disk = metrics.persistent_queue_spans.get() as u64;
     let dropped = lost(&metrics, "persistent_queue_full");
-    assert!(dropped > 0 && on_disk > 0, "{on_disk} on disk, {dropped} dropped");
+    assert!(
+        dropped > 0 && on_disk > 0,
+        "{on_disk} on disk, {dropped} dropped"
+    );
     assert_eq!(on_disk + dropped, 30, "every span on disk or counted");
     assert!(metrics.persistent_queue_bytes.get() <= 1000);
-    assert_eq!(lost(&metrics, "shutdown"), 0, "undelivered batches stay on disk");
+    assert_eq!(
+        lost(&metrics, "shutdown"),
+        0,
+        "undelivered batches stay on disk"
+    );
     assert_eq!(metrics.export_queue_spans.get(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -438,7 +438,11 @@ fn a_redactor_slow_only_sometimes_fails_closed_only_then() {
         let Outcome::Export(out) = redactors.redact(2, slow.clone(), &metrics) else {
             panic!("strict scrub exports");
         };
-        assert_ne!(decoded(&out), decoded(&slow), "round {round}: scrubbed when slow");
+        assert_ne!(
+            decoded(&out),
+            decoded(&slow),
+            "round {round}: scrubbed when slow"
+        );
     }
     let text = metrics.encode();
     assert!(

@@ -202,6 +202,12 @@ async fn run(
             metric_sum(&text, "tailgate_persistent_queue_recovered_spans_total"),
             capture.refused()
         );
+        // The restarted tailgate retries the recovered batches while the downstream is still down.
+        let refused_before = capture.refused();
+        tailgate_e2e::poll_until("retries from the recovered queue", WAIT, || {
+            (capture.refused() >= refused_before + 5).then_some(())
+        })
+        .await?;
         capture.set_outage(false);
         let arrived = capture.wait_for_spans(spans).await?;
         let traces: BTreeSet<String> = arrived.iter().map(|s| hex(&s.span.trace_id)).collect();
