@@ -41,12 +41,15 @@ impl Redactor for BadRedactor {
                 .map(|_| Edit::new(0, EditAction::Hash, "huge"))
                 .collect(),
             "slow_sometimes"
-                if trace.fields.iter().any(|f| {
-                    f.kind == FieldKind::SpanName && trace.value(f) == "slow"
-                }) =>
-            loop {
-                std::hint::black_box(&summary);
-            },
+                if trace
+                    .fields
+                    .iter()
+                    .any(|f| f.kind == FieldKind::SpanName && trace.value(f) == "slow") =>
+            {
+                loop {
+                    std::hint::black_box(&summary);
+                }
+            }
             "out_of_range" => vec![Edit::new(trace.fields.len() + 1, EditAction::Remove, "bad")],
             "split_char" => {
                 // The first string value with a multi-byte character, masked through its middle.
