@@ -79,8 +79,9 @@ fn bit(k: Kind) -> u16 {
 /// (`(?-u:\b)`) so that the lazy DFA handles every pattern (a Unicode `\b` would force the slower engine).
 fn patterns_of(kind: Kind) -> Vec<(&'static str, usize)> {
     match kind {
+        // `%40` is the `@` of an email percent-encoded in a URL (`?email=ada%40example.com`).
         Kind::Email => vec![(
-            r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}",
+            r"[A-Za-z0-9._%+\-]{1,64}(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}",
             0,
         )],
         // `+` is a space in a form-encoded query (`?card=4111+1111+1111+1111`).
@@ -311,10 +312,14 @@ static BYTE_CLASSES: [u16; 256] = byte_classes();
 /// Also returns the byte classes present.
 fn coarse_candidates(text: &[u8]) -> (u16, u16) {
     let (mut m, mut digits, mut colons) = (0u16, 0u32, 0u32);
+    // `%40`, a percent-encoded `@`, seen (the two bytes before the current one are tracked).
+    let (mut pct40, mut p1, mut p2) = (false, 0u8, 0u8);
     for &b in text {
         m |= BYTE_CLASSES[b as usize];
         digits += u32::from(b.is_ascii_digit());
         colons += u32::from(b == b':');
+        pct40 |= b == b'0' && p1 == b'4' && p2 == b'%';
+        (p2, p1) = (p1, b);
     }
     let has = |c: u16| m & c != 0;
     let mut out = 0u16;
@@ -323,7 +328,7 @@ fn coarse_candidates(text: &[u8]) -> (u16, u16) {
             out |= bit(k);
         }
     };
-    set(Kind::Email, has(AT));
+    set(Kind::Email, has(AT) || pct40);
     set(Kind::UrlUserinfo, has(AT) && has(COLON));
     // Validation wants 12-19 digits in a card, 8-15 in a phone number.
     set(Kind::Card, digits >= 12);
@@ -624,7 +629,7 @@ fn validate(kind: Kind, text: &str, r: Range<usize>) -> Option<Finding> {
     };
     match kind {
         Kind::Email => {
-            let at = s.find('@')?;
+            let at = s.find('@').or_else(|| s.find("%40"))?;
             // A local part cannot start or end with a dot.
             let local = &s[..at];
             if local == "REDACTED"

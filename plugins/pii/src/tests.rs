@@ -96,6 +96,11 @@ fn validated_detectors() {
         Some("mail *********@example.com")
     );
     assert_eq!(
+        redact_one(&p, "url.query", "user=42&email=bob.smith%40example.com&x=1").as_deref(),
+        Some("user=42&email=*********%40example.com&x=1"),
+        "a percent-encoded email in a query string"
+    );
+    assert_eq!(
         redact_one(&p, "msg", "ssn 123-45-6789").as_deref(),
         Some("ssn ***-**-6789")
     );
