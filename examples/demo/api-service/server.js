@@ -9,7 +9,7 @@
 //   (or the headers x-demo-fail / x-demo-slow with the same values)
 // The answer carries the trace id (`trace_id` and the `x-trace-id` header), to find it in Jaeger.
 // Environment: PORT (8080), HOST (127.0.0.1), USER_SERVICE_URL (http://127.0.0.1:8081),
-// DEMO_ERROR_RATE (0.05), DEMO_SLOW_RATE (0.05), DEMO_SLOW_MS (1500), and the OTEL_* of tracing.js.
+// DEMO_ERROR_RATE (0.02), DEMO_SLOW_RATE (0.02), DEMO_SLOW_MS (1500), and the OTEL_* of tracing.js.
 "use strict";
 
 const express = require("express");
@@ -18,8 +18,8 @@ const { trace, context, propagation, SpanStatusCode } = require("@opentelemetry/
 const HOST = process.env.HOST || "127.0.0.1";
 const PORT = Number(process.env.PORT || 8080);
 const USER_SERVICE_URL = (process.env.USER_SERVICE_URL || "http://127.0.0.1:8081").replace(/\/$/, "");
-const ERROR_RATE = Number(process.env.DEMO_ERROR_RATE ?? 0.05);
-const SLOW_RATE = Number(process.env.DEMO_SLOW_RATE ?? 0.05);
+const ERROR_RATE = Number(process.env.DEMO_ERROR_RATE ?? 0.02);
+const SLOW_RATE = Number(process.env.DEMO_SLOW_RATE ?? 0.02);
 const SLOW_MS = Number(process.env.DEMO_SLOW_MS ?? 1500);
 
 const tracer = trace.getTracer("tailgate-demo.api-service");

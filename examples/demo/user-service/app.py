@@ -12,7 +12,7 @@ It fails and is slow now and then, at configurable rates, and on demand for test
   - header `x-demo-slow: user` (or `?slow=user`) sleeps DEMO_SLOW_MS before answering.
 
 Environment (all optional):
-  PORT (8081), HOST (127.0.0.1), DEMO_ERROR_RATE (0.05), DEMO_SLOW_RATE (0.05), DEMO_SLOW_MS (1500),
+  PORT (8081), HOST (127.0.0.1), DEMO_ERROR_RATE (0.02), DEMO_SLOW_RATE (0.02), DEMO_SLOW_MS (1500),
   RISK_URL (this service itself: http://127.0.0.1:PORT), and the standard OpenTelemetry variables:
   OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP, e.g.
   http://tailgate:4318), OTEL_BSP_SCHEDULE_DELAY, OTEL_PROPAGATORS (default: tracecontext,baggage).
@@ -37,8 +37,8 @@ from opentelemetry.trace import Status, StatusCode
 
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "8081"))
-ERROR_RATE = float(os.environ.get("DEMO_ERROR_RATE", "0.05"))
-SLOW_RATE = float(os.environ.get("DEMO_SLOW_RATE", "0.05"))
+ERROR_RATE = float(os.environ.get("DEMO_ERROR_RATE", "0.02"))
+SLOW_RATE = float(os.environ.get("DEMO_SLOW_RATE", "0.02"))
 SLOW_MS = int(os.environ.get("DEMO_SLOW_MS", "1500"))
 RISK_URL = os.environ.get("RISK_URL", f"http://127.0.0.1:{PORT}")
 
