@@ -50,13 +50,20 @@ pub fn api_service_dir() -> anyhow::Result<PathBuf> {
 /// its buffer timings shortened for a test (`settle`, `idle_timeout`). Everything else, the rules, the
 /// redactor and the exporter settings, is the file's. Fails if the file no longer has what is replaced,
 /// so the test cannot silently drift from the example.
-pub fn seed_policy_yaml(plugin_dir: &Path, settle: &str, idle_timeout: &str) -> anyhow::Result<String> {
+pub fn seed_policy_yaml(
+    plugin_dir: &Path,
+    settle: &str,
+    idle_timeout: &str,
+) -> anyhow::Result<String> {
     let path = repo_root().join("examples/tailgate.yaml");
     let mut text = std::fs::read_to_string(&path)?;
     for (from, to) in [
         ("../target/plugins/", format!("{}/", plugin_dir.display())),
         ("  settle: 2s\n", format!("  settle: {settle}\n")),
-        ("  idle_timeout: 10s\n", format!("  idle_timeout: {idle_timeout}\n")),
+        (
+            "  idle_timeout: 10s\n",
+            format!("  idle_timeout: {idle_timeout}\n"),
+        ),
     ] {
         anyhow::ensure!(
             text.contains(from),
@@ -135,7 +142,9 @@ impl Process {
         }
         let status = tokio::time::timeout(WAIT, self.child.wait())
             .await
-            .map_err(|_| anyhow::anyhow!("{} did not exit within {WAIT:?} of SIGTERM", self.name))??;
+            .map_err(|_| {
+                anyhow::anyhow!("{} did not exit within {WAIT:?} of SIGTERM", self.name)
+            })??;
         anyhow::ensure!(
             status.success(),
             "{} exited with {status} after SIGTERM\n{}",
@@ -198,7 +207,9 @@ impl DemoStack {
             .env("RUST_LOG", "tailgate=info");
         let mut tailgate = Process::spawn("tailgate", cmd, &dir)?;
         let admin_url = format!("http://127.0.0.1:{admin}");
-        tailgate.wait_healthy(&format!("{admin_url}/healthz")).await?;
+        tailgate
+            .wait_healthy(&format!("{admin_url}/healthz"))
+            .await?;
 
         let common = |cmd: &mut tokio::process::Command, service: &str, port: u16| {
             // Nothing from the developer's environment: only what the demo's README tells users to set.
@@ -210,7 +221,10 @@ impl DemoStack {
             cmd.env("HOST", "127.0.0.1")
                 .env("PORT", port.to_string())
                 .env("OTEL_SERVICE_NAME", service)
-                .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=e2e")
+                .env(
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment.name=e2e",
+                )
                 // Export within 100 ms instead of the SDKs' default 5 s.
                 .env("OTEL_BSP_SCHEDULE_DELAY", "100")
                 .env("DEMO_ERROR_RATE", "0")
@@ -222,7 +236,10 @@ impl DemoStack {
         cmd.arg("app.py")
             .current_dir(demo_dir().join("user-service"))
             .env("PYTHONUNBUFFERED", "1")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{http}"));
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{http}"),
+            );
         common(&mut cmd, "user-service", user_port);
         let mut user_service = Process::spawn("user-service", cmd, &dir)?;
         user_service
@@ -233,7 +250,10 @@ impl DemoStack {
         cmd.args(["--require", "./tracing.js", "server.js"])
             .current_dir(api_service_dir()?)
             .env("USER_SERVICE_URL", format!("http://127.0.0.1:{user_port}"))
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{grpc}"))
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{grpc}"),
+            )
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
         common(&mut cmd, "api-service", api_port);
         let mut api_service = Process::spawn("api-service", cmd, &dir)?;

@@ -186,8 +186,14 @@ async fn demo_services_through_tailgate_make_complete_kept_traces_without_pii() 
         .map(|c| String::from_utf8_lossy(&c.request.encode_to_vec()).into_owned())
         .collect::<Vec<_>>()
         .join("\n");
-    let leaked: Vec<&String> = planted.iter().filter(|v| text.contains(v.as_str())).collect();
-    assert!(leaked.is_empty(), "personal data arrived downstream: {leaked:?}");
+    let leaked: Vec<&String> = planted
+        .iter()
+        .filter(|v| text.contains(v.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "personal data arrived downstream: {leaked:?}"
+    );
     assert!(text.contains("tailgate.redacted.count"));
     Ok(())
 }
@@ -219,7 +225,10 @@ fn check_trace(r: &Request, rule: &str, trace: &[&FlatSpan]) {
     let entry = orphans[0];
     assert_eq!(entry.service(), "api-service", "{label}");
     assert_eq!(hex(&entry.span.parent_span_id), CLIENT_SPAN, "{label}");
-    assert_eq!(entry.span.kind, 2, "{label}: the entry point is a SERVER span");
+    assert_eq!(
+        entry.span.kind, 2,
+        "{label}: the entry point is a SERVER span"
+    );
 
     // Both services, and the hop between them: a user-service SERVER span under an api-service CLIENT
     // span (context propagated over HTTP by the instrumentations).
@@ -267,17 +276,18 @@ fn check_trace(r: &Request, rule: &str, trace: &[&FlatSpan]) {
 
     match rule {
         "errors" => assert!(
-            trace.iter().any(|s| s
-                .span
-                .status
-                .as_ref()
-                .is_some_and(|st| st.code == 2)),
+            trace
+                .iter()
+                .any(|s| s.span.status.as_ref().is_some_and(|st| st.code == 2)),
             "{label}: an error trace has an ERROR span"
         ),
         "slow" => {
             let start = trace.iter().map(|s| s.span.start_time_unix_nano).min();
             let end = trace.iter().map(|s| s.span.end_time_unix_nano).max();
-            let ms = end.zip(start).map(|(e, s)| (e - s) / 1_000_000).unwrap_or(0);
+            let ms = end
+                .zip(start)
+                .map(|(e, s)| (e - s) / 1_000_000)
+                .unwrap_or(0);
             assert!(ms >= 1000, "{label}: the trace took {ms} ms by its spans");
         }
         _ => {
@@ -289,9 +299,50 @@ fn check_trace(r: &Request, rule: &str, trace: &[&FlatSpan]) {
                 "{label}: the risk-check hop is in the trace: {names:?}"
             );
             assert!(
-                trace.iter().all(|s| s.span.status.as_ref().is_none_or(|st| st.code != 2)),
+                trace
+                    .iter()
+                    .all(|s| s.span.status.as_ref().is_none_or(|st| st.code != 2)),
                 "{label}: a normal trace has no error"
             );
         }
     }
+}
+
+/// The policy in the Kubernetes ConfigMap (`examples/kubernetes/tailgate.yaml`) is one that tailgate
+/// accepts, plugins and all: `tailgate validate` on it, with the image's plugin directory mapped to the
+/// built plugins and the hash key its Secret provides.
+#[test]
+fn kubernetes_configmap_policy_validates() -> anyhow::Result<()> {
+    let manifest = tailgate_e2e::repo_root().join("examples/kubernetes/tailgate.yaml");
+    let text = std::fs::read_to_string(&manifest)?;
+    let block = text
+        .split_once("  tailgate.yaml: |\n")
+        .and_then(|(_, rest)| rest.split("\n---\n").next())
+        .ok_or_else(|| anyhow::anyhow!("no `tailgate.yaml: |` block in {}", manifest.display()))?;
+    let plugin_dir = tailgate::testing::built_plugin("pii")
+        .parent()
+        .map(|p| format!("{}/", p.display()))
+        .unwrap_or_default();
+    let policy: String = block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l.trim()))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/opt/tailgate/target/plugins/", &plugin_dir);
+    let dir = std::env::temp_dir().join(format!("tailgate-e2e-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("tailgate.yaml");
+    std::fs::write(&path, policy)?;
+    let out = std::process::Command::new(tailgate_e2e::binary::tailgate_bin()?)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("TAILGATE_HASH_KEY", "k8s-test-key-0123456789abcdef")
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "tailgate validate refused the ConfigMap's policy:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
