@@ -35,6 +35,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod decisions;
+pub mod explain;
 pub mod export;
 pub mod ingest;
 pub mod metrics;
