@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineContext, Policy};
 use crate::receiver::{self, ReceiverContext};
 use crate::reload::{self, ReloadError, Reloader};
+use crate::status;
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -183,12 +184,25 @@ async fn start_stages(
     }
     drop(ingest);
     let ready = Arc::new(AtomicBool::new(true));
+    let history = Arc::new(status::History::new(metrics.clone()));
+    tokio::spawn(status::run_sampler(history.clone(), stopped()));
+    let status = Arc::new(status::StatusContext {
+        metrics: metrics.clone(),
+        policy: policy.clone(),
+        reloader: reloader.clone(),
+        history,
+        jaeger_ui_url: cfg.admin.jaeger_ui_url.clone(),
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    });
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
             metrics: metrics.clone(),
             ready: ready.clone(),
             reloader: reloader.clone(),
+            status,
         },
         stopped(),
     ));

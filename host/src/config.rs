@@ -437,12 +437,16 @@ impl Default for PluginRuntimeConfig {
 pub struct AdminConfig {
     /// `/healthz`, `/metrics`. Default `127.0.0.1:8888` (localhost only).
     pub endpoint: SocketAddr,
+    /// Base URL of Jaeger's UI: the status page links each kept trace to `{jaeger_ui_url}/trace/{id}`.
+    /// Default `http://localhost:16686`.
+    pub jaeger_ui_url: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             endpoint: ([127, 0, 0, 1], 8888).into(),
+            jaeger_ui_url: "http://localhost:16686".into(),
         }
     }
 }

@@ -27,6 +27,8 @@
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
 //! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
 //! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/metrics` and `POST /reload`.
+//! - [`status`] / [`explain`]: the live status page (`/`, `/api/status`) and why a recent trace was kept or
+//!   dropped (`/debug/traces/{id}`).
 //! - [`app`]: wires the stages and shuts them down in order.
 
 pub mod admin;
@@ -46,6 +48,7 @@ pub mod policy;
 pub mod receiver;
 pub mod redact;
 pub mod reload;
+pub mod status;
 #[doc(hidden)]
 pub mod testing;
 pub mod topology;
