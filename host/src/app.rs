@@ -39,6 +39,8 @@ pub enum AppError {
     Threads(std::io::Error),
     #[error(transparent)]
     Load(#[from] ReloadError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
@@ -149,7 +151,14 @@ async fn start_stages(
 
     let limits = BufferLimits::from(&cfg.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
+    let recorder = match &cfg.record {
+        Some(r) => Some(
+            crate::record::Recorder::start(&r.path, r.max_bytes.0)?,
+        ),
+        None => None,
+    };
     let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());
+    let ingest = ingest.with_recorder(recorder.clone());
     let buffer_task = tokio::spawn(buffer::run(
         ingest_rx,
         TraceBuffer::new(limits, cache),
@@ -229,6 +238,10 @@ async fn start_stages(
         // The buffer ends when the last ingest handle (held by receivers) is gone, then hands everything
         // to the pipeline; the pipeline ends when the buffer's senders are gone.
         let _ = buffer_task.await;
+        if let Some(r) = recorder {
+            // Every ingest handle is gone: nothing more can be recorded; close the file.
+            let _ = tokio::task::spawn_blocking(move || r.finish()).await;
+        }
         let _ = pipeline_done.await;
         tracing::info!("pipeline finished; draining exporter");
         exporter.shutdown(grace).await;
