@@ -1,6 +1,6 @@
 //! The admin HTTP server: `GET /healthz` (200 once the receivers listen), `GET /metrics` (Prometheus
-//! text) and `POST /reload` (reload the configuration file, answer with the outcome as JSON). Binds to
-//! localhost by default.
+//! text), `POST /reload` (reload the configuration file, answer with the outcome as JSON), and the status
+//! page with `/api/status` and `/debug/traces/{id}` ([`crate::status`]). Binds to localhost by default.
 
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Trigger};
@@ -22,16 +22,20 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present when tailgate runs from a configuration file, which `POST /reload` re-reads.
     pub reloader: Option<Arc<Reloader>>,
+    /// The status page, `/api/status` and `/debug/traces/{id}` (see [`crate::status`]).
+    pub status: Arc<crate::status::StatusContext>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
+    let status = crate::status::router(state.status.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .route("/api/service-graph", get(service_graph))
         .with_state(state)
+        .merge(status)
 }
 
 /// The service graph (from every trace, before sampling) as JSON, for the status page.
