@@ -17,9 +17,10 @@
 # --- build: tailgate (release) and the Rust plugins (wasm32-wasip2) -------------------------------------
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# rustup installs the toolchain and the wasm32-wasip2 target named in rust-toolchain.toml.
+# rustup installs the toolchain and the wasm32-wasip2 target named in rust-toolchain.toml (`rustup
+# toolchain install` without arguments reads it since rustup 1.28; older rustups install on `rustup show`).
 COPY rust-toolchain.toml ./
-RUN rustup show active-toolchain
+RUN rustup toolchain install 2>/dev/null || rustup show
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/plugins/target \

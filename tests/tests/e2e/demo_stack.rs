@@ -51,7 +51,10 @@ async fn demo_services_through_tailgate_make_complete_kept_traces_without_pii() 
         .map(std::path::Path::to_path_buf)
         .ok_or_else(|| anyhow::anyhow!("plugin path without a directory"))?;
     let mut stack = DemoStack::start(DemoOptions {
-        config_yaml: seed_policy_yaml(&plugin_dir, "300ms", "1s")?,
+        // The traces continue the test's `traceparent`, so tailgate sees no root span: they are decided
+        // after `idle_timeout` without a new span. 2 s leaves room on a busy machine for the second
+        // service's spans to arrive before that.
+        config_yaml: seed_policy_yaml(&plugin_dir, "500ms", "2s")?,
         exporter_endpoint: capture.grpc_endpoint(),
         // The seed policy's slow rule keeps traces slower than 1 s.
         slow_ms: 1300,
@@ -91,8 +94,20 @@ async fn demo_services_through_tailgate_make_complete_kept_traces_without_pii() 
         },
     ];
 
-    // Every request is for customer 42; the successful answers tell the test its personal data.
     let client = reqwest::Client::new();
+    // Warm both services up (first requests load code) so that no normal request below takes the seed
+    // policy's 1 s: an unsampled `traceparent` (flags 00), so neither service records a span of it.
+    let warm = client
+        .get(format!("{}/checkout?user=1", stack.api_url))
+        .header(
+            "traceparent",
+            format!("00-{}-{CLIENT_SPAN}-00", trace_id(0xde70_0000, true)),
+        )
+        .send()
+        .await?;
+    assert_eq!(warm.status().as_u16(), 200, "warm-up request");
+
+    // Every request is for customer 42; the successful answers tell the test its personal data.
     let mut planted: BTreeSet<String> = [LOGIN_EMAIL.to_string()].into();
     let mut statuses = Vec::new();
     for r in &requests {
