@@ -1,7 +1,8 @@
 //! The admin HTTP server: `GET /healthz` (200 once the receivers listen), `GET /health` (the same as JSON,
 //! with each plugin's recent failures and `degraded` when one keeps failing, see [`crate::health`]),
-//! `GET /metrics` (Prometheus text) and `POST /reload` (reload the configuration file, answer with the
-//! outcome as JSON). Binds to localhost by default.
+//! `GET /metrics` (Prometheus text), `POST /reload` (reload the configuration file, answer with the
+//! outcome as JSON), and the status page with `/api/status` and `/debug/traces/{id}` ([`crate::status`]).
+//! Binds to localhost by default.
 
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Trigger};
@@ -23,10 +24,13 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present when tailgate runs from a configuration file, which `POST /reload` re-reads.
     pub reloader: Option<Arc<Reloader>>,
+    /// The status page, `/api/status` and `/debug/traces/{id}` (see [`crate::status`]).
+    pub status: Arc<crate::status::StatusContext>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
+    let status = crate::status::router(state.status.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/health", get(health))
@@ -34,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/reload", post(reload))
         .route("/api/service-graph", get(service_graph))
         .with_state(state)
+        .merge(status)
 }
 
 /// The service graph (from every trace, before sampling) as JSON, for the status page.

@@ -38,6 +38,26 @@ pub struct Config {
     pub service: ServiceConfig,
     /// RED metrics and the service graph from every trace (see `topology`).
     pub topology: crate::topology::TopologyConfig,
+    /// Record received traffic for `tailgate replay` (off unless set).
+    pub record: Option<RecordConfig>,
+}
+
+/// `record:`: where and how much received traffic to record (see `record`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// The file: `.json`/`.jsonl` for OTLP/JSON lines, anything else (`.pb`) for length-delimited
+    /// protobuf. Created (truncated) at startup.
+    pub path: PathBuf,
+    /// Recording stops (with a log line) before the file would pass this size. Default 100MiB.
+    #[serde(default = "RecordConfig::default_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl RecordConfig {
+    fn default_max_bytes() -> ByteSize {
+        ByteSize::mib(100)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -504,12 +524,16 @@ impl Default for PluginRuntimeConfig {
 pub struct AdminConfig {
     /// `/healthz`, `/metrics`. Default `127.0.0.1:8888` (localhost only).
     pub endpoint: SocketAddr,
+    /// Base URL of Jaeger's UI: the status page links each kept trace to `{jaeger_ui_url}/trace/{id}`.
+    /// Default `http://localhost:16686`.
+    pub jaeger_ui_url: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             endpoint: ([127, 0, 0, 1], 8888).into(),
+            jaeger_ui_url: "http://localhost:16686".into(),
         }
     }
 }
@@ -594,6 +618,14 @@ impl ByteSize {
     }
 }
 
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ByteSize::parse(s)
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
@@ -651,6 +683,13 @@ pub struct Overrides {
     /// Log format, text or json (file: service.log_format).
     #[arg(long, env = "TAILGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Record received traffic to this file for `tailgate replay` (.json: OTLP/JSON lines, else
+    /// length-delimited protobuf) (file: record.path).
+    #[arg(long, env = "TAILGATE_RECORD")]
+    pub record: Option<PathBuf>,
+    /// Stop recording before the file passes this size, e.g. 100MiB (file: record.max_bytes).
+    #[arg(long, env = "TAILGATE_RECORD_MAX_BYTES")]
+    pub record_max_bytes: Option<ByteSize>,
 }
 
 impl Config {
@@ -732,6 +771,19 @@ impl Config {
         }
         if let Some(f) = o.log_format {
             self.service.log_format = f;
+        }
+        if let Some(p) = &o.record {
+            let max_bytes = self
+                .record
+                .as_ref()
+                .map_or_else(RecordConfig::default_max_bytes, |r| r.max_bytes);
+            self.record = Some(RecordConfig {
+                path: p.clone(),
+                max_bytes,
+            });
+        }
+        if let (Some(m), Some(r)) = (o.record_max_bytes, self.record.as_mut()) {
+            r.max_bytes = m;
         }
     }
 

@@ -212,6 +212,8 @@ impl Pressure {
 pub struct IngestHandle {
     tx: mpsc::Sender<SpanBatch>,
     pressure: Arc<Pressure>,
+    /// Records accepted batches for `tailgate replay` (`--record`).
+    recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 impl IngestHandle {
@@ -221,7 +223,20 @@ impl IngestHandle {
         pressure: Arc<Pressure>,
     ) -> (IngestHandle, mpsc::Receiver<SpanBatch>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (IngestHandle { tx, pressure }, rx)
+        (
+            IngestHandle {
+                tx,
+                pressure,
+                recorder: None,
+            },
+            rx,
+        )
+    }
+
+    /// Records every batch accepted through this handle (and its clones).
+    pub fn with_recorder(mut self, recorder: Option<Arc<crate::record::Recorder>>) -> IngestHandle {
+        self.recorder = recorder;
+        self
     }
 
     /// Hands a batch over without waiting: receivers turn a refusal into backpressure for the client.
@@ -234,6 +249,8 @@ impl IngestHandle {
         self.pressure
             .queued_spans
             .fetch_add(spans, Ordering::Relaxed);
+        // Copied before the batch is moved (span bytes are shared), recorded only once accepted.
+        let copy = self.recorder.as_ref().map(|_| batch.traces.clone());
         self.tx.try_send(batch).map_err(|e| {
             self.pressure.dequeued(charged);
             self.pressure.dequeued_spans(spans);
@@ -241,7 +258,11 @@ impl IngestHandle {
                 mpsc::error::TrySendError::Full(_) => Refused::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => Refused::ShuttingDown,
             }
-        })
+        })?;
+        if let (Some(r), Some(traces)) = (&self.recorder, copy) {
+            r.record(traces);
+        }
+        Ok(())
     }
 
     /// Hands a batch over, waiting for room in the queue and under the memory bound (for sources that
@@ -260,11 +281,16 @@ impl IngestHandle {
         self.pressure
             .queued_spans
             .fetch_add(spans, Ordering::Relaxed);
+        let copy = self.recorder.as_ref().map(|_| batch.traces.clone());
         self.tx.send(batch).await.map_err(|_| {
             self.pressure.dequeued(charged);
             self.pressure.dequeued_spans(spans);
             Refused::ShuttingDown
-        })
+        })?;
+        if let (Some(r), Some(traces)) = (&self.recorder, copy) {
+            r.record(traces);
+        }
+        Ok(())
     }
 
     /// True while the buffer is at its byte bound.

@@ -28,6 +28,10 @@
 //! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
 //! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/health`, `/metrics` and `POST /reload`.
 //! - [`health`]: per-plugin recent failure ratios; a plugin that keeps failing is reported degraded.
+//! - [`record`] / [`replay`]: record received traffic (`--record`) and run it offline through a policy
+//!   (`tailgate replay`).
+//! - [`status`] / [`explain`]: the live status page (`/`, `/api/status`) and why a recent trace was kept or
+//!   dropped (`/debug/traces/{id}`).
 //! - [`app`]: wires the stages and shuts them down in order.
 
 pub mod admin;
@@ -36,6 +40,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod decisions;
+pub mod explain;
 pub mod export;
 pub mod health;
 pub mod ingest;
@@ -45,8 +50,11 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod receiver;
+pub mod record;
 pub mod redact;
 pub mod reload;
+pub mod replay;
+pub mod status;
 #[doc(hidden)]
 pub mod testing;
 pub mod topology;

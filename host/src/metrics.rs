@@ -193,6 +193,9 @@ pub struct Metrics {
     pub redaction_scrubbed_spans: Counter,
     /// Seconds spent redacting one kept trace (plugin calls and edit application).
     pub redaction_latency: Histogram,
+    /// Why recent traces were kept or dropped (`GET /debug/traces/{id}`, the status page). Not
+    /// Prometheus: a bounded log beside the metrics, fed by the same stage.
+    pub decision_log: crate::explain::DecisionLog,
 }
 
 impl Metrics {
@@ -244,6 +247,7 @@ impl Metrics {
             redaction_fallbacks: Family::default(),
             redaction_scrubbed_spans: Counter::default(),
             redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
+            decision_log: crate::explain::DecisionLog::default(),
             registry: Registry::default(),
         };
         registry.register(

@@ -5,6 +5,7 @@
 //! without it they fail with a message saying so, they never skip.
 
 mod admin;
+mod demo_stack;
 mod exporter_retry;
 mod graceful_shutdown;
 mod json_and_gzip;
