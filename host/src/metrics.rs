@@ -158,6 +158,8 @@ pub struct Metrics {
     pub redaction_scrubbed_spans: Counter,
     /// Seconds spent redacting one kept trace (plugin calls and edit application).
     pub redaction_latency: Histogram,
+    /// The Kafka source and sink (see `crate::kafka`).
+    pub kafka: crate::kafka::KafkaMetrics,
 }
 
 impl Metrics {
@@ -199,6 +201,7 @@ impl Metrics {
             redaction_fallbacks: Family::default(),
             redaction_scrubbed_spans: Counter::default(),
             redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
+            kafka: crate::kafka::KafkaMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -334,6 +337,7 @@ impl Metrics {
             "Unix time of the last successful configuration load",
             m.reload_success_timestamp.clone(),
         );
+        m.kafka.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 
