@@ -33,7 +33,8 @@ pub const RECEIVER: &str = "kafka";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `ok` or `error`.
+    /// `ok` or `error`; for commits also `async_error` (an asynchronous commit, counted `ok` when sent,
+    /// that the broker then refused).
     pub outcome: &'static str,
 }
 
@@ -55,7 +56,7 @@ pub struct KafkaMetrics {
     pub replayed_spans: Counter,
     /// Messages counted in `replayed_spans`.
     pub replayed_messages: Counter,
-    /// Offset commits, by outcome.
+    /// Offset commits sent, by outcome.
     pub commits: Family<OutcomeLabels, Counter>,
     /// Partitions assigned to this replica.
     pub partitions_assigned: Gauge,

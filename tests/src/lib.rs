@@ -20,6 +20,8 @@
 
 pub mod binary;
 pub mod capture;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod otlp;
 pub mod proxy;
 pub mod python;

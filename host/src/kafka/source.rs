@@ -160,9 +160,7 @@ impl Shared {
                 "error"
             }
         };
-        if matches!(mode, CommitMode::Sync) || outcome == "error" {
-            self.count_commit(outcome);
-        }
+        self.count_commit(outcome);
     }
 
     fn count_commit(&self, outcome: &'static str) {
@@ -302,12 +300,11 @@ impl ConsumerContext for SourceContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
-        // Async commits report here (sync ones are counted where they are made).
+        // An async commit that the broker refused (it was counted as `ok` when it was sent).
         if let Err(e) = &result {
             tracing::debug!(error = %e, "kafka async commit failed");
+            self.shared.count_commit("async_error");
         }
-        self.shared
-            .count_commit(if result.is_ok() { "ok" } else { "error" });
     }
 }
 

@@ -4,7 +4,7 @@
 //! oldest message the dead replica had not decided. Every trace arrives complete; spans delivered twice are
 //! at most the replays the survivor counted.
 
-use crate::support::{self, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
+use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
 use rdkafka::mocking::MockCluster;
 use std::process::Stdio;
 use std::time::Duration;
@@ -102,15 +102,16 @@ async fn killed_replica_loses_nothing_and_duplicates_are_counted() -> anyhow::Re
         partitions(&b).await == f64::from(PARTITIONS)
     })
     .await?;
-    let spans = poll_until("every sent span to arrive", Duration::from_secs(60), || {
-        let spans = capture.spans();
-        (Tally::of(&spans).unique() >= sent).then_some(spans)
+    poll_until("every sent span to arrive", Duration::from_secs(60), || {
+        (Tally::of(&capture.spans()).unique() >= sent).then_some(())
     })
     .await?;
-    // Let anything still in flight land before counting duplicates.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let spans = capture.spans().into_iter().chain(std::iter::empty()).collect::<Vec<_>>();
-    let _ = spans.len();
+    // The survivor has nothing undecided left: every replayed message is decided and exported.
+    wait_until("the survivor to settle", Duration::from_secs(30), || async {
+        support::metric(&b.admin, "tailgate_buffer_spans").await.unwrap_or(1.0) == 0.0
+            && support::metric(&b.admin, "tailgate_export_queue_spans").await.unwrap_or(1.0) == 0.0
+    })
+    .await?;
     let replayed = support::metric(&b.admin, "tailgate_kafka_replayed_spans_total").await?;
     let tally = Tally::of(&capture.spans());
     let received = capture.spans().len();
@@ -135,7 +136,6 @@ async fn killed_replica_loses_nothing_and_duplicates_are_counted() -> anyhow::Re
     );
     // Spans that were never read twice are never exported twice: the duplicates are a small share.
     assert!(tally.duplicates() < sent, "duplicates stay bounded");
-    drop(spans);
 
     // The survivor stops gracefully and commits everything.
     let mut b = b;

@@ -2,7 +2,7 @@
 //! `split_across_group` keeps 5 traces on each of two replicas (`group_size: 2`), 10 in all, however the
 //! partitions are spread (librdkafka's mock cluster as the broker).
 
-use crate::support::{self, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
+use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
 use rdkafka::mocking::MockCluster;
 use std::time::Duration;
 use tailgate::config::Config;

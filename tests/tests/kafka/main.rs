@@ -6,5 +6,4 @@
 mod crash_failover;
 mod group_budget;
 mod manifests;
-mod support;
 mod tansu;

@@ -4,8 +4,7 @@
 //! nothing lost. Runs when `TAILGATE_TANSU` names the tansu binary (scripts/test.sh installs it and sets
 //! it); without it the test says so and passes without running.
 
-use crate::support::{self, PARTITIONS, TOPIC, Tally};
-use std::process::Stdio;
+use tailgate_e2e::kafka::{self as support, PARTITIONS, Tally, Tansu};
 use std::time::Duration;
 use tailgate::app::RunningApp;
 use tailgate::config::Config;
@@ -13,50 +12,7 @@ use tailgate_e2e::capture::CaptureServer;
 use tailgate_e2e::otlp::{assert_same_spans, assert_unique, decode_hex_request, flatten};
 use tailgate_e2e::proxy::RunningAppExt;
 use tailgate_e2e::python::run_script;
-use tailgate_e2e::{free_port, poll_until};
-
-/// A tansu broker on a loopback port, killed on drop.
-pub struct Tansu {
-    _child: tokio::process::Child,
-    pub brokers: String,
-}
-
-impl Tansu {
-    /// Starts tansu (`None` when `TAILGATE_TANSU` is not set) and creates the topic.
-    pub async fn start() -> anyhow::Result<Option<Tansu>> {
-        let Some(bin) = std::env::var_os("TAILGATE_TANSU") else {
-            eprintln!("TAILGATE_TANSU is not set: skipping the tansu test (scripts/test.sh sets it)");
-            return Ok(None);
-        };
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = tokio::process::Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let addr = format!("127.0.0.1:{port}");
-        poll_until("tansu to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&addr).ok()
-        })
-        .await?;
-        let status = tokio::process::Command::new(&bin)
-            .args(["topic", "create", TOPIC, "--broker", &url])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .stdin(Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "tansu topic create failed: {status}");
-        Ok(Some(Tansu {
-            _child: child,
-            brokers: addr,
-        }))
-    }
-}
+use tailgate_e2e::poll_until;
 
 async fn start(yaml: &str) -> anyhow::Result<RunningApp> {
     tailgate_e2e::init_logging();
@@ -75,6 +31,7 @@ fn exported(app: &RunningApp) -> u64 {
 async fn sdk_traces_through_the_ingest_tier_split_over_two_replicas_and_survive_a_graceful_stop()
 -> anyhow::Result<()> {
     let Some(tansu) = Tansu::start().await? else {
+        eprintln!("TAILGATE_TANSU is not set: skipping the tansu test (scripts/test.sh sets it)");
         return Ok(());
     };
     let capture = CaptureServer::start().await?;

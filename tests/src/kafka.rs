@@ -1,4 +1,4 @@
-//! Shared pieces: replica configurations, a test producer of OTLP messages keyed by trace id, and span
+//! Kafka test helpers (feature `kafka`): replica configurations, a test producer of OTLP messages keyed by trace id, and span
 //! bookkeeping for the sent / received / duplicated counts.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tailgate_e2e::otlp::FlatSpan;
+use crate::otlp::FlatSpan;
 
 pub const TOPIC: &str = "otlp_spans";
 pub const PARTITIONS: i32 = 4;
@@ -137,35 +137,52 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 }
 
 /// Publishes traces `from..to` of `run`, each as two messages keyed by trace id, the second half of each
-/// trace after the first half of the next (so one partition holds several open traces at once).
+/// trace after the first half of the next (so one partition holds several open traces at once). Waits
+/// for every acknowledgement; returns the spans sent.
 pub async fn publish(p: &FutureProducer, run: u64, from: u64, to: u64) -> anyhow::Result<usize> {
     let mut sent = 0;
     let mut prev: Option<u128> = None;
+    let mut deliveries = Vec::new();
     let second = |t: u128| request(vec![span(t, 4, 1, "c3"), span(t, 1, 0, "root")]);
     for i in from..to {
         let t = trace_id(run, i);
-        send(p, t, request(vec![span(t, 2, 1, "c1"), span(t, 3, 1, "c2")])).await?;
+        deliveries.push(send(p, t, request(vec![span(t, 2, 1, "c1"), span(t, 3, 1, "c2")])).await?);
         if let Some(pt) = prev.take() {
-            send(p, pt, second(pt)).await?;
+            deliveries.push(send(p, pt, second(pt)).await?);
         }
         prev = Some(t);
         sent += SPANS_PER_TRACE;
     }
     if let Some(pt) = prev {
-        send(p, pt, second(pt)).await?;
+        deliveries.push(send(p, pt, second(pt)).await?);
+    }
+    for d in deliveries {
+        d.await?
+            .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
     }
     Ok(sent)
 }
 
-async fn send(p: &FutureProducer, trace: u128, body: Vec<u8>) -> anyhow::Result<()> {
+/// Queues one message (waiting while the producer's queue is full).
+async fn send(
+    p: &FutureProducer,
+    trace: u128,
+    body: Vec<u8>,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
     let key = tailgate::kafka::sink::trace_key(trace);
-    p.send(
-        FutureRecord::to(TOPIC).key(&key).payload(&body),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
-    Ok(())
+    let mut record = FutureRecord::to(TOPIC).key(&key).payload(&body);
+    loop {
+        match p.send_result(record) {
+            Ok(d) => return Ok(d),
+            Err((rdkafka::error::KafkaError::MessageProduction(code), r))
+                if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+            {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => anyhow::bail!("produce failed: {e}"),
+        }
+    }
 }
 
 /// Received spans counted per (trace, span): unique spans, total deliveries, and spans delivered more
@@ -209,5 +226,50 @@ pub async fn metric(admin: &str, name: &str) -> anyhow::Result<f64> {
         .await?
         .text()
         .await?;
-    Ok(tailgate_e2e::otlp::metric_sum(&text, name))
+    Ok(crate::otlp::metric_sum(&text, name))
+}
+
+/// A tansu broker (in-memory storage) on a loopback port with the topic created, killed on drop.
+pub struct Tansu {
+    _child: tokio::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub brokers: String,
+}
+
+impl Tansu {
+    /// Starts tansu from `$TAILGATE_TANSU` (`None` when it is not set) and creates [`TOPIC`] with
+    /// [`PARTITIONS`] partitions (tansu creates no topic by itself).
+    pub async fn start() -> anyhow::Result<Option<Tansu>> {
+        use std::process::Stdio;
+        let Some(bin) = std::env::var_os("TAILGATE_TANSU") else {
+            return Ok(None);
+        };
+        let port = crate::free_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = tokio::process::Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let addr = format!("127.0.0.1:{port}");
+        crate::poll_until("tansu to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&addr).ok()
+        })
+        .await?;
+        let status = tokio::process::Command::new(&bin)
+            .args(["topic", "create", TOPIC, "--broker", &url])
+            .args(["--partitions", &PARTITIONS.to_string()])
+            .stdin(Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "tansu topic create failed: {status}");
+        Ok(Some(Tansu {
+            _child: child,
+            brokers: addr,
+        }))
+    }
 }
