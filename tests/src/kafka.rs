@@ -110,6 +110,7 @@ fn request(spans: Vec<Span>) -> Vec<u8> {
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue("kafka-e2e".into())),
                     }),
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),

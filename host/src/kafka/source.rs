@@ -156,7 +156,13 @@ impl Shared {
         let outcome = match consumer.commit(tpl, mode) {
             Ok(()) => "ok",
             Err(e) => {
-                tracing::warn!(error = %e, "kafka offset commit failed");
+                use rdkafka::types::RDKafkaErrorCode::{IllegalGeneration, RebalanceInProgress};
+                // During a rebalance the group refuses commits; the next one (or the hand-off's) succeeds.
+                if matches!(e.rdkafka_error_code(), Some(RebalanceInProgress | IllegalGeneration)) {
+                    tracing::debug!(error = %e, "kafka offset commit refused during a rebalance");
+                } else {
+                    tracing::warn!(error = %e, "kafka offset commit failed");
+                }
                 "error"
             }
         };
