@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 use tailgate::config::Config;
 use tailgate_e2e::capture::CaptureServer;
-use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tansu};
+use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally, Tansu};
 
 enum Broker {
     Tansu(Tansu),
@@ -50,9 +50,14 @@ async fn run(replicas: usize, traces: u64) -> anyhow::Result<(f64, &'static str)
     let spans = support::publish(&support::producer(&brokers)?, 3, 0, traces).await? as u64;
     let publish_secs = publish_started.elapsed().as_secs_f64();
     let capture = CaptureServer::start().await?;
-    let yaml = support::replica_yaml(&brokers, &capture.grpc_endpoint(), "127.0.0.1:0", "  default: keep\n")
-        .replace("settle: 300ms", "settle: 100ms")
-        .replace("group_size: 2", &format!("group_size: {replicas}"));
+    let yaml = support::replica_yaml(
+        &brokers,
+        &capture.grpc_endpoint(),
+        "127.0.0.1:0",
+        "  default: keep\n",
+    )
+    .replace("settle: 300ms", "settle: 100ms")
+    .replace("group_size: 2", &format!("group_size: {replicas}"));
     let config = Config::parse(&yaml, "bench")?;
     let mut apps = Vec::new();
     for _ in 0..replicas {
@@ -72,26 +77,63 @@ async fn run(replicas: usize, traces: u64) -> anyhow::Result<(f64, &'static str)
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = Instant::now();
+    let mut report = Instant::now();
     while exported(&apps) < spans {
         anyhow::ensure!(Instant::now() < deadline, "not everything exported");
+        if report.elapsed() > Duration::from_secs(5) {
+            report = Instant::now();
+            for a in &apps {
+                let m = &a.metrics;
+                eprintln!(
+                    "waiting: consumed {} received {} exported {} buffered {} partitions {} replayed {}",
+                    m.kafka.messages_consumed.get(),
+                    m.spans_received
+                        .get_or_create(&tailgate::metrics::ReceiverLabels { receiver: "kafka" })
+                        .get(),
+                    m.spans_exported.get(),
+                    m.buffer_spans.get(),
+                    m.kafka.partitions_assigned.get(),
+                    m.kafka.replayed_spans.get()
+                );
+            }
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let per_replica: Vec<u64> = apps.iter().map(|a| a.metrics.spans_exported.get()).collect();
+    // Everything exported: check nothing is missing (duplicates after a rebalance are possible).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tally = loop {
+        let t = Tally::of(&capture.spans());
+        if t.unique() as u64 >= spans || Instant::now() >= deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let per_replica: Vec<u64> = apps
+        .iter()
+        .map(|a| a.metrics.spans_exported.get())
+        .collect();
     for a in apps {
         a.shutdown().await;
     }
+    anyhow::ensure!(
+        tally.unique() as u64 == spans,
+        "{} of {spans} spans arrived",
+        tally.unique()
+    );
     println!(
         "{replicas} replica(s): {spans} spans ({traces} traces, {} messages) in {secs:.2} s = {:.0} spans/s \
-         (per replica {per_replica:?}; publishing the backlog took {publish_secs:.2} s)",
+         (per replica {per_replica:?}, duplicated {}; publishing the backlog took {publish_secs:.2} s)",
         traces * 2,
-        spans as f64 / secs
+        spans as f64 / secs,
+        tally.duplicates()
     );
     Ok((spans as f64 / secs, broker.name()))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    tailgate_e2e::init_logging();
     let traces = std::env::var("KAFKA_SCALE_TRACES")
         .ok()
         .and_then(|v| v.parse().ok())
