@@ -287,11 +287,13 @@ fn kafka_source(
     metrics: Arc<crate::metrics::Metrics>,
     grace: std::time::Duration,
 ) -> Result<crate::kafka::source::KafkaSource, AppError> {
-    crate::kafka::source::start(cfg, ingest, metrics, grace).map_err(|e| AppError::Kafka(e.to_string()))
+    crate::kafka::source::start(cfg, ingest, metrics, grace)
+        .map_err(|e| AppError::Kafka(e.to_string()))
 }
 
 #[cfg(not(feature = "kafka"))]
-const NO_KAFKA: &str = "tailgate was built without the `kafka` feature; rebuild with `cargo build --features kafka`";
+const NO_KAFKA: &str =
+    "tailgate was built without the `kafka` feature; rebuild with `cargo build --features kafka`";
 
 #[cfg(not(feature = "kafka"))]
 fn kafka_sink(

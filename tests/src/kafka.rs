@@ -1,6 +1,7 @@
 //! Kafka test helpers (feature `kafka`): replica configurations, a test producer of OTLP messages keyed by trace id, and span
 //! bookkeeping for the sent / received / duplicated counts.
 
+use crate::otlp::FlatSpan;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -10,7 +11,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use crate::otlp::FlatSpan;
 
 pub const TOPIC: &str = "otlp_spans";
 pub const PARTITIONS: i32 = 4;
@@ -80,7 +80,8 @@ admin:
 
 /// A trace id for test trace `i` of run `run` (random-looking, so partitions and sampling spread).
 pub fn trace_id(run: u64, i: u64) -> u128 {
-    let x = (u128::from(run) << 64 | u128::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    let x = (u128::from(run) << 64 | u128::from(i))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
     x | 1
 }
 
@@ -147,7 +148,14 @@ pub async fn publish(p: &FutureProducer, run: u64, from: u64, to: u64) -> anyhow
     let second = |t: u128| request(vec![span(t, 4, 1, "c3"), span(t, 1, 0, "root")]);
     for i in from..to {
         let t = trace_id(run, i);
-        deliveries.push(send(p, t, request(vec![span(t, 2, 1, "c1"), span(t, 3, 1, "c2")])).await?);
+        deliveries.push(
+            send(
+                p,
+                t,
+                request(vec![span(t, 2, 1, "c1"), span(t, 3, 1, "c2")]),
+            )
+            .await?,
+        );
         if let Some(pt) = prev.take() {
             deliveries.push(send(p, pt, second(pt)).await?);
         }
@@ -175,9 +183,12 @@ async fn send(
     loop {
         match p.send_result(record) {
             Ok(d) => return Ok(d),
-            Err((rdkafka::error::KafkaError::MessageProduction(code), r))
-                if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-            {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 record = r;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -248,7 +259,13 @@ impl Tansu {
         let port = crate::free_port()?;
         let url = format!("tcp://127.0.0.1:{port}");
         let child = tokio::process::Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -117,7 +117,10 @@ impl PartitionProgress {
     /// Metadata for the last commit of a graceful hand-off: the exact read position, so the next owner
     /// counts as replays only what was read but not decided.
     pub fn final_metadata(&self) -> String {
-        let read = self.next.unwrap_or(self.replay_below).max(self.replay_below);
+        let read = self
+            .next
+            .unwrap_or(self.replay_below)
+            .max(self.replay_below);
         format!("{METADATA_PREFIX}{read}")
     }
 
@@ -154,7 +157,11 @@ mod tests {
         assert_eq!(p.commit_offset(), Some(13));
         assert_eq!(p.pending_traces(), vec![1, 3]);
         p.done(13);
-        assert_eq!(p.commit_offset(), Some(14), "everything decided: one past the last read");
+        assert_eq!(
+            p.commit_offset(),
+            Some(14),
+            "everything decided: one past the last read"
+        );
         assert_eq!(p.pending_count(), 0);
     }
 
@@ -190,7 +197,10 @@ mod tests {
         let mut q = PartitionProgress::new(2, 0);
         q.set_replay_below(2 * RESERVE);
         assert!(q.is_replay(1) && q.is_replay(2 * RESERVE - 1) && !q.is_replay(2 * RESERVE));
-        assert!(!q.needs_reservation(1), "the previous reservation still covers it");
+        assert!(
+            !q.needs_reservation(1),
+            "the previous reservation still covers it"
+        );
         assert!(q.needs_reservation(2 * RESERVE));
         q.reserve(2 * RESERVE);
         assert_eq!(parse_metadata(&q.metadata()), Some(3 * RESERVE));

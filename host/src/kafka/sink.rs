@@ -82,9 +82,12 @@ pub async fn run(
             let delivery = loop {
                 match producer.send_result(record) {
                     Ok(d) => break Some(d),
-                    Err((rdkafka::error::KafkaError::MessageProduction(code), r))
-                        if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-                    {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
                         record = r;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }

@@ -158,7 +158,10 @@ impl Shared {
             Err(e) => {
                 use rdkafka::types::RDKafkaErrorCode::{IllegalGeneration, RebalanceInProgress};
                 // During a rebalance the group refuses commits; the next one (or the hand-off's) succeeds.
-                if matches!(e.rdkafka_error_code(), Some(RebalanceInProgress | IllegalGeneration)) {
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RebalanceInProgress | IllegalGeneration)
+                ) {
                     tracing::debug!(error = %e, "kafka offset commit refused during a rebalance");
                 } else {
                     tracing::warn!(error = %e, "kafka offset commit failed");
@@ -455,11 +458,16 @@ fn handle(
     // Reserve the read position first, so a crash after this read is still counted by the next owner.
     let reservation = {
         let mut st = lock(&shared.state);
-        let g = st.generations + 1;
-        let prog = st.partitions.entry(partition).or_insert_with(|| {
-            // A message of a partition whose assignment was not seen: track it anyway.
-            PartitionProgress::new(g, 0)
-        });
+        let Some(prog) = st.partitions.get_mut(&partition) else {
+            // A message fetched before its partition was revoked: its new owner reads it. Processing it
+            // here would duplicate it, and committing it could move the new owner's offset.
+            tracing::debug!(
+                partition,
+                offset,
+                "kafka message of a revoked partition; left to its new owner"
+            );
+            return true;
+        };
         prog.needs_reservation(offset).then(|| {
             let commit_at = prog.reserve(offset);
             (commit_at, prog.metadata())
@@ -478,10 +486,9 @@ fn handle(
         Err(e) => {
             metrics.kafka.messages_invalid.inc();
             tracing::debug!(partition, offset, error = %e, "kafka message is not an OTLP trace request; skipped");
-            lock(&shared.state)
-                .partitions
-                .get_mut(&partition)
-                .map(|p| p.skipped(offset));
+            if let Some(p) = lock(&shared.state).partitions.get_mut(&partition) {
+                p.skipped(offset);
+            }
             return true;
         }
     };
@@ -490,10 +497,9 @@ fn handle(
     }
     let spans = scanned.spans.len() as u64;
     if spans == 0 {
-        lock(&shared.state)
-            .partitions
-            .get_mut(&partition)
-            .map(|p| p.skipped(offset));
+        if let Some(p) = lock(&shared.state).partitions.get_mut(&partition) {
+            p.skipped(offset);
+        }
         return true;
     }
     let batch = SpanBatch::from_scanned(scanned);

@@ -4,11 +4,11 @@
 //! oldest message the dead replica had not decided. Every trace arrives complete; spans delivered twice are
 //! at most the replays the survivor counted.
 
-use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
 use rdkafka::mocking::MockCluster;
 use std::process::Stdio;
 use std::time::Duration;
 use tailgate_e2e::capture::CaptureServer;
+use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
 use tailgate_e2e::{binary::tailgate_bin, free_port, poll_until};
 
 struct Replica {
@@ -79,10 +79,14 @@ async fn killed_replica_loses_nothing_and_duplicates_are_counted() -> anyhow::Re
 
     let mut a = spawn_replica("a", &brokers, &capture.grpc_endpoint()).await?;
     let b = spawn_replica("b", &brokers, &capture.grpc_endpoint()).await?;
-    wait_until("both replicas to own partitions", Duration::from_secs(60), || async {
-        let (pa, pb) = (partitions(&a).await, partitions(&b).await);
-        pa >= 1.0 && pb >= 1.0 && pa + pb == f64::from(PARTITIONS)
-    })
+    wait_until(
+        "both replicas to own partitions",
+        Duration::from_secs(60),
+        || async {
+            let (pa, pb) = (partitions(&a).await, partitions(&b).await);
+            pa >= 1.0 && pb >= 1.0 && pa + pb == f64::from(PARTITIONS)
+        },
+    )
     .await?;
 
     let producer = support::producer(&brokers)?;
@@ -98,19 +102,31 @@ async fn killed_replica_loses_nothing_and_duplicates_are_counted() -> anyhow::Re
     sent += support::publish(&producer, 1, first, 2 * first).await?;
 
     // The survivor owns every partition once the group has evicted the dead member.
-    wait_until("the survivor to take every partition", Duration::from_secs(60), || async {
-        partitions(&b).await == f64::from(PARTITIONS)
-    })
+    wait_until(
+        "the survivor to take every partition",
+        Duration::from_secs(60),
+        || async { partitions(&b).await == f64::from(PARTITIONS) },
+    )
     .await?;
     poll_until("every sent span to arrive", Duration::from_secs(60), || {
         (Tally::of(&capture.spans()).unique() >= sent).then_some(())
     })
     .await?;
     // The survivor has nothing undecided left: every replayed message is decided and exported.
-    wait_until("the survivor to settle", Duration::from_secs(30), || async {
-        support::metric(&b.admin, "tailgate_buffer_spans").await.unwrap_or(1.0) == 0.0
-            && support::metric(&b.admin, "tailgate_export_queue_spans").await.unwrap_or(1.0) == 0.0
-    })
+    wait_until(
+        "the survivor to settle",
+        Duration::from_secs(30),
+        || async {
+            support::metric(&b.admin, "tailgate_buffer_spans")
+                .await
+                .unwrap_or(1.0)
+                == 0.0
+                && support::metric(&b.admin, "tailgate_export_queue_spans")
+                    .await
+                    .unwrap_or(1.0)
+                    == 0.0
+        },
+    )
     .await?;
     let replayed = support::metric(&b.admin, "tailgate_kafka_replayed_spans_total").await?;
     let tally = Tally::of(&capture.spans());

@@ -2,11 +2,11 @@
 //! `split_across_group` keeps 5 traces on each of two replicas (`group_size: 2`), 10 in all, however the
 //! partitions are spread (librdkafka's mock cluster as the broker).
 
-use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
 use rdkafka::mocking::MockCluster;
 use std::time::Duration;
 use tailgate::config::Config;
 use tailgate_e2e::capture::CaptureServer;
+use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
 use tailgate_e2e::poll_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,10 +27,14 @@ async fn two_replicas_keep_the_group_budget_not_twice_it() -> anyhow::Result<()>
     let a = tailgate::app::start(config.clone()).await?;
     let b = tailgate::app::start(config).await?;
     let owned = |app: &tailgate::app::RunningApp| app.metrics.kafka.partitions_assigned.get();
-    poll_until("both replicas to own partitions", Duration::from_secs(60), || {
-        (owned(&a) >= 1 && owned(&b) >= 1 && owned(&a) + owned(&b) == i64::from(PARTITIONS))
-            .then_some(())
-    })
+    poll_until(
+        "both replicas to own partitions",
+        Duration::from_secs(60),
+        || {
+            (owned(&a) >= 1 && owned(&b) >= 1 && owned(&a) + owned(&b) == i64::from(PARTITIONS))
+                .then_some(())
+        },
+    )
     .await?;
 
     let traces = 200;
@@ -42,16 +46,21 @@ async fn two_replicas_keep_the_group_budget_not_twice_it() -> anyhow::Result<()>
         (decided(&a) + decided(&b) == traces * SPANS_PER_TRACE as u64).then_some(())
     })
     .await?;
-    let spans = capture
-        .wait_for_spans(10 * SPANS_PER_TRACE)
-        .await?;
+    let spans = capture.wait_for_spans(10 * SPANS_PER_TRACE).await?;
     let kept = Tally::of(&spans).spans_per_trace();
     let (ka, kb) = (
         a.metrics.spans_exported.get() / SPANS_PER_TRACE as u64,
         b.metrics.spans_exported.get() / SPANS_PER_TRACE as u64,
     );
-    eprintln!("group budget: {traces} traces sent, kept {} (a {ka}, b {kb})", kept.len());
-    assert_eq!(kept.len(), 10, "the cluster keeps its burst of 10, not 10 per replica");
+    eprintln!(
+        "group budget: {traces} traces sent, kept {} (a {ka}, b {kb})",
+        kept.len()
+    );
+    assert_eq!(
+        kept.len(),
+        10,
+        "the cluster keeps its burst of 10, not 10 per replica"
+    );
     assert_eq!((ka, kb), (5, 5), "each replica keeps half");
     a.shutdown().await;
     b.shutdown().await;

@@ -16,7 +16,8 @@ fn embedded_configs(manifest: &str) -> Vec<String> {
         let mut indent = None;
         while let Some(next) = lines.peek() {
             let width = next.len() - next.trim_start().len();
-            if !next.trim().is_empty() && indent.is_some_and(|i| width < i) || next.starts_with("---")
+            if !next.trim().is_empty() && indent.is_some_and(|i| width < i)
+                || next.starts_with("---")
             {
                 break;
             }
@@ -42,8 +43,16 @@ fn kubernetes_manifests_hold_valid_tailgate_configs() {
             let c = Config::parse_with_env(&config, name, env)
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{config}"));
             if name == "50-samplers.yaml" {
-                let budget = c.policy.rules.iter().find(|r| r.name == "budget").expect("budget rule");
-                assert_eq!(budget.config["traces_per_second"], 100.0, "300 split over 3 replicas");
+                let budget = c
+                    .policy
+                    .rules
+                    .iter()
+                    .find(|r| r.name == "budget")
+                    .expect("budget rule");
+                assert_eq!(
+                    budget.config["traces_per_second"], 100.0,
+                    "300 split over 3 replicas"
+                );
             }
             parsed += 1;
         }

@@ -4,15 +4,15 @@
 //! nothing lost. Runs when `TAILGATE_TANSU` names the tansu binary (scripts/test.sh installs it and sets
 //! it); without it the test says so and passes without running.
 
-use tailgate_e2e::kafka::{self as support, PARTITIONS, Tally, Tansu};
 use std::time::Duration;
 use tailgate::app::RunningApp;
 use tailgate::config::Config;
 use tailgate_e2e::capture::CaptureServer;
+use tailgate_e2e::kafka::{self as support, PARTITIONS, Tally, Tansu};
 use tailgate_e2e::otlp::{assert_same_spans, assert_unique, decode_hex_request, flatten};
+use tailgate_e2e::poll_until;
 use tailgate_e2e::proxy::RunningAppExt;
 use tailgate_e2e::python::run_script;
-use tailgate_e2e::poll_until;
 
 async fn start(yaml: &str) -> anyhow::Result<RunningApp> {
     tailgate_e2e::init_logging();
@@ -46,17 +46,32 @@ async fn sdk_traces_through_the_ingest_tier_split_over_two_replicas_and_survive_
     };
     let a = start(&replica("a")).await?;
     let b = start(&replica("b")).await?;
-    poll_until("both replicas to own partitions", Duration::from_secs(60), || {
-        (owned(&a) >= 1 && owned(&b) >= 1 && owned(&a) + owned(&b) == i64::from(PARTITIONS))
-            .then_some(())
-    })
+    poll_until(
+        "both replicas to own partitions",
+        Duration::from_secs(60),
+        || {
+            (owned(&a) >= 1 && owned(&b) >= 1 && owned(&a) + owned(&b) == i64::from(PARTITIONS))
+                .then_some(())
+        },
+    )
     .await?;
 
     // Phase 1: the Python SDK sends 40 traces over OTLP/gRPC to the ingest tier.
     let grpc = ingest.grpc_endpoint();
-    let args = ["--protocol", "grpc", "--endpoint", &grpc, "--traces", "40", "--seconds", "1"];
+    let args = [
+        "--protocol",
+        "grpc",
+        "--endpoint",
+        &grpc,
+        "--traces",
+        "40",
+        "--seconds",
+        "1",
+    ];
     let report = run_script("load.py", &args).await?;
-    let expected = flatten(&decode_hex_request(report["expected"].as_str().unwrap_or(""))?);
+    let expected = flatten(&decode_hex_request(
+        report["expected"].as_str().unwrap_or(""),
+    )?);
     let arrived = capture.wait_for_spans(expected.len()).await?;
     assert_same_spans(&expected, &arrived);
     assert_unique(&arrived);
@@ -71,7 +86,16 @@ async fn sdk_traces_through_the_ingest_tier_split_over_two_replicas_and_survive_
     let sender = tokio::spawn({
         let grpc = grpc.clone();
         async move {
-            let args = ["--protocol", "grpc", "--endpoint", &grpc, "--traces", "60", "--seconds", "3"];
+            let args = [
+                "--protocol",
+                "grpc",
+                "--endpoint",
+                &grpc,
+                "--traces",
+                "60",
+                "--seconds",
+                "3",
+            ];
             run_script("load.py", &args).await
         }
     });
@@ -81,9 +105,11 @@ async fn sdk_traces_through_the_ingest_tier_split_over_two_replicas_and_survive_
     })
     .await?;
     a.shutdown().await;
-    poll_until("replica b to own every partition", Duration::from_secs(60), || {
-        (owned(&b) == i64::from(PARTITIONS)).then_some(())
-    })
+    poll_until(
+        "replica b to own every partition",
+        Duration::from_secs(60),
+        || (owned(&b) == i64::from(PARTITIONS)).then_some(()),
+    )
     .await?;
     let report2 = sender.await??;
     let mut expected_all = expected;
