@@ -4,8 +4,10 @@
 #      (scripts/setup-python.sh; reused when already there);
 #   2. the Node.js packages of tests/node and of the demo's api-service (npm ci; reused when there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
-#   4. cargo fmt --check and cargo clippy -D warnings on the workspace;
-#   5. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/.
+#   4. tansu, a Kafka-compatible broker for the Kafka tests (cargo install, reused when installed);
+#   5. cargo fmt --check and cargo clippy -D warnings on the workspace (with the `kafka` feature);
+#   6. cargo test on the workspace (unit, integration and end-to-end tests, the Kafka ones included) and
+#      on plugins/.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
 set -euo pipefail
@@ -46,21 +48,32 @@ if [[ -x scripts/build-plugins.sh ]]; then
     ./scripts/build-plugins.sh
 fi
 
+step "tansu (Kafka-compatible broker for tests/tests/kafka)"
+# In-memory storage needs the `dynostore` feature; the build takes ~10 minutes, so an installed binary is
+# reused. The tests find it through TAILGATE_TANSU.
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+if [[ ! -x "$tansu_bin" ]]; then
+    cargo install tansu --version 0.6.0 --features dynostore --locked
+else
+    echo "tansu already installed at $tansu_bin"
+fi
+export TAILGATE_TANSU="$tansu_bin"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features tailgate-e2e/kafka -- -D warnings
 
 step "build the tailgate binary (for the command-line tests)"
-cargo build -p tailgate --bin tailgate
+cargo build -p tailgate --bin tailgate --features kafka
 export TAILGATE_BIN="$root/target/debug/tailgate"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 step "cargo test --workspace"
-cargo test --workspace "$@" 2>&1 | tee -a "$log"
+cargo test --workspace --features tailgate-e2e/kafka "$@" 2>&1 | tee -a "$log"
 
 if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"

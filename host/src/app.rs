@@ -41,6 +41,8 @@ pub enum AppError {
     Load(#[from] ReloadError),
     #[error(transparent)]
     Record(#[from] crate::record::RecordError),
+    #[error("{0}")]
+    Kafka(String),
 }
 
 /// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
@@ -159,13 +161,26 @@ async fn start_stages(
     };
     let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());
     let ingest = ingest.with_recorder(recorder.clone());
-    let buffer_task = tokio::spawn(buffer::run(
-        ingest_rx,
-        TraceBuffer::new(limits, cache),
-        PipelineSender::new(pipeline_tx),
-        pressure,
-        metrics.clone(),
-    ));
+    let buffer_task = match &cfg.exporters.kafka {
+        // The ingest tier: spans go to the Kafka topic instead of the buffer.
+        Some(k) => kafka_sink(k, ingest_rx, pressure, metrics.clone())?,
+        None => tokio::spawn(buffer::run(
+            ingest_rx,
+            TraceBuffer::new(limits, cache),
+            PipelineSender::new(pipeline_tx),
+            pressure,
+            metrics.clone(),
+        )),
+    };
+    let kafka_source = match &cfg.receivers.kafka {
+        Some(k) => Some(kafka_source(
+            k,
+            ingest.clone(),
+            metrics.clone(),
+            cfg.service.shutdown_grace,
+        )?),
+        None => None,
+    };
 
     let (stop, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -174,6 +189,14 @@ async fn start_stages(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    let kafka_task = kafka_source.map(|source| {
+        let stop = stopped();
+        tokio::spawn(async move {
+            stop.await;
+            source.stop();
+            source.finish().await;
+        })
+    });
     let mut receivers = Vec::new();
     if let (Some(l), Some(g)) = (grpc_listener, &protocols.grpc) {
         let ctx = ReceiverContext {
@@ -243,6 +266,10 @@ async fn start_stages(
             let _ = tokio::task::spawn_blocking(move || r.finish()).await;
         }
         let _ = pipeline_done.await;
+        // Everything the Kafka source handed over is decided: it commits and leaves the group.
+        if let Some(t) = kafka_task {
+            let _ = t.await;
+        }
         tracing::info!("pipeline finished; draining exporter");
         exporter.shutdown(grace).await;
         let _ = admin_task.await;
@@ -259,6 +286,69 @@ async fn start_stages(
         stop,
         done,
     })
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_sink(
+    cfg: &crate::config::KafkaExporter,
+    rx: tokio::sync::mpsc::Receiver<crate::ingest::SpanBatch>,
+    pressure: Arc<Pressure>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<JoinHandle<()>, AppError> {
+    let producer = crate::kafka::sink::producer(cfg)
+        .map_err(|e| AppError::Kafka(format!("exporters.kafka: {e}")))?;
+    tracing::info!(topic = %cfg.topic, brokers = ?cfg.brokers, "ingest tier: publishing to kafka");
+    Ok(tokio::spawn(crate::kafka::sink::run(
+        rx,
+        producer,
+        cfg.topic.clone(),
+        pressure,
+        metrics,
+    )))
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_source(
+    cfg: &crate::config::KafkaReceiver,
+    ingest: IngestHandle,
+    metrics: Arc<crate::metrics::Metrics>,
+    grace: std::time::Duration,
+) -> Result<crate::kafka::source::KafkaSource, AppError> {
+    crate::kafka::source::start(cfg, ingest, metrics, grace)
+        .map_err(|e| AppError::Kafka(e.to_string()))
+}
+
+#[cfg(not(feature = "kafka"))]
+const NO_KAFKA: &str =
+    "tailgate was built without the `kafka` feature; rebuild with `cargo build --features kafka`";
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_sink(
+    _: &crate::config::KafkaExporter,
+    _: tokio::sync::mpsc::Receiver<crate::ingest::SpanBatch>,
+    _: Arc<Pressure>,
+    _: Arc<crate::metrics::Metrics>,
+) -> Result<JoinHandle<()>, AppError> {
+    Err(AppError::Kafka(format!("exporters.kafka: {NO_KAFKA}")))
+}
+
+#[cfg(not(feature = "kafka"))]
+struct NoSource;
+
+#[cfg(not(feature = "kafka"))]
+impl NoSource {
+    fn stop(&self) {}
+    async fn finish(self) {}
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_source(
+    _: &crate::config::KafkaReceiver,
+    _: IngestHandle,
+    _: Arc<crate::metrics::Metrics>,
+    _: std::time::Duration,
+) -> Result<NoSource, AppError> {
+    Err(AppError::Kafka(format!("receivers.kafka: {NO_KAFKA}")))
 }
 
 /// Starts tailgate from a configuration: loads the policy's plugins, then every stage.

@@ -29,6 +29,8 @@ pub enum Trigger {
     Size,
     Pressure,
     Shutdown,
+    /// The trace's Kafka partition is being handed to another replica.
+    Handoff,
 }
 
 impl Trigger {
@@ -40,6 +42,7 @@ impl Trigger {
             Trigger::Size => "size",
             Trigger::Pressure => "pressure",
             Trigger::Shutdown => "shutdown",
+            Trigger::Handoff => "handoff",
         }
     }
 }
@@ -187,6 +190,9 @@ impl TraceBuffer {
     pub fn insert(&mut self, batch: SpanBatch, now: Instant, out: &mut Vec<BufferOutput>) {
         for (trace_id, spans) in batch.traces {
             self.insert_trace(trace_id, spans, batch.ack.as_ref(), now, out);
+        }
+        for trace_id in batch.decide_now {
+            self.take(trace_id, Trigger::Handoff, now, out);
         }
         self.relieve_pressure(now, out);
     }

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod kafka;
+pub use kafka::{InitialOffset, KafkaEncoding, KafkaExporter, KafkaReceiver};
+
 /// Why a configuration could not be loaded. Messages name the file, the key and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,6 +67,8 @@ impl RecordConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Receivers {
     pub otlp: OtlpReceiver,
+    /// Read traces from a Kafka topic as one replica of a consumer group (see `docs/kafka.md`).
+    pub kafka: Option<KafkaReceiver>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -130,6 +135,8 @@ impl Default for HttpReceiver {
 #[serde(deny_unknown_fields, default)]
 pub struct Exporters {
     pub otlp: OtlpExporter,
+    /// Ingest tier: publish received spans to a Kafka topic, keyed by trace id, instead of sampling.
+    pub kafka: Option<KafkaExporter>,
 }
 
 /// How kept spans leave tailgate.
@@ -492,6 +499,10 @@ pub struct RuleConfig {
     /// Memory cap, overriding `plugins.memory_limit`.
     #[serde(default)]
     pub memory_limit: Option<ByteSize>,
+    /// Numeric keys of `config` that are cluster-wide budgets (a rate limit's `traces_per_second`,
+    /// `burst`): divided by `receivers.kafka.group_size` before the plugin sees them.
+    #[serde(default)]
+    pub split_across_group: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -727,7 +738,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let text = substitute_env(text, origin, env)?;
-        let cfg: Config = if text.trim().is_empty() {
+        let mut cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
             serde_norway::from_str(&text).map_err(|e| ConfigError::Invalid {
@@ -735,10 +746,15 @@ impl Config {
                 message: e.to_string(),
             })?
         };
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: origin.to_owned(),
-            message,
-        })?;
+        cfg.validate()
+            .and_then(|()| {
+                let group = cfg.receivers.kafka.as_ref().map_or(1, |k| k.group_size);
+                kafka::split_budgets(&mut cfg.policy.rules, group)
+            })
+            .map_err(|message| ConfigError::Invalid {
+                path: origin.to_owned(),
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -789,6 +805,7 @@ impl Config {
 
     /// Checks relations between keys that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        kafka::validate(self.receivers.kafka.as_ref(), self.exporters.kafka.as_ref())?;
         let b = &self.buffer;
         if b.settle.is_zero() || b.idle_timeout.is_zero() || b.max_wait.is_zero() {
             return Err(

@@ -20,6 +20,9 @@ pub struct SpanBatch {
     pub ack: Option<Ack>,
     /// Bytes reserved against the memory bound while the batch is queued (set on submit).
     pub charged: usize,
+    /// Traces to decide right away, after this batch's spans are added (a Kafka partition being handed
+    /// to another replica: its traces are decided before the revocation completes).
+    pub decide_now: Vec<TraceId>,
 }
 
 impl SpanBatch {
@@ -56,6 +59,7 @@ impl SpanBatch {
             span_count,
             ack: None,
             charged: 0,
+            decide_now: Vec::new(),
         }
     }
 
@@ -79,17 +83,27 @@ impl SpanBatch {
 #[derive(Debug, Clone)]
 pub struct Ack(#[allow(dead_code)] Arc<AckInner>);
 
-#[derive(Debug)]
+/// What runs when the last clone of an [`Ack`] is dropped.
+type AckCallback = Box<dyn FnOnce() + Send + Sync>;
+
 struct AckInner {
-    done: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    done: std::sync::Mutex<Option<AckCallback>>,
+}
+
+impl std::fmt::Debug for AckInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckInner")
+    }
 }
 
 impl Drop for AckInner {
     fn drop(&mut self) {
-        if let Ok(mut g) = self.done.lock()
-            && let Some(tx) = g.take()
-        {
-            let _ = tx.send(());
+        let done = match self.done.get_mut() {
+            Ok(g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(f) = done {
+            f();
         }
     }
 }
@@ -99,11 +113,19 @@ impl Ack {
     pub fn new() -> (Ack, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         (
-            Ack(Arc::new(AckInner {
-                done: std::sync::Mutex::new(Some(tx)),
-            })),
+            Ack::on_done(move || {
+                let _ = tx.send(());
+            }),
             rx,
         )
+    }
+
+    /// A new ack that calls `f` (once) when it and all its clones are dropped. `f` runs on whichever
+    /// thread drops the last clone (a pipeline worker, usually), so it must be quick.
+    pub fn on_done(f: impl FnOnce() + Send + Sync + 'static) -> Ack {
+        Ack(Arc::new(AckInner {
+            done: std::sync::Mutex::new(Some(Box::new(f))),
+        }))
     }
 }
 

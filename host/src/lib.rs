@@ -24,6 +24,8 @@
 //! - [`reload`]: hot reload (file watch, SIGHUP, `POST /reload`): rebuilds the policy off the hot path,
 //!   keeps unchanged rules' plugins, swaps it atomically; shadow rules are counted in [`pipeline`].
 //! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
+//! - [`kafka`]: scale-out (feature `kafka`): the ingest tier's sink and the consumer-group source, with
+//!   offsets committed only up to the oldest undecided message.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
 //! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
 //! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/health`, `/metrics` and `POST /reload`.
@@ -44,6 +46,7 @@ pub mod explain;
 pub mod export;
 pub mod health;
 pub mod ingest;
+pub mod kafka;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;

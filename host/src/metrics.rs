@@ -196,6 +196,8 @@ pub struct Metrics {
     /// Why recent traces were kept or dropped (`GET /debug/traces/{id}`, the status page). Not
     /// Prometheus: a bounded log beside the metrics, fed by the same stage.
     pub decision_log: crate::explain::DecisionLog,
+    /// The Kafka source and sink (see `crate::kafka`).
+    pub kafka: crate::kafka::KafkaMetrics,
 }
 
 impl Metrics {
@@ -248,6 +250,7 @@ impl Metrics {
             redaction_scrubbed_spans: Counter::default(),
             redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
             decision_log: crate::explain::DecisionLog::default(),
+            kafka: crate::kafka::KafkaMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -428,6 +431,7 @@ impl Metrics {
             "Unix time of the last successful configuration load",
             m.reload_success_timestamp.clone(),
         );
+        m.kafka.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

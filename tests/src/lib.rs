@@ -23,6 +23,8 @@
 pub mod binary;
 pub mod capture;
 pub mod demo;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod otlp;
 pub mod proxy;
 pub mod python;

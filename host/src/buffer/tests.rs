@@ -316,3 +316,21 @@ async fn memory_bound_pushes_back_and_every_accepted_span_is_decided() {
     assert_eq!(out_traces, accepted, "no accepted trace was lost");
     assert!(triggers.contains(&Trigger::Pressure), "{triggers:?}");
 }
+
+#[test]
+fn decide_now_hands_listed_traces_on_at_once() {
+    let mut b = new_buffer(limits());
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    b.insert(batch(1, &[(1, 0)]), t0, &mut out);
+    b.insert(batch(2, &[(2, 9)]), t0, &mut out);
+    assert!(due(&mut out).is_empty());
+    // A Kafka hand-off: trace 2 (and an unknown trace 3) decided now, trace 1 keeps waiting.
+    let handoff = SpanBatch {
+        decide_now: vec![2, 3],
+        ..Default::default()
+    };
+    b.insert(handoff, t0, &mut out);
+    assert_eq!(due(&mut out), vec![(2, Trigger::Handoff, 1)]);
+    assert_eq!(b.trace_count(), 1);
+}
