@@ -4,20 +4,23 @@
 //! the remembered decision of their trace.
 //!
 //! Runs on dedicated worker threads (plugin code never runs on a tokio worker); the buffer routes each trace
-//! id to one worker, so a trace's late spans are handled after its decision.
+//! id to one worker, so a trace's late spans are handled after its decision. When the policy has
+//! redactors, kept spans are redacted and exported by the threads of the redaction stage ([`stage`]), so
+//! a slow redaction never delays the decisions of the traces behind it.
 
 mod shadow;
+mod stage;
 mod tracestate;
 
 use crate::buffer::{BufferOutput, DueTrace, LateSpans};
 use crate::config::{DefaultDecision, SamplerFailurePolicy};
 use crate::decisions::{DecisionCache, KeepInfo, Remembered};
-use crate::export::{ExportHandle, KeptSpans};
+use crate::export::ExportHandle;
 use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
-use crate::otlp::{SpanPatch, SpanRecord, TraceId};
-use crate::redact::{Outcome, Redactors};
+use crate::otlp::{SpanRecord, TraceId};
+use crate::redact::Redactors;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use stage::{KeptTrace, StageSender};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -159,8 +162,9 @@ pub struct PipelineContext {
     pub metrics: Arc<Metrics>,
 }
 
-/// Starts `workers` pipeline threads; returns their input queues (`capacity` traces each) and a handle
-/// that completes when all have finished (after their queues close).
+/// Starts `workers` pipeline threads and as many redaction threads (sharing one queue of `capacity`
+/// kept traces); returns the pipeline threads' input queues (`capacity` traces each) and a handle that
+/// completes when all have finished (after their queues close and the redaction queue is drained).
 pub fn start(
     workers: usize,
     capacity: usize,
@@ -171,19 +175,23 @@ pub fn start(
 )> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let done = Arc::new(DoneGuard(std::sync::Mutex::new(Some(done_tx))));
+    let stage = stage::start(workers, capacity, ctx.clone(), done.clone())?;
     let mut senders = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         senders.push(tx);
         let ctx = ctx.clone();
         let done = done.clone();
+        let stage = stage.clone();
         std::thread::Builder::new()
             .name(format!("tailgate-pipeline-{i}"))
             .spawn(move || {
-                worker(rx, ctx);
+                worker(rx, ctx, stage);
                 drop(done);
             })?;
     }
+    // The redaction threads end when the last pipeline thread drops its sender.
+    drop(stage);
     Ok((senders, done_rx))
 }
 
@@ -198,16 +206,16 @@ impl Drop for DoneGuard {
     }
 }
 
-fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext) {
+fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: StageSender) {
     while let Some(item) = rx.blocking_recv() {
         match item {
-            BufferOutput::Due(t) => decide(t, &ctx),
-            BufferOutput::Late(l) => late(l, &ctx),
+            BufferOutput::Due(t) => decide(t, &ctx, &stage),
+            BufferOutput::Late(l) => late(l, &ctx, &stage),
         }
     }
 }
 
-fn decide(t: DueTrace, ctx: &PipelineContext) {
+fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) {
     // Every trace, before the decision can drop it.
     ctx.metrics.topology.observe(&t.spans);
     let policy = ctx.policy.load();
@@ -231,15 +239,25 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
             probability: decision.probability,
         });
         ctx.cache.record_keep(t.trace_id, info.clone(), now);
-        export(t.trace_id, t.spans, &info, ctx);
+        export(
+            KeptTrace {
+                trace_id: t.trace_id,
+                spans: t.spans,
+                info,
+                acks: t.acks,
+                due_at: Some(t.due_at),
+            },
+            ctx,
+            stage,
+        );
     } else {
         ctx.cache.record_drop(t.trace_id, now);
         ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
+        drop(t.acks);
     }
-    drop(t.acks);
 }
 
-fn late(l: LateSpans, ctx: &PipelineContext) {
+fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) {
     ctx.metrics.topology.observe_late(&l.spans);
     let n = l.spans.len() as u64;
     match ctx.cache.lookup(l.trace_id, Instant::now()) {
@@ -248,7 +266,18 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                 .late_spans
                 .get_or_create(&ReasonLabels { reason: "kept" })
                 .inc_by(n);
-            export(l.trace_id, l.spans, &info, ctx);
+            export(
+                KeptTrace {
+                    trace_id: l.trace_id,
+                    spans: l.spans,
+                    info,
+                    acks: l.acks,
+                    due_at: None,
+                },
+                ctx,
+                stage,
+            );
+            return;
         }
         Some(Remembered::Dropped) => {
             ctx.metrics
@@ -278,6 +307,7 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                     due_at: now,
                 },
                 ctx,
+                stage,
             );
             return;
         }
@@ -285,35 +315,13 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
     drop(l.acks);
 }
 
-/// Redacts, annotates and sends kept spans to the exporter. Every kept span (late ones included) passes
-/// through here, so nothing reaches the exporter without passing the redactors.
-fn export(trace_id: TraceId, spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &PipelineContext) {
-    let spans = match ctx
-        .policy
-        .load()
-        .redactors
-        .redact(trace_id, spans, &ctx.metrics)
-    {
-        Outcome::Export(spans) => spans,
-        // A redactor failed under `on_redactor_failure: drop`; already counted as lost.
-        Outcome::Dropped => return,
-    };
-    let n = spans.len() as u64;
-    let mut patch = SpanPatch::new();
-    patch.string_attribute("tailgate.rule", &info.rule);
-    let existing = spans
-        .first()
-        .map(|s| crate::otlp::span_trace_state(&s.raw))
-        .unwrap_or("");
-    if let Some(ts) = update_tracestate(existing, info.probability) {
-        patch.trace_state(&ts);
-    }
-    let kept = KeptSpans {
-        spans,
-        patch: Bytes::copy_from_slice(patch.as_bytes()),
-    };
-    if ctx.export.blocking_send(kept).is_err() {
-        ctx.metrics.lost("exporter_closed", n);
+/// Hands kept spans on: to the redaction stage when the policy has redactors, otherwise straight to the
+/// exporter (annotating them is cheap).
+fn export(t: KeptTrace, ctx: &PipelineContext, stage: &StageSender) {
+    if ctx.policy.load().redactors.is_empty() {
+        stage::finish(t, ctx);
+    } else {
+        stage.send(t, ctx);
     }
 }
 
