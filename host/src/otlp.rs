@@ -19,10 +19,10 @@ pub use encode::{ExportBuilder, SpanPatch};
 pub use scan::SpanRejection;
 pub use scan::{ScanError, ScannedRequest, scan_export_request};
 pub use view::{
-    AnyValueRef, AttrIter, KeyFinder, KeyValueRef, attributes_in, event_attributes, event_name, len_fields,
-    link_attributes, merged_resource_attributes, merged_scope_attributes, resource_attributes,
-    scope_attributes, span_attributes, span_events, span_links, span_status_message,
-    span_trace_state,
+    AnyValueRef, AttrIter, KeyFinder, KeyValueRef, attributes_in, event_attributes, event_name,
+    len_fields, link_attributes, merged_resource_attributes, merged_scope_attributes,
+    resource_attributes, scope_attributes, span_attributes, span_events, span_links,
+    span_status_message, span_trace_state,
 };
 
 use bytes::Bytes;

@@ -199,6 +199,9 @@ impl<'a> AttrIter<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct KeyFinder {
     keys: Vec<String>,
+    /// Bit `n` is set when a key is `n` bytes long (keys of 64 bytes or more set bit 63), so most
+    /// attributes are rejected on their key's length byte alone.
+    lengths: u64,
 }
 
 /// A varint at `*pos`, advancing it; `None` when truncated or longer than 10 bytes.
@@ -254,8 +257,10 @@ fn next_field(buf: &[u8], pos: &mut usize) -> Option<(u64, u8, usize, usize)> {
 impl KeyFinder {
     /// A finder for `keys`.
     pub fn new(keys: &[String]) -> KeyFinder {
+        let lengths = keys.iter().fold(0u64, |m, k| m | 1 << k.len().min(63));
         KeyFinder {
             keys: keys.to_vec(),
+            lengths,
         }
     }
 
@@ -273,11 +278,16 @@ impl KeyFinder {
                 continue;
             }
             let kv = &span[start..end];
-            // Encoders write the key first: reject a non-matching attribute on the key's length or bytes
-            // without reading further.
-            let mut at = 0;
-            if let Some((1, WIRE_LEN, ks, ke)) = next_field(kv, &mut at) {
-                let key = &kv[ks..ke];
+            // Encoders write the key first (tag 0x0a, then its length): reject a non-matching attribute
+            // on the key's length byte, then on its bytes, without reading further.
+            if let [0x0a, len, rest @ ..] = kv
+                && *len < 0x80
+            {
+                let len = usize::from(*len);
+                if self.lengths & (1 << len.min(63)) == 0 {
+                    continue;
+                }
+                let Some(key) = rest.get(..len) else { continue };
                 if !self.keys.iter().any(|k| k.as_bytes() == key) {
                     continue;
                 }

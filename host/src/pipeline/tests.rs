@@ -412,7 +412,10 @@ mod workers {
                             Err(_) => break false,
                         }
                     };
-                    assert!(waited, "trace 3 was not decided while trace 1 was being redacted");
+                    assert!(
+                        waited,
+                        "trace 3 was not decided while trace 1 was being redacted"
+                    );
                 }
                 Ok(vec![RedactionEdit {
                     field: FieldRef {
@@ -458,7 +461,11 @@ mod workers {
                 }
             }
         }
-        assert_eq!(names, vec!["redacted"; 3], "every kept trace redacted, none lost");
+        assert_eq!(
+            names,
+            vec!["redacted"; 3],
+            "every kept trace redacted, none lost"
+        );
         let text = metrics.encode();
         assert!(
             text.contains("tailgate_handoff_latency_seconds_count 3"),
