@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness in one command (see BENCHMARKS.md):
-#   ./scripts/bench.sh [--duration 20s] [--concurrency 16] [--systems tailgate,passthrough,rotel]
+#   ./scripts/bench.sh [--duration 20s] [--concurrency 16] [--rate N] [--config FILE]
+#                      [--systems tailgate,passthrough,rotel,redact,rotel-redact]
 # Builds tailgate, its plugins and the load generator in release mode, installs rotel (PyPI) into .venv
 # when missing, then runs tailgate with the seed policy (examples/tailgate.yaml), tailgate as a plain
 # pass-through, and rotel as a pass-through, one after the other, on the same pre-encoded OTLP load into
@@ -24,5 +25,8 @@ echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/10485
 echo "== buffer memory per span"
 "$root/target/release/tailgate-bench" overhead
 echo "== side by side"
+# The seed policy unless the caller names another config (e.g. bench/configs/seed-without-redaction.yaml).
+config=(--config "$root/examples/tailgate.yaml")
+for a in "$@"; do [ "$a" = "--config" ] && config=(); done
 exec "$root/target/release/tailgate-bench" compare --tailgate "$root/target/release/tailgate" \
-    --config "$root/examples/tailgate.yaml" --rotel "$rotel" "$@"
+    "${config[@]}" --rotel "$rotel" "$@"

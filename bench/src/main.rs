@@ -52,9 +52,17 @@ struct Args {
     /// Traces per generated round (the round is replayed with fresh trace ids).
     #[arg(long, default_value_t = 2000)]
     traces: usize,
-    /// Only run these systems (comma separated: tailgate, passthrough, rotel).
+    /// Only run these systems (comma separated: tailgate, passthrough, rotel, redact, rotel-redact).
+    /// `redact` is tailgate keeping every trace and redacting it with the PII plugin (`--redact-config`);
+    /// `rotel-redact` is rotel with the Python redaction processor (`--rotel-processor`).
     #[arg(long, default_value = "tailgate,passthrough,rotel")]
     systems: String,
+    /// tailgate config of the `redact` system: keep everything, redact with the PII plugin.
+    #[arg(long, default_value = "bench/configs/redact-all.yaml")]
+    redact_config: PathBuf,
+    /// rotel Python processor of the `rotel-redact` system.
+    #[arg(long, default_value = "bench/rotel/pii_processor.py")]
+    rotel_processor: PathBuf,
 }
 
 /// What one run measured.
@@ -67,6 +75,8 @@ struct Outcome {
     cpu_secs: f64,
     peak_rss_mib: f64,
     latency: Option<(f64, f64)>,
+    /// p50/p99 of the hand-off latency (due to the exporter's queue, redaction included) of kept traces.
+    handoff: Option<(f64, f64)>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,10 +124,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let admin = free_port()?;
         let http = free_port()?;
         let (child, metrics_url) = match system {
-            "tailgate" | "passthrough" => {
+            "tailgate" | "passthrough" | "redact" => {
                 let mut cmd = Command::new(&args.tailgate);
                 if system == "tailgate" {
                     cmd.arg("--config").arg(&args.config);
+                }
+                if system == "redact" {
+                    cmd.arg("--config").arg(&args.redact_config);
                 }
                 cmd.args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{port}")])
                     .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
@@ -130,7 +143,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     Some(format!("http://127.0.0.1:{admin}/metrics")),
                 )
             }
-            "rotel" => {
+            "rotel" | "rotel-redact" => {
                 let Some(rotel) = &args.rotel else {
                     eprintln!("rotel: skipped (no --rotel binary given)");
                     continue;
@@ -142,6 +155,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .args(["--exporter", "otlp"])
                     .args(["--otlp-exporter-endpoint", &format!("http://{}", sink.addr)])
                     .args(["--otlp-exporter-protocol", "grpc"]);
+                if system == "rotel-redact" {
+                    cmd.arg("--otlp-with-trace-processor")
+                        .arg(&args.rotel_processor);
+                }
                 (spawn(cmd)?, None)
             }
             other => bail!("unknown system `{other}`"),
@@ -173,10 +190,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await;
         let cpu_secs = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
         let peak_rss_mib = peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0;
-        let latency = match &metrics_url {
-            Some(u) => decision_latency(u).await.ok().flatten(),
-            None => None,
+        let (latency, handoff) = match &metrics_url {
+            Some(u) => (
+                histogram_quantiles(u, "tailgate_decision_latency_seconds")
+                    .await
+                    .ok()
+                    .flatten(),
+                histogram_quantiles(u, "tailgate_handoff_latency_seconds")
+                    .await
+                    .ok()
+                    .flatten(),
+            ),
+            None => (None, None),
         };
+        if let (Some(u), Ok(names)) = (&metrics_url, std::env::var("TAILGATE_BENCH_SHOW_METRICS")) {
+            // Diagnostics: the metric lines whose names contain one of the comma-separated words.
+            if let Ok(text) = reqwest::get(u).await?.text().await {
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    if names.split(',').any(|n| line.contains(n)) {
+                        eprintln!("  {line}");
+                    }
+                }
+            }
+        }
         let _ = guard.0.kill();
         let _ = guard.0.wait();
         let o = Outcome {
@@ -188,15 +224,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cpu_secs,
             peak_rss_mib,
             latency,
+            handoff,
         };
         print_row(&o, true);
         results.push(o);
     }
     println!();
     println!(
-        "| system | spans/s in | spans/s out | refused | CPU s per M spans in | peak RSS MiB | decision latency p50 / p99 |"
+        "| system | spans/s in | spans/s out | refused | CPU s per M spans in | peak RSS MiB | decision latency p50 / p99 | hand-off latency p50 / p99 |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for o in &results {
         print_row(o, false);
     }
@@ -218,13 +255,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             t / r
         );
     }
+    if let (Some(t), Some(r)) = (rate("redact"), rate("rotel-redact")) {
+        println!(
+            "tailgate (keep all + PII redactor) / rotel (Python redaction processor) accepted spans/s: {:.2}x",
+            t / r
+        );
+    }
     Ok(())
 }
 
 fn print_row(o: &Outcome, progress: bool) {
-    let lat = o.latency.map_or("-".into(), |(p50, p99)| {
-        format!("{:.2} ms / {:.2} ms", p50 * 1e3, p99 * 1e3)
-    });
+    let fmt = |l: Option<(f64, f64)>| {
+        l.map_or("-".into(), |(p50, p99)| {
+            format!("≤ {} ms / ≤ {} ms", p50 * 1e3, p99 * 1e3)
+        })
+    };
+    let (lat, handoff) = (fmt(o.latency), fmt(o.handoff));
     let cpu_per_m = if o.accepted > 0 {
         o.cpu_secs / (o.accepted as f64 / 1e6)
     } else {
@@ -232,19 +278,28 @@ fn print_row(o: &Outcome, progress: bool) {
     };
     if progress {
         eprintln!(
-            "{}: accepted {} refused {} exported {} in {:.1}s, cpu {:.1}s, peak RSS {:.0} MiB, latency {}",
-            o.name, o.accepted, o.refused, o.exported, o.secs, o.cpu_secs, o.peak_rss_mib, lat
+            "{}: accepted {} refused {} exported {} in {:.1}s, cpu {:.1}s, peak RSS {:.0} MiB, decision latency {}, hand-off latency {}",
+            o.name,
+            o.accepted,
+            o.refused,
+            o.exported,
+            o.secs,
+            o.cpu_secs,
+            o.peak_rss_mib,
+            lat,
+            handoff
         );
     } else {
         println!(
-            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.0} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.0} | {} | {} |",
             o.name,
             o.accepted as f64 / o.secs,
             o.exported as f64 / o.secs,
             o.refused,
             cpu_per_m,
             o.peak_rss_mib,
-            lat
+            lat,
+            handoff
         );
     }
 }
@@ -286,12 +341,14 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// p50 and p99 of `tailgate_decision_latency_seconds`, from the histogram buckets.
-async fn decision_latency(url: &str) -> anyhow::Result<Option<(f64, f64)>> {
+/// p50 and p99 of the histogram `name` (e.g. `tailgate_decision_latency_seconds`), as the upper bounds of
+/// the buckets they fall in.
+async fn histogram_quantiles(url: &str, name: &str) -> anyhow::Result<Option<(f64, f64)>> {
+    let prefix = format!("{name}_bucket{{le=\"");
     let text = reqwest::get(url).await?.text().await?;
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("tailgate_decision_latency_seconds_bucket{le=\"") {
+        if let Some(rest) = line.strip_prefix(prefix.as_str()) {
             let (le, count) = rest.split_once("\"} ").unwrap_or(("", ""));
             let le = if le == "+Inf" {
                 f64::INFINITY

@@ -161,6 +161,67 @@ fn main() {
             r#"{"status_error": false, "http_status": ["5xx"]}"#,
         ),
     ];
+    // Profiling mode (for `valgrind --tool=callgrind --collect-atstart=no
+    // --toggle-collect=*profile_loop*`): TAILGATE_PROFILE_ITERS calls of the sampler labelled
+    // TAILGATE_PROFILE_CASE on the 10-span trace (`... none present` for the trace without the keys).
+    if let Some(iters) = std::env::var("TAILGATE_PROFILE_ITERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let case = std::env::var("TAILGATE_PROFILE_CASE").unwrap_or_else(|_| "keep-errors".into());
+        // The host's attribute lookup alone, old (walk every attribute) and new (byte search first).
+        if let Some(how) = case.strip_prefix("host ") {
+            let keys = vec![
+                "http.response.status_code".to_owned(),
+                "http.status_code".to_owned(),
+            ];
+            let finder = tailgate::otlp::KeyFinder::new(&keys);
+            let t = if how.ends_with("absent") {
+                trace_without_status_codes(10)
+            } else {
+                trace(10)
+            };
+            let walk = how.starts_with("walk");
+            profile_loop(
+                &mut || {
+                    let mut n = 0usize;
+                    for s in &t {
+                        if walk {
+                            n += s.attributes().matching(&keys).count();
+                        } else {
+                            finder.span_attributes(&s.raw, |_, _| n += 1);
+                        }
+                    }
+                    std::hint::black_box(n);
+                },
+                iters,
+            );
+            println!("profiled {iters} lookups ({case})");
+            return;
+        }
+        let (label, absent) = match case.strip_suffix(" none present") {
+            Some(l) => (l.to_owned(), true),
+            None => (case.clone(), false),
+        };
+        let (_, file, config) = samplers
+            .iter()
+            .find(|(l, _, _)| *l == label)
+            .expect("TAILGATE_PROFILE_CASE names a sampler of the table");
+        let p = rt
+            .load_sampler(&PluginSpec::new(label.as_str(), plugin(file), *config))
+            .expect("loads");
+        let t = if absent {
+            trace_without_status_codes(10)
+        } else {
+            trace(10)
+        };
+        profile_loop(
+            &mut || drop(std::hint::black_box(p.decide(TRACE_ID, &t))),
+            iters,
+        );
+        println!("profiled {iters} calls of {case}");
+        return;
+    }
     println!(
         "{:<32} {:>14} {:>14}",
         "sampler call (median)", "10 spans", "100 spans"
@@ -305,5 +366,13 @@ fn main() {
             ms(warm.load_time)
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The loop callgrind collects in profiling mode (not inlined, so `--toggle-collect` can name it).
+#[inline(never)]
+fn profile_loop(f: &mut dyn FnMut(), iters: usize) {
+    for _ in 0..iters {
+        f();
     }
 }

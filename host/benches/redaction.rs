@@ -128,6 +128,25 @@ fn main() {
         RedactorFailurePolicy::StrictScrub,
     );
     let metrics = Metrics::new();
+    // Profiling mode (for `valgrind --tool=callgrind --collect-atstart=no
+    // --toggle-collect=*profile_loop*`, whose instruction counts stay stable on a busy machine): redact a
+    // 10-span trace with PII (`TAILGATE_PROFILE_CASE=pii`) or without (`nopii`) a fixed number of times.
+    if let Some(iters) = std::env::var("TAILGATE_PROFILE_ITERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let pii = std::env::var("TAILGATE_PROFILE_CASE").as_deref() != Ok("nopii");
+        let spans = trace(10, pii);
+        profile_loop(
+            &mut || match redactors.redact(TRACE_ID, spans.clone(), &metrics) {
+                Outcome::Export(out) => assert_eq!(out.len(), 10),
+                Outcome::Dropped => panic!("dropped"),
+            },
+            iters,
+        );
+        println!("profiled {iters} redactions of a 10-span trace (PII: {pii})");
+        return;
+    }
     println!("redaction through pii.wasm (20 attributes per span), median of 9 runs");
     for (n, pii) in [
         (1, true),
@@ -157,5 +176,13 @@ fn main() {
             per_trace * 1e6,
             per_trace * 1e6 / n as f64
         );
+    }
+}
+
+/// The loop callgrind collects in profiling mode (not inlined, so `--toggle-collect` can name it).
+#[inline(never)]
+fn profile_loop(f: &mut dyn FnMut(), iters: usize) {
+    for _ in 0..iters {
+        f();
     }
 }

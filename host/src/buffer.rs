@@ -56,7 +56,8 @@ pub struct DueTrace {
     pub acks: Vec<Ack>,
     pub trigger: Trigger,
     pub first_seen: Instant,
-    /// When it became due (for the decision latency metric).
+    /// When it became due (for the decision latency metric): its deadline for the time triggers (settle,
+    /// idle, max wait), so that a late timer counts as latency; the moment it was taken otherwise.
     pub due_at: Instant,
 }
 
@@ -192,7 +193,7 @@ impl TraceBuffer {
             self.insert_trace(trace_id, spans, batch.ack.as_ref(), now, out);
         }
         for trace_id in batch.decide_now {
-            self.take(trace_id, Trigger::Handoff, now, out);
+            self.take(trace_id, Trigger::Handoff, now, now, out);
         }
         self.relieve_pressure(now, out);
     }
@@ -247,7 +248,7 @@ impl TraceBuffer {
         if entry.spans.len() >= self.limits.max_spans_per_trace
             || entry.bytes >= self.limits.max_bytes_per_trace
         {
-            self.take(trace_id, Trigger::Size, now, out);
+            self.take(trace_id, Trigger::Size, now, now, out);
             return;
         }
         // Only schedule when the deadline moved earlier (new trace, or root arrived); a later deadline is
@@ -259,12 +260,13 @@ impl TraceBuffer {
         }
     }
 
-    /// Removes a trace and emits it.
+    /// Removes a trace and emits it; `due_at` is when it became due (at the latest `now`).
     fn take(
         &mut self,
         trace_id: TraceId,
         trigger: Trigger,
         now: Instant,
+        due_at: Instant,
         out: &mut Vec<BufferOutput>,
     ) {
         if let Some(e) = self.traces.remove(&trace_id) {
@@ -277,7 +279,7 @@ impl TraceBuffer {
                 acks: e.acks,
                 trigger,
                 first_seen: e.first_seen,
-                due_at: now,
+                due_at: due_at.min(now),
             }));
         }
     }
@@ -302,7 +304,7 @@ impl TraceBuffer {
             }
             let (actual, trigger) = e.deadline(&self.limits);
             if actual <= now {
-                self.take(id, trigger, now, out);
+                self.take(id, trigger, now, actual, out);
             } else {
                 e.heap_due = actual;
                 self.heap.push(Reverse((actual, id)));
@@ -331,7 +333,7 @@ impl TraceBuffer {
                 break;
             };
             if self.traces.get(&id).is_some_and(|e| e.first_seen == first) {
-                self.take(id, Trigger::Pressure, now, out);
+                self.take(id, Trigger::Pressure, now, now, out);
             }
         }
     }
@@ -340,7 +342,7 @@ impl TraceBuffer {
     pub fn drain(&mut self, now: Instant, out: &mut Vec<BufferOutput>) {
         let ids: Vec<TraceId> = self.order.drain(..).map(|(_, id)| id).collect();
         for id in ids {
-            self.take(id, Trigger::Shutdown, now, out);
+            self.take(id, Trigger::Shutdown, now, now, out);
         }
         self.heap.clear();
     }

@@ -167,7 +167,8 @@ pub struct Metrics {
     pub decision_triggers: Family<TriggerLabels, Counter>,
     /// Spans arriving after their trace was decided, by outcome (`kept`, `dropped`).
     pub late_spans: Family<ReasonLabels, Counter>,
-    /// Seconds from a trace being due to its decision being made (queueing + plugin time).
+    /// Seconds from a trace being due (the end of its settle, idle or max wait) to its decision being
+    /// made (a late buffer timer, queueing, plugin time).
     pub decision_latency: Histogram,
     /// Plugin failures by plugin and kind.
     pub plugin_failures: Family<PluginLabels, Counter>,
@@ -198,6 +199,21 @@ pub struct Metrics {
     pub decision_log: crate::explain::DecisionLog,
     /// The Kafka source and sink (see `crate::kafka`).
     pub kafka: crate::kafka::KafkaMetrics,
+    /// Seconds from a kept trace being due to its spans reaching the exporter's queue (decision,
+    /// redaction queue, redaction), for traces decided while due (not late spans).
+    pub handoff_latency: Histogram,
+    /// Times a pipeline worker found the redaction queue full and waited for room.
+    pub redaction_queue_full: Counter,
+}
+
+/// Bucket bounds of the latency histograms: 1-2-5 steps from 50 us to 20 s, so a bound falls on the
+/// targets that are quoted against them (5 ms).
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
+        1.0, 2.0, 5.0, 10.0, 20.0,
+    ]
+    .into_iter()
 }
 
 impl Metrics {
@@ -236,7 +252,7 @@ impl Metrics {
             decisions: Family::default(),
             decision_triggers: Family::default(),
             late_spans: Family::default(),
-            decision_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            decision_latency: Histogram::new(latency_buckets()),
             plugin_failures: Family::default(),
             shadow_decisions: Family::default(),
             shadow_agreement: Family::default(),
@@ -251,6 +267,8 @@ impl Metrics {
             redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
             decision_log: crate::explain::DecisionLog::default(),
             kafka: crate::kafka::KafkaMetrics::default(),
+            handoff_latency: Histogram::new(latency_buckets()),
+            redaction_queue_full: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -374,6 +392,16 @@ impl Metrics {
             "decision_latency_seconds",
             "Time from a trace being due to its decision",
             m.decision_latency.clone(),
+        );
+        registry.register(
+            "handoff_latency_seconds",
+            "Time from a kept trace being due to its spans reaching the exporter's queue",
+            m.handoff_latency.clone(),
+        );
+        registry.register(
+            "redaction_queue_full",
+            "Times a pipeline worker waited for room in the redaction queue",
+            m.redaction_queue_full.clone(),
         );
         registry.register(
             "plugin_failures",

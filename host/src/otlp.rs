@@ -19,10 +19,10 @@ pub use encode::{ExportBuilder, SpanPatch};
 pub use scan::SpanRejection;
 pub use scan::{ScanError, ScannedRequest, scan_export_request};
 pub use view::{
-    AnyValueRef, AttrIter, KeyValueRef, attributes_in, event_attributes, event_name, len_fields,
-    link_attributes, merged_resource_attributes, merged_scope_attributes, resource_attributes,
-    scope_attributes, span_attributes, span_events, span_links, span_status_message,
-    span_trace_state,
+    AnyValueRef, AttrIter, KeyFinder, KeyValueRef, attributes_in, event_attributes, event_name,
+    len_fields, link_attributes, merged_resource_attributes, merged_scope_attributes,
+    resource_attributes, scope_attributes, span_attributes, span_events, span_links,
+    span_status_message, span_trace_state,
 };
 
 use bytes::Bytes;
@@ -103,6 +103,20 @@ impl SpanRecord {
         let (off, len) = (self.name_at.0 as usize, self.name_at.1 as usize);
         // The range was produced by the scan over these very bytes and checked as UTF-8 there.
         std::str::from_utf8(&self.raw[off..off + len]).unwrap_or("")
+    }
+
+    /// This span with new encoded bytes that `prost` encoded from this span's decoded message after
+    /// redaction changed only strings in it (attribute keys and values, names, messages): the ids, times,
+    /// kind, status code and origin stay, and the name is located again. Exact without re-scanning,
+    /// because `prost` writes only well-formed protobuf whose strings are UTF-8, and the fields the scan
+    /// checks beyond that (ids, times) are the ones that did not change.
+    pub fn reencoded(&self, raw: Bytes) -> SpanRecord {
+        let name_at = view::span_name_range(&raw);
+        SpanRecord {
+            raw,
+            name_at,
+            ..self.clone()
+        }
     }
 
     /// The span's attributes, read lazily from the encoded bytes.

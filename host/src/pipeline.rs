@@ -4,9 +4,12 @@
 //! the remembered decision of their trace.
 //!
 //! Runs on dedicated worker threads (plugin code never runs on a tokio worker); the buffer routes each trace
-//! id to one worker, so a trace's late spans are handled after its decision.
+//! id to one worker, so a trace's late spans are handled after its decision. When the policy has
+//! redactors, kept spans are redacted and exported by the threads of the redaction stage ([`stage`]), so
+//! a slow redaction never delays the decisions of the traces behind it.
 
 mod shadow;
+mod stage;
 mod tracestate;
 
 use crate::buffer::{BufferOutput, DueTrace, LateSpans};
@@ -14,11 +17,14 @@ use crate::config::{DefaultDecision, SamplerFailurePolicy};
 use crate::decisions::{DecisionCache, KeepInfo, Remembered};
 use crate::explain::{Explanation, RedactionNotes};
 use crate::export::{ExportHandle, KeptSpans};
-use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
-use crate::otlp::{SpanPatch, SpanRecord, TraceId};
-use crate::redact::{Outcome, Redactors};
-use arc_swap::ArcSwap;
+use crate::otlp::SpanPatch;
+use crate::redact::Outcome;
 use bytes::Bytes;
+use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
+use crate::otlp::{SpanRecord, TraceId};
+use crate::redact::Redactors;
+use arc_swap::ArcSwap;
+use stage::{Explain, KeptTrace, StageSender};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -173,8 +179,9 @@ pub struct PipelineContext {
     pub metrics: Arc<Metrics>,
 }
 
-/// Starts `workers` pipeline threads; returns their input queues (`capacity` traces each) and a handle
-/// that completes when all have finished (after their queues close).
+/// Starts `workers` pipeline threads and as many redaction threads (sharing one queue of `capacity`
+/// kept traces); returns the pipeline threads' input queues (`capacity` traces each) and a handle that
+/// completes when all have finished (after their queues close and the redaction queue is drained).
 pub fn start(
     workers: usize,
     capacity: usize,
@@ -185,19 +192,23 @@ pub fn start(
 )> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let done = Arc::new(DoneGuard(std::sync::Mutex::new(Some(done_tx))));
+    let stage = stage::start(workers, capacity, ctx.clone(), done.clone())?;
     let mut senders = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         senders.push(tx);
         let ctx = ctx.clone();
         let done = done.clone();
+        let stage = stage.clone();
         std::thread::Builder::new()
             .name(format!("tailgate-pipeline-{i}"))
             .spawn(move || {
-                worker(rx, ctx);
+                worker(rx, ctx, stage);
                 drop(done);
             })?;
     }
+    // The redaction threads end when the last pipeline thread drops its sender.
+    drop(stage);
     Ok((senders, done_rx))
 }
 
@@ -212,20 +223,21 @@ impl Drop for DoneGuard {
     }
 }
 
-fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext) {
+fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: StageSender) {
     while let Some(item) = rx.blocking_recv() {
-        let n = item.span_count() as i64;
-        match item {
-            BufferOutput::Due(t) => decide(t, &ctx),
-            BufferOutput::Late(l) => late(l, &ctx),
-        }
+        let n = item.span_count();
+        let staged = match item {
+            BufferOutput::Due(t) => decide(t, &ctx, &stage),
+            BufferOutput::Late(l) => late(l, &ctx, &stage),
+        };
         // Counted in by the buffer when it handed the item over; by now every span is in the export
-        // queue, sampled out or counted lost.
-        ctx.metrics.pipeline_spans.dec_by(n);
+        // queue, sampled out, counted lost, or waiting in the redaction stage (which counts it out).
+        ctx.metrics.pipeline_spans.dec_by((n - staged) as i64);
     }
 }
 
-fn decide(t: DueTrace, ctx: &PipelineContext) {
+/// Decides a due trace; returns how many of its spans wait in the redaction stage.
+fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> usize {
     // Every trace, before the decision can drop it.
     ctx.metrics.topology.observe(&t.spans);
     let policy = ctx.policy.load();
@@ -243,7 +255,7 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
             decision: if decision.keep { "keep" } else { "drop" },
         })
         .inc();
-    let mut why = Explanation::new(
+    let why = Explanation::new(
         t.trace_id,
         t.trigger.as_str(),
         decision.keep,
@@ -257,28 +269,29 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
             probability: decision.probability,
         });
         ctx.cache.record_keep(t.trace_id, info.clone(), now);
-        let kept = prepare_kept(
-            &policy.redactors,
-            t.trace_id,
-            t.spans,
-            &info,
-            &ctx.metrics,
-            Some(&mut why.redactions),
-        );
-        // Recorded before the spans leave, so the explanation exists once they arrive downstream.
-        ctx.metrics.decision_log.record(why);
-        if let Some(kept) = kept {
-            send(kept, ctx);
-        }
+        export(
+            KeptTrace {
+                trace_id: t.trace_id,
+                spans: t.spans,
+                info,
+                acks: t.acks,
+                due_at: Some(t.due_at),
+                explain: Explain::Decided(Box::new(why)),
+            },
+            ctx,
+            stage,
+        )
     } else {
         ctx.cache.record_drop(t.trace_id, now);
         ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
         ctx.metrics.decision_log.record(why);
+        drop(t.acks);
+        0
     }
-    drop(t.acks);
 }
 
-fn late(l: LateSpans, ctx: &PipelineContext) {
+/// Handles spans of an already decided trace; returns how many wait in the redaction stage.
+fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
     ctx.metrics.topology.observe_late(&l.spans);
     let n = l.spans.len() as u64;
     match ctx.cache.lookup(l.trace_id, Instant::now()) {
@@ -287,21 +300,21 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                 .late_spans
                 .get_or_create(&ReasonLabels { reason: "kept" })
                 .inc_by(n);
-            let mut notes = RedactionNotes::default();
-            let kept = prepare_kept(
-                &ctx.policy.load().redactors,
-                l.trace_id,
-                l.spans,
-                &info,
-                &ctx.metrics,
-                Some(&mut notes),
+            return export(
+                KeptTrace {
+                    trace_id: l.trace_id,
+                    spans: l.spans,
+                    info,
+                    acks: l.acks,
+                    due_at: None,
+                    explain: Explain::Late {
+                        spans: n,
+                        notes: RedactionNotes::default(),
+                    },
+                },
+                ctx,
+                stage,
             );
-            ctx.metrics
-                .decision_log
-                .record_late(l.trace_id, n, Some(notes));
-            if let Some(kept) = kept {
-                send(kept, ctx);
-            }
         }
         Some(Remembered::Dropped) => {
             ctx.metrics
@@ -322,7 +335,7 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                 })
                 .inc_by(n);
             let now = Instant::now();
-            decide(
+            return decide(
                 DueTrace {
                     trace_id: l.trace_id,
                     spans: l.spans,
@@ -332,11 +345,12 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                     due_at: now,
                 },
                 ctx,
+                stage,
             );
-            return;
         }
     }
     drop(l.acks);
+    0
 }
 
 /// Redacts and annotates kept spans (`tailgate.rule`, the sampling threshold in `tracestate`). Every kept
@@ -351,10 +365,15 @@ pub fn prepare_kept(
     metrics: &Metrics,
     notes: Option<&mut RedactionNotes>,
 ) -> Option<KeptSpans> {
-    let spans = match redactors.redact_noting(trace_id, spans, metrics, notes) {
-        Outcome::Export(spans) => spans,
-        Outcome::Dropped => return None,
-    };
+    match redactors.redact_noting(trace_id, spans, metrics, notes) {
+        Outcome::Export(spans) => Some(annotate(spans, info)),
+        Outcome::Dropped => None,
+    }
+}
+
+/// Kept spans with what tailgate adds to each of them: `tailgate.rule`, and the sampling threshold in
+/// `tracestate` (from the first span's `tracestate`, see [`update_tracestate`]).
+pub(crate) fn annotate(spans: Vec<SpanRecord>, info: &KeepInfo) -> KeptSpans {
     let mut patch = SpanPatch::new();
     patch.string_attribute("tailgate.rule", &info.rule);
     let existing = spans
@@ -364,17 +383,21 @@ pub fn prepare_kept(
     if let Some(ts) = update_tracestate(existing, info.probability) {
         patch.trace_state(&ts);
     }
-    Some(KeptSpans {
+    KeptSpans {
         spans,
         patch: Bytes::copy_from_slice(patch.as_bytes()),
-    })
+    }
 }
 
-/// Hands kept spans to the exporter.
-fn send(kept: KeptSpans, ctx: &PipelineContext) {
-    let n = kept.spans.len() as u64;
-    if ctx.export.blocking_send(kept).is_err() {
-        ctx.metrics.lost("exporter_closed", n);
+/// Hands kept spans on: to the redaction stage when the policy has redactors, otherwise straight to the
+/// exporter (annotating them is cheap). Returns how many spans now wait in the redaction stage (they
+/// stay in the `pipeline_spans` gauge until it is done with them).
+fn export(t: KeptTrace, ctx: &PipelineContext, stage: &StageSender) -> usize {
+    if ctx.policy.load().redactors.is_empty() {
+        stage::finish(t, ctx);
+        0
+    } else {
+        stage.send(t, ctx)
     }
 }
 

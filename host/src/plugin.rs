@@ -554,6 +554,7 @@ impl PluginRuntime {
             memory_limit: spec.memory_limit.unwrap_or(settings.default_memory_limit),
             max_calls: settings.max_calls_per_instance,
             projection: Projection::default(),
+            span_finder: crate::otlp::KeyFinder::default(),
             full_trace: false,
             stateful: false,
             uses_accessors: compiled.uses_accessors,
@@ -579,6 +580,7 @@ impl PluginRuntime {
                 failure,
             },
         })?;
+        core.span_finder = crate::otlp::KeyFinder::new(&interest.span_attributes);
         core.projection = Projection {
             span_keys: interest.span_attributes,
             resource_keys: interest.resource_attributes,
@@ -886,6 +888,8 @@ struct PluginCore<W: World> {
     memory_limit: usize,
     max_calls: u64,
     projection: Projection,
+    /// Finds the projected span keys in encoded spans (built once from `projection.span_keys`).
+    span_finder: crate::otlp::KeyFinder,
     full_trace: bool,
     stateful: bool,
     uses_accessors: bool,
@@ -1106,7 +1110,8 @@ impl SamplerPlugin {
         spans: &[SpanRecord],
     ) -> Result<SamplerVerdict, PluginFailure> {
         let summary = marshal::summary(trace_id, spans, now_unix_nano());
-        let attributes = marshal::project(&self.core.projection, spans);
+        let attributes =
+            marshal::project_with(&self.core.projection, &self.core.span_finder, spans);
         let full = self.core.full_trace.then(|| marshal::full_trace(spans));
         let d = self.core.call(spans, |w, store| {
             w.0.tailgate_plugin_sampling()

@@ -15,8 +15,10 @@
 //!   decoded protobuf (an edit that does not fit is a failure, never a silent skip), decodes only the
 //!   spans, resources and scopes that are edited, and re-encodes them. Ids, parent ids and timestamps are
 //!   never touched: no edit can name them.
-//! - Re-encoded spans are turned back into [`SpanRecord`]s by re-scanning them with the receiver's
-//!   validating scanner, so a redacted span is exactly as valid as a received one.
+//! - Spans whose resource or scope was edited are turned back into [`SpanRecord`]s by re-scanning them
+//!   with the receiver's validating scanner; spans where only their own strings changed are re-encoded
+//!   by prost from the decoded span (always well-formed, UTF-8 strings) and keep their ids, times and
+//!   origin ([`SpanRecord::reencoded`]), so a redacted span is exactly as valid as a received one.
 //! - Every edited span gets `tailgate.redacted.count` (int: edits on the span, its resource and its scope)
 //!   and `tailgate.redacted.rules` (the redactor rule names, comma-separated): never a value or a reason.
 //! - The `hash` action is HMAC-SHA256 with the configured secret: `hmac:<key id>:<32 hex digits>`.

@@ -140,3 +140,55 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// `KeyFinder` (its own tight walk) finds exactly what walking every attribute with
+/// `AttrIter::matching` finds, including when a key's bytes occur where they are not a span attribute's
+/// key: inside a value, inside a map value, on an event or a link.
+#[test]
+fn key_finder_agrees_with_the_full_walk() {
+    use opentelemetry_proto::tonic::common::v1::KeyValueList;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    let keys: Vec<String> = vec!["http.route".into(), "k".into(), "\n\u{1}k".into()];
+    let map = AnyValue {
+        value: Some(any_value::Value::KvlistValue(KeyValueList {
+            values: vec![kv_str("http.route", "/inside-a-map")],
+        })),
+    };
+    let variants: Vec<Vec<KeyValue>> = vec![
+        vec![],
+        vec![kv_str("other", "x")],
+        vec![kv_str("http.route", "/a"), kv_str("other", "y")],
+        vec![kv_str("other", "\n\nhttp.route"), kv_str("k", "v")],
+        vec![
+            KeyValue {
+                key: "m".into(),
+                value: Some(map),
+                ..Default::default()
+            },
+            kv_str("http.route", "/b"),
+            kv_str("http.route", "/dup"),
+        ],
+        vec![kv_str("\n\u{1}k", "overlap"), kv_str("k", "\n\u{1}k")],
+    ];
+    let finder = KeyFinder::new(&keys);
+    for (i, attrs) in variants.into_iter().enumerate() {
+        let mut s = span(1, 0, "s");
+        s.attributes = attrs;
+        s.events = vec![Event {
+            name: "e".into(),
+            attributes: vec![kv_str("http.route", "/event")],
+            ..Default::default()
+        }];
+        s.links = vec![Link {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![kv_str("k", "link")],
+            ..Default::default()
+        }];
+        let raw = s.encode_to_vec();
+        let want: Vec<(usize, AnyValueRef<'_>)> = span_attributes(&raw).matching(&keys).collect();
+        let mut got = Vec::new();
+        finder.span_attributes(&raw, |k, v| got.push((k, v)));
+        assert_eq!(got, want, "variant {i}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Read access to attributes inside encoded (already validated) OTLP messages, without allocating.
 
-use super::scan::{Reader, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
+use super::scan::{Reader, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
 
 /// A borrowed `AnyValue`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,6 +189,143 @@ impl<'a> AttrIter<'a> {
             Some((at, AnyValueRef::decode(value)))
         })
     }
+}
+
+/// Finds the attributes with given keys in encoded spans, for the plugin attribute projection. It walks
+/// the span's top-level fields with a tight varint loop (the bytes passed the receivers' validating scan,
+/// so nothing is re-validated; malformed bytes end the walk early, never panic) and compares a key only
+/// when its length matches one of the wanted keys, decoding just the matching values. The result is
+/// exactly what [`AttrIter::matching`] returns, at a fraction of the instructions.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFinder {
+    keys: Vec<String>,
+    /// Bit `n` is set when a key is `n` bytes long (keys of 64 bytes or more set bit 63), so most
+    /// attributes are rejected on their key's length byte alone.
+    lengths: u64,
+}
+
+/// A varint at `*pos`, advancing it; `None` when truncated or longer than 10 bytes.
+#[inline(always)]
+fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let b = *buf.get(*pos)?;
+    *pos += 1;
+    if b < 0x80 {
+        return Some(u64::from(b));
+    }
+    let mut v = u64::from(b & 0x7f);
+    for i in 1..10 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The next field of a message at `*pos`: `(field, wire type, payload range)`; the range is empty for
+/// varints and fixed-width fields. `None` at the end or on malformed bytes.
+#[inline(always)]
+fn next_field(buf: &[u8], pos: &mut usize) -> Option<(u64, u8, usize, usize)> {
+    if *pos >= buf.len() {
+        return None;
+    }
+    let key = varint_at(buf, pos)?;
+    let (field, wire) = (key >> 3, (key & 7) as u8);
+    match wire {
+        WIRE_VARINT => {
+            varint_at(buf, pos)?;
+            Some((field, wire, *pos, *pos))
+        }
+        WIRE_LEN => {
+            let len = usize::try_from(varint_at(buf, pos)?).ok()?;
+            let start = *pos;
+            let end = start.checked_add(len).filter(|&e| e <= buf.len())?;
+            *pos = end;
+            Some((field, wire, start, end))
+        }
+        WIRE_FIXED64 | WIRE_FIXED32 => {
+            let n = if wire == WIRE_FIXED64 { 8 } else { 4 };
+            *pos = pos.checked_add(n).filter(|&e| e <= buf.len())?;
+            Some((field, wire, *pos, *pos))
+        }
+        _ => None,
+    }
+}
+
+impl KeyFinder {
+    /// A finder for `keys`.
+    pub fn new(keys: &[String]) -> KeyFinder {
+        let lengths = keys.iter().fold(0u64, |m, k| m | 1 << k.len().min(63));
+        KeyFinder {
+            keys: keys.to_vec(),
+            lengths,
+        }
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Calls `f(index in keys, value)` for each attribute (field 9) of the encoded `span` whose key is one
+    /// of the keys, in attribute order.
+    pub fn span_attributes<'a>(&self, span: &'a [u8], mut f: impl FnMut(usize, AnyValueRef<'a>)) {
+        let mut pos = 0;
+        while let Some((field, wire, start, end)) = next_field(span, &mut pos) {
+            if field != 9 || wire != WIRE_LEN {
+                continue;
+            }
+            let kv = &span[start..end];
+            // Encoders write the key first (tag 0x0a, then its length): reject a non-matching attribute
+            // on the key's length byte, then on its bytes, without reading further.
+            if let [0x0a, len, rest @ ..] = kv
+                && *len < 0x80
+            {
+                let len = usize::from(*len);
+                if self.lengths & (1 << len.min(63)) == 0 {
+                    continue;
+                }
+                let Some(key) = rest.get(..len) else { continue };
+                if !self.keys.iter().any(|k| k.as_bytes() == key) {
+                    continue;
+                }
+            }
+            // Read the whole attribute as protobuf does (the last key and value win).
+            let mut at = 0;
+            let (mut key, mut value): (Option<&[u8]>, &[u8]) = (None, &[]);
+            while let Some((field, wire, s, e)) = next_field(kv, &mut at) {
+                match (field, wire) {
+                    (1, WIRE_LEN) => key = Some(&kv[s..e]),
+                    (2, WIRE_LEN) => value = &kv[s..e],
+                    _ => {}
+                }
+            }
+            if let Some(k) = key.and_then(|k| self.keys.iter().position(|x| x.as_bytes() == k)) {
+                f(k, AnyValueRef::decode(value));
+            }
+        }
+    }
+}
+
+/// Byte range (offset, length) of the name (field 5; the last occurrence, as protobuf reads it) of an
+/// encoded `Span`; (0, 0) when it has none.
+pub(super) fn span_name_range(span: &[u8]) -> (u32, u32) {
+    let mut at = (0, 0);
+    let mut r = Reader::new(span, 0);
+    while let Ok(Some((field, wire))) = r.key() {
+        if field == 5 && wire == WIRE_LEN {
+            match r.len_delimited() {
+                // Spans are far below 4 GiB (the receivers' body limit); the casts cannot truncate.
+                Ok((s, e)) => at = (s as u32, (e - s) as u32),
+                Err(_) => break,
+            }
+        } else if r.skip(wire).is_err() {
+            break;
+        }
+    }
+    at
 }
 
 /// Attributes (field 9) of an encoded `Span`.

@@ -373,4 +373,103 @@ mod workers {
             "{text}"
         );
     }
+
+    #[tokio::test]
+    async fn a_slow_redaction_does_not_hold_up_the_decisions_behind_it() {
+        use crate::plugin::{EditAction, FieldKind, FieldRef, PluginFailure, RedactionEdit};
+        use crate::redact::{RedactionSettings, RedactorRule, Redactors, TraceRedactor};
+        use std::sync::Mutex;
+        use std::sync::mpsc::{Receiver, Sender, channel};
+
+        // The sampler keeps every trace and reports each trace id it decides.
+        struct Report(Mutex<Sender<TraceId>>);
+        impl Sampler for Report {
+            fn sample(&self, id: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+                let _ = self.0.lock().expect("lock").send(id);
+                Ok(RuleVerdict {
+                    verdict: Verdict::Keep,
+                    probability: None,
+                    reason: None,
+                })
+            }
+        }
+        // The redactor renames span 0 of every trace; redacting trace 1 waits until trace 3 has been
+        // decided. Run inline on the deciding worker (one worker here), trace 3 could not be decided
+        // before trace 1's redaction finished, and the wait would give up.
+        struct WaitFor3(Mutex<Receiver<TraceId>>);
+        impl TraceRedactor for WaitFor3 {
+            fn redact(
+                &self,
+                id: TraceId,
+                spans: &[SpanRecord],
+            ) -> Result<Vec<RedactionEdit>, PluginFailure> {
+                if id == 1 {
+                    let rx = self.0.lock().expect("lock");
+                    let waited = loop {
+                        match rx.recv_timeout(Duration::from_secs(60)) {
+                            Ok(3) => break true,
+                            Ok(_) => continue,
+                            Err(_) => break false,
+                        }
+                    };
+                    assert!(
+                        waited,
+                        "trace 3 was not decided while trace 1 was being redacted"
+                    );
+                }
+                Ok(vec![RedactionEdit {
+                    field: FieldRef {
+                        kind: FieldKind::SpanName,
+                        owner: 0,
+                        item: 0,
+                        attribute_index: 0,
+                        key: String::new(),
+                        is_string: true,
+                        value_len: spans[0].name().len() as u32,
+                    },
+                    action: EditAction::Replace("redacted".into()),
+                    reason: None,
+                }])
+            }
+        }
+        let (tx, rx) = channel();
+        let policy = Policy {
+            rules: vec![Rule {
+                name: "all".into(),
+                sampler: Arc::new(Report(Mutex::new(tx))),
+                shadow: false,
+            }],
+            redactors: Redactors::new(
+                vec![RedactorRule {
+                    name: "slow".into(),
+                    redactor: Arc::new(WaitFor3(Mutex::new(rx))),
+                }],
+                RedactionSettings::default(),
+                crate::config::RedactorFailurePolicy::Drop,
+            ),
+            ..Policy::with_default(DefaultDecision::Drop)
+        };
+        let items = (1..=3u128)
+            .map(|t| due(t, trace_spans(t, &[(1, 0)])))
+            .collect();
+        let (reqs, metrics) = run_pipeline(policy, items).await;
+        let mut names = Vec::new();
+        for r in &reqs {
+            for rs in &r.resource_spans {
+                for ss in &rs.scope_spans {
+                    names.extend(ss.spans.iter().map(|s| s.name.clone()));
+                }
+            }
+        }
+        assert_eq!(
+            names,
+            vec!["redacted"; 3],
+            "every kept trace redacted, none lost"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("tailgate_handoff_latency_seconds_count 3"),
+            "{text}"
+        );
+    }
 }

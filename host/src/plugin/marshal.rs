@@ -12,7 +12,7 @@ use super::bindings::types::{
     RootSpan, ScalarValue, Span, SpanEvent, SpanKind, SpanLink, StatusCode as WitStatus, Trace,
     TraceId as WitTraceId, TraceSummary,
 };
-use crate::otlp::{self, AnyValueRef, KeyValueRef, SpanRecord, StatusCode, TraceId};
+use crate::otlp::{self, AnyValueRef, KeyFinder, KeyValueRef, SpanRecord, StatusCode, TraceId};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
 use prost::Message;
@@ -120,7 +120,17 @@ pub fn summary(trace_id: TraceId, spans: &[SpanRecord], now_unix_nano: u64) -> T
 
 /// The values of the projected keys present in the trace, in span order. Resource and scope values are
 /// reported once per distinct resource/scope, on the first span carrying it.
+#[cfg(test)]
 pub fn project(p: &Projection, spans: &[SpanRecord]) -> Vec<ProjectedAttribute> {
+    project_with(p, &KeyFinder::new(&p.span_keys), spans)
+}
+
+/// [`project`] with the span keys' finder built once (at plugin load) rather than per call.
+pub fn project_with(
+    p: &Projection,
+    span_finder: &KeyFinder,
+    spans: &[SpanRecord],
+) -> Vec<ProjectedAttribute> {
     let mut out = Vec::new();
     if p.is_empty() {
         return out;
@@ -129,15 +139,16 @@ pub fn project(p: &Projection, spans: &[SpanRecord]) -> Vec<ProjectedAttribute> 
     let mut seen_scopes: Vec<(*const u8, usize)> = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         let span_index = i as u32;
-        if !p.span_keys.is_empty() {
-            for (k, value) in s.attributes().matching(&p.span_keys) {
+        if !span_finder.is_empty() {
+            // Looks for the keys' bytes first: most spans carry none of them and are not walked.
+            span_finder.span_attributes(&s.raw, |k, value| {
                 out.push(ProjectedAttribute {
                     span_index,
                     level: AttributeLevel::Span,
                     key_index: k as u32,
                     value: value_from_ref(value),
-                });
-            }
+                })
+            });
         }
         if !p.resource_keys.is_empty() {
             let r = &s.origin.resource_fields;

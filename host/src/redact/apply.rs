@@ -1,5 +1,8 @@
 //! Applies one redactor's edits to a trace: decodes only what is edited (spans, resources, scopes) with
-//! prost, changes it, re-encodes it, and re-scans the result into [`SpanRecord`]s.
+//! prost, changes it and re-encodes it. Spans whose resource or scope changed are re-scanned into
+//! [`SpanRecord`]s (their origin and its `service.name` are read again); spans where only their own
+//! strings changed keep their record's indexed fields ([`SpanRecord::reencoded`]); untouched spans keep
+//! their records as they are.
 
 use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe};
 use crate::otlp::{ExportBuilder, Origin, SpanRecord, scan_export_request};
@@ -34,7 +37,7 @@ pub enum ApplyError {
 /// The result of applying edits.
 #[derive(Debug)]
 pub struct Applied {
-    /// The trace's spans (re-encoded where edited; order may differ from the input, grouped by origin).
+    /// The trace's spans (re-encoded where edited; the order may differ from the input's).
     pub spans: Vec<SpanRecord>,
     /// Span ids of the spans whose content changed (their own fields, resource or scope).
     pub edited_span_ids: Vec<u64>,
@@ -185,12 +188,22 @@ pub fn apply(
     let mut origins: HashMap<(u32, u32), Arc<Origin>> = HashMap::new();
     let mut builder = ExportBuilder::new();
     let mut edited_span_ids = Vec::new();
+    // Spans with no edit of their own, resource or scope keep their record as it is: only what changed
+    // is encoded and re-scanned.
+    let mut unchanged = Vec::new();
+    let mut changed = 0;
     for (i, record) in spans.iter().enumerate() {
         let (ri, si) = (l.span_resource[i], l.span_scope[i]);
         let count = span_edits.get(&(i as u32)).copied().unwrap_or(0)
             + resource_edits.get(&ri).copied().unwrap_or(0)
             + scope_edits.get(&si).copied().unwrap_or(0);
-        let origin = if new_resources.contains_key(&ri) || new_scopes.contains_key(&si) {
+        let origin_changed = new_resources.contains_key(&ri) || new_scopes.contains_key(&si);
+        if count == 0 && !origin_changed {
+            unchanged.push(record.clone());
+            continue;
+        }
+        changed += 1;
+        let origin = if origin_changed {
             origins
                 .entry((ri, si))
                 .or_insert_with(|| {
@@ -220,9 +233,21 @@ pub fn apply(
             .unwrap_or_else(|| decode_span(record));
         add_audit(&mut span.attributes, count, rule);
         edited_span_ids.push(record.span_id);
-        builder.push_raw(&origin, Bytes::from(span.encode_to_vec()), Bytes::new());
+        let raw = Bytes::from(span.encode_to_vec());
+        if origin_changed {
+            builder.push_raw(&origin, raw, Bytes::new());
+        } else {
+            // Only strings of the span changed, and prost encoded it: no need to re-scan it.
+            changed -= 1;
+            unchanged.push(record.reencoded(raw));
+        }
     }
-    let spans = rescan(builder, spans.len())?;
+    let mut spans = if changed > 0 {
+        rescan(builder, changed)?
+    } else {
+        Vec::new()
+    };
+    spans.extend(unchanged);
     Ok(Applied {
         spans,
         edited_span_ids,
