@@ -163,8 +163,10 @@ pub struct Explanation {
     pub spans: usize,
     /// Spans that arrived after the decision and followed it.
     pub late_spans: u64,
-    /// The root span's service (`service.name`) and name, when the root was there.
+    /// The root span's service (`service.name`), when the root was there.
     pub root_service: Option<String>,
+    /// The root span's name as exported (after redaction), for kept traces only: a name can hold personal
+    /// data, and dropped traces are never redacted.
     pub root_name: Option<String>,
     /// Redactions applied to the kept spans (late spans included).
     pub redactions: RedactionNotes,
@@ -199,8 +201,16 @@ impl Explanation {
             spans: spans.len(),
             late_spans: 0,
             root_service: root.map(|s| cut(&s.origin.service_name)),
-            root_name: root.map(|s| cut(s.name())),
+            root_name: None,
             redactions: RedactionNotes::default(),
+        }
+    }
+
+    /// Notes the root span as it is exported (redacted).
+    pub fn set_exported_root(&mut self, spans: &[SpanRecord]) {
+        if let Some(root) = spans.iter().find(|s| s.is_root()) {
+            self.root_service = Some(cut(&root.origin.service_name));
+            self.root_name = Some(cut(root.name()));
         }
     }
 }

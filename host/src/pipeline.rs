@@ -254,6 +254,9 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
             &ctx.metrics,
             Some(&mut why.redactions),
         );
+        if let Some(k) = &kept {
+            why.set_exported_root(&k.spans);
+        }
         // Recorded before the spans leave, so the explanation exists once they arrive downstream.
         ctx.metrics.decision_log.record(why);
         if let Some(kept) = kept {
