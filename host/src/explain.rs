@@ -379,7 +379,14 @@ mod tests {
     fn log_is_bounded_and_lists_newest_first() {
         let log = DecisionLog::new(3, 2);
         for id in 1..=4u128 {
-            log.record(Explanation::new(id, "settle", id % 2 == 0, "r".into(), None, &[]));
+            log.record(Explanation::new(
+                id,
+                "settle",
+                id % 2 == 0,
+                "r".into(),
+                None,
+                &[],
+            ));
         }
         assert!(log.get(1).is_none(), "evicted");
         assert_eq!(log.get(4).unwrap().decision, "keep");
@@ -391,7 +398,10 @@ mod tests {
 
     #[test]
     fn trace_ids_parse_strictly() {
-        assert_eq!(parse_trace_id("0af7651916cd43dd8448eb211c80319c").unwrap(), 0x0af7651916cd43dd8448eb211c80319c);
+        assert_eq!(
+            parse_trace_id("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            0x0af7651916cd43dd8448eb211c80319c
+        );
         assert_eq!(parse_trace_id("ff").unwrap(), 0xff);
         assert!(parse_trace_id("").is_err());
         assert!(parse_trace_id("xyz").is_err());

@@ -260,7 +260,10 @@ pub fn router(ctx: Arc<StatusContext>) -> Router {
 }
 
 async fn page() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        PAGE_HTML,
+    )
 }
 
 async fn script() -> impl IntoResponse {
@@ -271,7 +274,10 @@ async fn script() -> impl IntoResponse {
 }
 
 async fn style() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], PAGE_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
 }
 
 /// 200 with the explanation; 400 for a malformed id; 404 when the trace was not decided recently.

@@ -23,7 +23,10 @@ fn trace_ids_in(path: &std::path::Path) -> anyhow::Result<BTreeSet<String>> {
     use prost::Message;
     let mut out = BTreeSet::new();
     for body in tailgate::replay::read_recording(path)? {
-        let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)?;
+        let req =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                body,
+            )?;
         for s in tailgate_e2e::otlp::flatten(&req) {
             out.insert(hex(&s.span.trace_id));
         }
@@ -32,7 +35,8 @@ fn trace_ids_in(path: &std::path::Path) -> anyhow::Result<BTreeSet<String>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisions() -> anyhow::Result<()> {
+async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisions()
+-> anyhow::Result<()> {
     let dir = scratch("replay")?;
     let recording = dir.join("traffic.pb");
     let capture = CaptureServer::start().await?;
@@ -43,7 +47,16 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
     let app = tailgate::app::start(Config::parse(&yaml, "replay test")?).await?;
     let seed = python::run_script(
         "seed_traffic.py",
-        &["--endpoint", &app.grpc_endpoint(), "--normal", "300", "--errors", "10", "--slow", "10"],
+        &[
+            "--endpoint",
+            &app.grpc_endpoint(),
+            "--normal",
+            "300",
+            "--errors",
+            "10",
+            "--slow",
+            "10",
+        ],
     )
     .await?;
     let pii = python::run_script("send_pii.py", &["--endpoint", &app.grpc_endpoint()]).await?;
@@ -52,12 +65,23 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
     // Wait for every decision, then shut down (which closes the recording).
     let metrics = format!("{}/metrics", app.admin_endpoint());
     let deadline = tokio::time::Instant::now() + WAIT;
-    while metric_sum(&reqwest::get(&metrics).await?.text().await?, "tailgate_decisions_total") < sent_traces as f64 {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "not every trace was decided");
+    while metric_sum(
+        &reqwest::get(&metrics).await?.text().await?,
+        "tailgate_decisions_total",
+    ) < sent_traces as f64
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not every trace was decided"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     app.shutdown().await;
-    let exported: BTreeSet<String> = capture.spans().iter().map(|s| hex(&s.span.trace_id)).collect();
+    let exported: BTreeSet<String> = capture
+        .spans()
+        .iter()
+        .map(|s| hex(&s.span.trace_id))
+        .collect();
 
     // Replay with the seed policy as shipped (its plugins are the built ones in target/plugins).
     let seed_config = Config::load(&tailgate_e2e::repo_root().join("examples/tailgate.yaml"))?;
@@ -70,32 +94,69 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
     // Ten error traces and the PII error trace; ten slow ones.
     assert_eq!(kept_by("errors"), 11, "{report:#?}");
     assert_eq!(kept_by("slow"), 10, "{report:#?}");
-    let sampled = report.by_rule.get("sample-10pct").cloned().unwrap_or_default();
-    assert_eq!(sampled.kept_traces + sampled.dropped_traces, 301, "{report:#?}");
+    let sampled = report
+        .by_rule
+        .get("sample-10pct")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sampled.kept_traces + sampled.dropped_traces,
+        301,
+        "{report:#?}"
+    );
     assert_eq!(report.kept_traces + report.dropped_traces, report.traces);
     assert_eq!(report.kept_spans + report.dropped_spans, report.spans_in);
-    assert!(report.bytes_out > 0 && report.bytes_out < report.bytes_in, "{report:#?}");
-    assert!(report.redactions_by_rule.get("pii").copied().unwrap_or(0) > 0, "{report:#?}");
     assert!(
-        report.redactions_by_field.keys().any(|k| k.starts_with("pii/resource_attribute host.owner.email")),
+        report.bytes_out > 0 && report.bytes_out < report.bytes_in,
+        "{report:#?}"
+    );
+    assert!(
+        report.redactions_by_rule.get("pii").copied().unwrap_or(0) > 0,
+        "{report:#?}"
+    );
+    assert!(
+        report
+            .redactions_by_field
+            .keys()
+            .any(|k| k.starts_with("pii/resource_attribute host.owner.email")),
         "{report:#?}"
     );
     let plugins: Vec<&str> = report.plugins.iter().map(|p| p.rule.as_str()).collect();
     assert_eq!(plugins, ["errors", "slow", "sample-10pct", "pii"]);
-    assert!(report.plugins.iter().all(|p| p.calls > 0 && p.total_ms > 0.0), "{report:#?}");
+    assert!(
+        report
+            .plugins
+            .iter()
+            .all(|p| p.calls > 0 && p.total_ms > 0.0),
+        "{report:#?}"
+    );
 
     // The same decisions as the proxy: the probabilistic rule is consistent on the trace id.
     let replayed = trace_ids_in(&output)?;
-    assert_eq!(replayed, exported, "replay kept other traces than the proxy");
+    assert_eq!(
+        replayed, exported,
+        "replay kept other traces than the proxy"
+    );
     for id in ids(&seed["error"]).iter().chain(&ids(&seed["slow"])) {
-        assert!(replayed.contains(id), "error/slow trace {id} not kept by replay");
+        assert!(
+            replayed.contains(id),
+            "error/slow trace {id} not kept by replay"
+        );
     }
     // Redacted like the proxy: nothing planted in the output.
     let written = std::fs::read_to_string(&output)?;
-    for planted in pii["planted"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+    for planted in pii["planted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+    {
         assert!(!written.contains(planted), "replay output leaks {planted}");
     }
-    assert!(written.contains("tailgate.rule"), "kept spans are annotated");
+    assert!(
+        written.contains("tailgate.rule"),
+        "kept spans are annotated"
+    );
 
     // The output (OTLP/JSON lines) replays in turn, here to length-delimited protobuf.
     let keep_all = Config::parse("policy:\n  default: keep\n", "keep all")?;
@@ -113,7 +174,11 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
         .arg(&recording)
         .arg("--json")
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(cli["kept_traces"], report.kept_traces, "{cli}");
     assert_eq!(cli["by_rule"]["errors"]["kept_traces"], 11, "{cli}");
@@ -123,7 +188,12 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
         .arg(&recording)
         .output()?;
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("by rule") && text.contains("sample-10pct") && text.contains("pii (redactor)"), "{text}");
+    assert!(
+        text.contains("by rule")
+            && text.contains("sample-10pct")
+            && text.contains("pii (redactor)"),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -133,7 +203,11 @@ async fn the_recording_stops_at_its_byte_bound() -> anyhow::Result<()> {
     let recording = dir.join("small.json");
     let capture = CaptureServer::start().await?;
     let cfg = TestConfig::passthrough_to(capture.grpc_endpoint());
-    let yaml = format!("{}record:\n  path: {}\n  max_bytes: 3KiB\n", cfg.yaml(), recording.display());
+    let yaml = format!(
+        "{}record:\n  path: {}\n  max_bytes: 3KiB\n",
+        cfg.yaml(),
+        recording.display()
+    );
     let app = tailgate::app::start(Config::parse(&yaml, "record bound test")?).await?;
     for i in 0..20u128 {
         let request = crate::support::sample_request_in(0xbb00 + i);
@@ -141,7 +215,10 @@ async fn the_recording_stops_at_its_byte_bound() -> anyhow::Result<()> {
     }
     app.shutdown().await;
     let size = std::fs::metadata(&recording)?.len();
-    assert!(size > 0 && size <= 3 * 1024, "recording is {size} bytes, bound 3 KiB");
+    assert!(
+        size > 0 && size <= 3 * 1024,
+        "recording is {size} bytes, bound 3 KiB"
+    );
     // What was recorded is whole records: it replays.
     let report = tailgate::replay::replay(&Config::default(), &recording, None)?;
     assert!(report.requests > 0 && report.requests < 20, "{report:#?}");

@@ -130,7 +130,16 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
 
     let seed = python::run_script(
         "seed_traffic.py",
-        &["--endpoint", &app.grpc_endpoint(), "--normal", "200", "--errors", "10", "--slow", "10"],
+        &[
+            "--endpoint",
+            &app.grpc_endpoint(),
+            "--normal",
+            "200",
+            "--errors",
+            "10",
+            "--slow",
+            "10",
+        ],
     )
     .await?;
     let pii = python::run_script("send_pii.py", &["--endpoint", &app.grpc_endpoint()]).await?;
@@ -141,8 +150,14 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     let status = loop {
-        let s: serde_json::Value =
-            serde_json::from_str(&client.get(format!("{admin}/api/status")).send().await?.text().await?)?;
+        let s: serde_json::Value = serde_json::from_str(
+            &client
+                .get(format!("{admin}/api/status"))
+                .send()
+                .await?
+                .text()
+                .await?,
+        )?;
         let counted: u64 = s["history"]
             .as_array()
             .into_iter()
@@ -171,13 +186,23 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
         .flatten()
         .filter_map(|p| p["rule"].as_str())
         .collect();
-    assert_eq!(plugins, ["errors", "slow", "sample-10pct", "pii"], "{status}");
+    assert_eq!(
+        plugins,
+        ["errors", "slow", "sample-10pct", "pii"],
+        "{status}"
+    );
     for p in status["plugins"].as_array().into_iter().flatten() {
         assert_eq!(p["sha256"].as_str().map(str::len), Some(64), "{p}");
-        assert!(p["calls"].as_u64() > Some(0), "every plugin was called: {p}");
+        assert!(
+            p["calls"].as_u64() > Some(0),
+            "every plugin was called: {p}"
+        );
     }
     assert_eq!(status["buffer"]["limit"], 64 << 20, "{status}");
-    assert!(status["reload"]["last"].is_null(), "no reload yet: {status}");
+    assert!(
+        status["reload"]["last"].is_null(),
+        "no reload yet: {status}"
+    );
 
     // A reload, so the page has an outcome to show.
     let r = client.post(format!("{admin}/reload")).send().await?;
@@ -198,10 +223,18 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
         &format!(r#"href="{JAEGER}/trace/"#),
         r#"class="decision""#,
     ] {
-        assert!(dom.contains(needle), "the rendered page has no {needle}:\n{dom}");
+        assert!(
+            dom.contains(needle),
+            "the rendered page has no {needle}:\n{dom}"
+        );
     }
     // Recent decisions show no personal data (kept names are redacted, dropped names are not shown).
-    for planted in pii["planted"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+    for planted in pii["planted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+    {
         assert!(!dom.contains(planted), "the status page shows {planted}");
     }
     // The throughput line has points (not an empty polyline).
@@ -211,7 +244,10 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
         .and_then(|before| before.rsplit("points=\"").next())
         .map(|p| p.split('"').next().unwrap_or("").split(' ').count())
         .unwrap_or(0);
-    assert!(points >= 2, "the throughput line has {points} points:\n{dom}");
+    assert!(
+        points >= 2,
+        "the throughput line has {points} points:\n{dom}"
+    );
 
     let shot = dir.join("status.png");
     run_chromium(
@@ -243,12 +279,22 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
     let admin = app.admin_endpoint();
     let seed = python::run_script(
         "seed_traffic.py",
-        &["--endpoint", &app.grpc_endpoint(), "--normal", "40", "--errors", "3", "--slow", "0"],
+        &[
+            "--endpoint",
+            &app.grpc_endpoint(),
+            "--normal",
+            "40",
+            "--errors",
+            "3",
+            "--slow",
+            "0",
+        ],
     )
     .await?;
     let pii = python::run_script("send_pii.py", &["--endpoint", &app.grpc_endpoint()]).await?;
     let first = |v: &serde_json::Value, k: &str| v[k][0].as_str().map(String::from);
-    let error_id = first(&seed, "error").ok_or_else(|| anyhow::anyhow!("no error trace: {seed}"))?;
+    let error_id =
+        first(&seed, "error").ok_or_else(|| anyhow::anyhow!("no error trace: {seed}"))?;
     let normal_ids: Vec<String> = seed["normal"]
         .as_array()
         .into_iter()
@@ -280,7 +326,10 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
             break body;
         }
         assert_eq!(status, 404, "{body}");
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never explained: {body}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never explained: {body}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     let p: serde_json::Value = serde_json::from_str(&pii_body)?;
@@ -288,25 +337,48 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
     assert_eq!(p["decision"], "keep", "{p}");
     assert_eq!(p["rule"], "errors", "{p}");
     assert!(
-        ["settle", "idle", "max_wait", "size", "pressure", "shutdown"].contains(&p["trigger"].as_str().unwrap_or("")),
+        ["settle", "idle", "max_wait", "size", "pressure", "shutdown"]
+            .contains(&p["trigger"].as_str().unwrap_or("")),
         "{p}"
     );
-    let applied = p["redactions"]["applied"].as_array().cloned().unwrap_or_default();
+    let applied = p["redactions"]["applied"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(!applied.is_empty(), "the PII trace was redacted: {p}");
     assert!(applied.iter().all(|n| n["rule"] == "pii"), "{p}");
     assert!(
-        applied.iter().any(|n| n["field"] == "resource_attribute" && n["key"] == "host.owner.email"),
+        applied
+            .iter()
+            .any(|n| n["field"] == "resource_attribute" && n["key"] == "host.owner.email"),
         "redactions name the field: {p}"
     );
-    for planted in pii["planted"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
-        assert!(!pii_body.contains(planted), "the explanation leaks {planted}: {pii_body}");
+    for planted in pii["planted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+    {
+        assert!(
+            !pii_body.contains(planted),
+            "the explanation leaks {planted}: {pii_body}"
+        );
     }
-    assert!(p["root_name"].as_str().is_some_and(|n| n.starts_with("notify ")), "the redacted root name: {p}");
+    assert!(
+        p["root_name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("notify ")),
+        "the redacted root name: {p}"
+    );
 
     let (status, body) = explain(error_id.clone()).await?;
     assert_eq!(status, 200, "{body}");
     let e: serde_json::Value = serde_json::from_str(&body)?;
-    assert_eq!((e["decision"].as_str(), e["rule"].as_str()), (Some("keep"), Some("errors")), "{e}");
+    assert_eq!(
+        (e["decision"].as_str(), e["rule"].as_str()),
+        (Some("keep"), Some("errors")),
+        "{e}"
+    );
     assert_eq!(e["spans"], 3, "{e}");
     assert_eq!(e["root_service"], "api", "{e}");
 
@@ -318,7 +390,12 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
             let n: serde_json::Value = serde_json::from_str(&body)?;
             assert_eq!(n["rule"], "sample-10pct", "{n}");
             assert_eq!(n["probability"], 0.1, "{n}");
-            assert!(n["redactions"]["applied"].as_array().is_some_and(|a| a.is_empty()), "{n}");
+            assert!(
+                n["redactions"]["applied"]
+                    .as_array()
+                    .is_some_and(|a| a.is_empty()),
+                "{n}"
+            );
             sampled += 1;
         }
     }
