@@ -316,6 +316,7 @@ impl DecisionLog {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::plugin::FieldRef;
@@ -359,7 +360,7 @@ mod tests {
         assert_eq!(n.applied[0].field, "span_attribute");
         assert_eq!(n.applied[0].action, "replace");
         assert_eq!(n.total(), 3);
-        let json = serde_json::to_string(&n).unwrap();
+        let json = serde_json::to_string(&n).expect("test value");
         assert!(!json.contains("example.com"), "{json}");
     }
 
@@ -389,20 +390,20 @@ mod tests {
             ));
         }
         assert!(log.get(1).is_none(), "evicted");
-        assert_eq!(log.get(4).unwrap().decision, "keep");
+        assert_eq!(log.get(4).expect("test value").decision, "keep");
         let recent: Vec<_> = log.recent().iter().map(|e| e.trace_id).collect();
         assert_eq!(recent, vec![4, 3]);
         log.record_late(4, 3, None);
-        assert_eq!(log.get(4).unwrap().late_spans, 3);
+        assert_eq!(log.get(4).expect("test value").late_spans, 3);
     }
 
     #[test]
     fn trace_ids_parse_strictly() {
         assert_eq!(
-            parse_trace_id("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            parse_trace_id("0af7651916cd43dd8448eb211c80319c").expect("test value"),
             0x0af7651916cd43dd8448eb211c80319c
         );
-        assert_eq!(parse_trace_id("ff").unwrap(), 0xff);
+        assert_eq!(parse_trace_id("ff").expect("test value"), 0xff);
         assert!(parse_trace_id("").is_err());
         assert!(parse_trace_id("xyz").is_err());
         assert!(parse_trace_id(&"1".repeat(33)).is_err());
