@@ -575,6 +575,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
     if running.topology != new.topology {
         out.push("topology".to_owned());
     }
+    if running.record != new.record {
+        out.push("record".to_owned());
+    }
     out
 }
 
