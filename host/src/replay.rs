@@ -440,3 +440,61 @@ impl ReplayReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tailgate-replay-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn both_formats_read_back_what_was_framed() {
+        let request = crate::testing::sample_request();
+        let body = prost::Message::encode_to_vec(&request);
+        for (name, format) in [
+            ("r.pb", RecordFormat::Protobuf),
+            ("r.json", RecordFormat::Json),
+        ] {
+            let path = scratch(name);
+            let mut data = format.frame(&body).expect("frame");
+            data.extend(format.frame(&body).expect("frame"));
+            std::fs::write(&path, data).expect("write");
+            let read = read_recording(&path).expect("read");
+            assert_eq!(read.len(), 2, "{name}");
+            for r in read {
+                let back: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+                    prost::Message::decode(r).expect("decode");
+                assert_eq!(back, request, "{name}");
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_malformed_recording_is_an_error_naming_the_record() {
+        let body = prost::Message::encode_to_vec(&crate::testing::sample_request());
+        let path = scratch("truncated.pb");
+        let mut data = RecordFormat::Protobuf.frame(&body).expect("frame");
+        let full = data.clone();
+        data.extend_from_slice(&full[..full.len() / 2]);
+        std::fs::write(&path, data).expect("write");
+        let err = read_recording(&path).expect_err("truncated").to_string();
+        assert!(
+            err.contains("record 2") && err.contains("truncated"),
+            "{err}"
+        );
+        let path = scratch("bad.json");
+        std::fs::write(&path, "{\"resourceSpans\": []}\n{not json\n").expect("write");
+        let err = read_recording(&path).expect_err("malformed").to_string();
+        assert!(
+            err.contains("record 2") && err.contains("malformed OTLP/JSON"),
+            "{err}"
+        );
+        let err = read_recording(&scratch("missing.pb"))
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
+}
