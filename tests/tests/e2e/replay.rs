@@ -93,16 +93,20 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
     let kept_by = |rule: &str| report.by_rule.get(rule).map_or(0, |r| r.kept_traces);
     // Ten error traces and the PII error trace; ten slow ones.
     assert_eq!(kept_by("errors"), 11, "{report:#?}");
-    assert_eq!(kept_by("slow"), 10, "{report:#?}");
-    let sampled = report
+    // Ten slow ones (a normal trace can pass 1 s on a loaded machine: the SDK times it for real).
+    assert!(kept_by("slow") >= 10, "{report:#?}");
+    let decided: u64 = report
         .by_rule
-        .get("sample-10pct")
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        sampled.kept_traces + sampled.dropped_traces,
-        301,
-        "{report:#?}"
+        .values()
+        .map(|r| r.kept_traces + r.dropped_traces)
+        .sum();
+    assert_eq!(decided, report.traces, "{report:#?}");
+    assert!(
+        report
+            .by_rule
+            .keys()
+            .all(|r| ["errors", "slow", "sample-10pct"].contains(&r.as_str())),
+        "every trace is decided by a rule (the probabilistic one decides all the rest): {report:#?}"
     );
     assert_eq!(report.kept_traces + report.dropped_traces, report.traces);
     assert_eq!(report.kept_spans + report.dropped_spans, report.spans_in);
@@ -133,9 +137,26 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
 
     // The same decisions as the proxy: the probabilistic rule is consistent on the trace id.
     let replayed = trace_ids_in(&output)?;
-    assert_eq!(
-        replayed, exported,
-        "replay kept other traces than the proxy"
+    // The proxy may decide a trace before its last spans arrive (settle is 200 ms here, and the SDK's two
+    // services export separately); replay always sees whole traces. So: everything the proxy kept, replay
+    // keeps, and what replay keeps beyond that can only be error or slow traces the proxy decided early.
+    let missing: Vec<_> = exported.difference(&replayed).collect();
+    assert!(
+        missing.is_empty(),
+        "replay dropped traces the proxy kept: {missing:?}"
+    );
+    let special: BTreeSet<String> = ids(&seed["error"])
+        .into_iter()
+        .chain(ids(&seed["slow"]))
+        .chain(ids(&pii["trace_ids"]))
+        .collect();
+    let extra: Vec<_> = replayed
+        .difference(&exported)
+        .filter(|id| !special.contains(*id))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "replay kept normal traces the proxy dropped: {extra:?}"
     );
     for id in ids(&seed["error"]).iter().chain(&ids(&seed["slow"])) {
         assert!(
