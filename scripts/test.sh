@@ -2,7 +2,8 @@
 # Runs tailgate's whole test suite on a fresh machine, installing what the tests need first:
 #   1. the Python virtualenv .venv with the pinned OpenTelemetry SDK, OTLP exporters and rotel
 #      (scripts/setup-python.sh; reused when already there);
-#   2. the Node.js packages of tests/node and of the demo's api-service (npm ci; reused when there);
+#   2. the Node.js packages of tests/node and of the demo's api-service (npm ci; reused when there), and
+#      Debian's chromium for the status page test (apt-get; reused when /usr/bin/chromium is there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
 #   4. tansu, a Kafka-compatible broker for the Kafka tests (cargo install, reused when installed);
 #   5. cargo fmt --check and cargo clippy -D warnings on the workspace (with the `kafka` feature);
@@ -42,6 +43,16 @@ if [[ -f examples/demo/api-service/package-lock.json &&
       ! -d examples/demo/api-service/node_modules/@opentelemetry/auto-instrumentations-node ]]; then
     (cd examples/demo/api-service && npm ci --no-audit --no-fund)
 fi
+
+step "headless Chromium (the status page test renders the page in it)"
+if [[ -z "${TAILGATE_CHROMIUM:-}" && ! -x /usr/bin/chromium ]]; then
+    # Debian's chromium package; apt-get needs root (CI runs as root), otherwise install it yourself.
+    sudo_cmd=""
+    [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+echo "chromium: ${TAILGATE_CHROMIUM:-/usr/bin/chromium}"
 
 if [[ -x scripts/build-plugins.sh ]]; then
     step "plugins (scripts/build-plugins.sh)"

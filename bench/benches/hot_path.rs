@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the hot path on the realistic workload (one 512-span request of
 //! ~20-attribute spans): tailgate's validating scan, the ingest regrouping copy, buffer insert, export
-//! encode; and the physical limit for comparison: a plain `prost` decode, and decode + encode, of the
+//! encode, the explanation recorded per decided trace; and the physical limit for comparison: a plain `prost` decode, and decode + encode, of the
 //! same bytes on one core. Run: `cargo bench -p tailgate-bench --bench hot_path`.
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use tailgate::buffer::{BufferLimits, TraceBuffer};
 use tailgate::decisions::DecisionCache;
+use tailgate::explain::{DecisionLog, Explanation};
 use tailgate::ingest::SpanBatch;
 use tailgate::otlp::{ExportBuilder, scan_export_request};
 use tailgate_bench::workload;
@@ -77,6 +78,20 @@ fn hot_path(c: &mut Criterion) {
             },
             criterion::BatchSize::SmallInput,
         )
+    });
+    // What the pipeline adds per decided trace for `GET /debug/traces/{id}` and the status page: one
+    // explanation built and put in the bounded log (the plugin calls it sits beside cost microseconds).
+    g.bench_function("explain_record", |b| {
+        let log = DecisionLog::default();
+        let grouped = SpanBatch::from_scanned(scan_export_request(&bytes).expect("valid"));
+        let rule: Arc<str> = "sample-10pct".into();
+        b.iter(|| {
+            for (tid, spans) in &grouped.traces {
+                let mut e = Explanation::new(*tid, "settle", true, rule.clone(), Some(0.1), spans);
+                e.set_exported_root(spans);
+                log.record(e);
+            }
+        })
     });
     let scanned = scan_export_request(&bytes).expect("valid");
     g.bench_function("export_encode", |b| {

@@ -154,9 +154,7 @@ async fn start_stages(
     let limits = BufferLimits::from(&cfg.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
     let recorder = match &cfg.record {
-        Some(r) => Some(
-            crate::record::Recorder::start(&r.path, r.max_bytes.0)?,
-        ),
+        Some(r) => Some(crate::record::Recorder::start(&r.path, r.max_bytes.0)?),
         None => None,
     };
     let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());

@@ -1048,4 +1048,32 @@ mod tests {
                 .contains("used twice")
         );
     }
+
+    #[test]
+    fn record_flags_and_keys() {
+        let mut c = Config::parse("record:\n  path: a.pb\n", "t").expect("valid");
+        assert_eq!(
+            c.record.as_ref().map(|r| r.max_bytes),
+            Some(ByteSize::mib(100))
+        );
+        c.apply(&Overrides {
+            record_max_bytes: Some("1MiB".parse().expect("size")),
+            ..Default::default()
+        });
+        assert_eq!(
+            c.record.as_ref().map(|r| r.max_bytes),
+            Some(ByteSize::mib(1))
+        );
+        let mut c = Config::default();
+        c.apply(&Overrides {
+            record: Some("t.json".into()),
+            ..Default::default()
+        });
+        let r = c.record.expect("set by the flag");
+        assert_eq!((r.path, r.max_bytes), ("t.json".into(), ByteSize::mib(100)));
+        let err = Config::parse("record:\n  path: a.pb\n  max_byte: 1\n", "t").expect_err("typo");
+        assert!(err.to_string().contains("max_byte"), "{err}");
+        let c = Config::parse("admin:\n  jaeger_ui_url: http://j:16686\n", "t").expect("valid");
+        assert_eq!(c.admin.jaeger_ui_url, "http://j:16686");
+    }
 }

@@ -163,8 +163,10 @@ pub struct Explanation {
     pub spans: usize,
     /// Spans that arrived after the decision and followed it.
     pub late_spans: u64,
-    /// The root span's service (`service.name`) and name, when the root was there.
+    /// The root span's service (`service.name`), when the root was there.
     pub root_service: Option<String>,
+    /// The root span's name as exported (after redaction), for kept traces only: a name can hold personal
+    /// data, and dropped traces are never redacted.
     pub root_name: Option<String>,
     /// Redactions applied to the kept spans (late spans included).
     pub redactions: RedactionNotes,
@@ -199,8 +201,16 @@ impl Explanation {
             spans: spans.len(),
             late_spans: 0,
             root_service: root.map(|s| cut(&s.origin.service_name)),
-            root_name: root.map(|s| cut(s.name())),
+            root_name: None,
             redactions: RedactionNotes::default(),
+        }
+    }
+
+    /// Notes the root span as it is exported (redacted).
+    pub fn set_exported_root(&mut self, spans: &[SpanRecord]) {
+        if let Some(root) = spans.iter().find(|s| s.is_root()) {
+            self.root_service = Some(cut(&root.origin.service_name));
+            self.root_name = Some(cut(root.name()));
         }
     }
 }
@@ -306,6 +316,7 @@ impl DecisionLog {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::plugin::FieldRef;
@@ -349,7 +360,7 @@ mod tests {
         assert_eq!(n.applied[0].field, "span_attribute");
         assert_eq!(n.applied[0].action, "replace");
         assert_eq!(n.total(), 3);
-        let json = serde_json::to_string(&n).unwrap();
+        let json = serde_json::to_string(&n).expect("test value");
         assert!(!json.contains("example.com"), "{json}");
     }
 
@@ -369,20 +380,30 @@ mod tests {
     fn log_is_bounded_and_lists_newest_first() {
         let log = DecisionLog::new(3, 2);
         for id in 1..=4u128 {
-            log.record(Explanation::new(id, "settle", id % 2 == 0, "r".into(), None, &[]));
+            log.record(Explanation::new(
+                id,
+                "settle",
+                id % 2 == 0,
+                "r".into(),
+                None,
+                &[],
+            ));
         }
         assert!(log.get(1).is_none(), "evicted");
-        assert_eq!(log.get(4).unwrap().decision, "keep");
+        assert_eq!(log.get(4).expect("test value").decision, "keep");
         let recent: Vec<_> = log.recent().iter().map(|e| e.trace_id).collect();
         assert_eq!(recent, vec![4, 3]);
         log.record_late(4, 3, None);
-        assert_eq!(log.get(4).unwrap().late_spans, 3);
+        assert_eq!(log.get(4).expect("test value").late_spans, 3);
     }
 
     #[test]
     fn trace_ids_parse_strictly() {
-        assert_eq!(parse_trace_id("0af7651916cd43dd8448eb211c80319c").unwrap(), 0x0af7651916cd43dd8448eb211c80319c);
-        assert_eq!(parse_trace_id("ff").unwrap(), 0xff);
+        assert_eq!(
+            parse_trace_id("0af7651916cd43dd8448eb211c80319c").expect("test value"),
+            0x0af7651916cd43dd8448eb211c80319c
+        );
+        assert_eq!(parse_trace_id("ff").expect("test value"), 0xff);
         assert!(parse_trace_id("").is_err());
         assert!(parse_trace_id("xyz").is_err());
         assert!(parse_trace_id(&"1".repeat(33)).is_err());

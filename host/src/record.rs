@@ -59,8 +59,7 @@ impl RecordFormat {
                 Ok(out)
             }
             RecordFormat::Json => {
-                let req =
-                    ExportTraceServiceRequest::decode(request).map_err(|e| e.to_string())?;
+                let req = ExportTraceServiceRequest::decode(request).map_err(|e| e.to_string())?;
                 let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
                 line.push(b'\n');
                 Ok(line)

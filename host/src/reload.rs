@@ -562,11 +562,21 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         memory_limit,
         workers
     );
-    diff_fields!(out, running.admin, new.admin, "admin", endpoint, jaeger_ui_url);
+    diff_fields!(
+        out,
+        running.admin,
+        new.admin,
+        "admin",
+        endpoint,
+        jaeger_ui_url
+    );
     let (a, b) = (&running.service, &new.service);
     diff_fields!(out, a, b, "service", log_format, log_level, shutdown_grace);
     if running.topology != new.topology {
         out.push("topology".to_owned());
+    }
+    if running.record != new.record {
+        out.push("record".to_owned());
     }
     out
 }

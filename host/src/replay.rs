@@ -72,7 +72,8 @@ pub fn read_recording(path: &Path) -> Result<Vec<Bytes>, ReplayError> {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let body = crate::receiver::json_to_protobuf(line).map_err(|e| bad(i + 1, e.to_string()))?;
+            let body =
+                crate::receiver::json_to_protobuf(line).map_err(|e| bad(i + 1, e.to_string()))?;
             out.push(body);
         }
     } else {
@@ -322,13 +323,10 @@ impl Output {
     }
 
     fn write(&mut self, request: &[u8]) -> Result<(), ReplayError> {
-        let record = self
-            .format
-            .frame(request)
-            .map_err(|m| ReplayError::Write {
-                path: self.path.clone(),
-                source: std::io::Error::other(m),
-            })?;
+        let record = self.format.frame(request).map_err(|m| ReplayError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(m),
+        })?;
         self.out
             .write_all(&record)
             .map_err(|source| ReplayError::Write {
@@ -350,7 +348,13 @@ impl ReplayReport {
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
+        let pct = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / b as f64
+            }
+        };
         let _ = writeln!(
             s,
             "read     {} requests, {} traces, {} spans, {} bytes{}",
@@ -379,7 +383,11 @@ impl ReplayReport {
             self.dropped_spans
         );
         if self.lost_spans > 0 {
-            let _ = writeln!(s, "lost     {} spans (redactor failed, on_redactor_failure: drop)", self.lost_spans);
+            let _ = writeln!(
+                s,
+                "lost     {} spans (redactor failed, on_redactor_failure: drop)",
+                self.lost_spans
+            );
         }
         let _ = writeln!(
             s,
@@ -388,7 +396,10 @@ impl ReplayReport {
             self.bytes_out,
             pct(self.bytes_out, self.bytes_in)
         );
-        let _ = writeln!(s, "\nby rule                          kept traces  dropped traces  kept spans  dropped spans");
+        let _ = writeln!(
+            s,
+            "\nby rule                          kept traces  dropped traces  kept spans  dropped spans"
+        );
         for (rule, r) in &self.by_rule {
             let _ = writeln!(
                 s,
@@ -409,7 +420,10 @@ impl ReplayReport {
             }
         }
         if !self.plugins.is_empty() {
-            let _ = writeln!(s, "\nplugins                          calls    total ms   mean us  failures");
+            let _ = writeln!(
+                s,
+                "\nplugins                          calls    total ms   mean us  failures"
+            );
             for p in &self.plugins {
                 let _ = writeln!(
                     s,
@@ -424,5 +438,63 @@ impl ReplayReport {
         }
         let _ = writeln!(s, "\ndecided and redacted in {:.1} ms", self.elapsed_ms);
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tailgate-replay-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn both_formats_read_back_what_was_framed() {
+        let request = crate::testing::sample_request();
+        let body = prost::Message::encode_to_vec(&request);
+        for (name, format) in [
+            ("r.pb", RecordFormat::Protobuf),
+            ("r.json", RecordFormat::Json),
+        ] {
+            let path = scratch(name);
+            let mut data = format.frame(&body).expect("frame");
+            data.extend(format.frame(&body).expect("frame"));
+            std::fs::write(&path, data).expect("write");
+            let read = read_recording(&path).expect("read");
+            assert_eq!(read.len(), 2, "{name}");
+            for r in read {
+                let back: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+                    prost::Message::decode(r).expect("decode");
+                assert_eq!(back, request, "{name}");
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_malformed_recording_is_an_error_naming_the_record() {
+        let body = prost::Message::encode_to_vec(&crate::testing::sample_request());
+        let path = scratch("truncated.pb");
+        let mut data = RecordFormat::Protobuf.frame(&body).expect("frame");
+        let full = data.clone();
+        data.extend_from_slice(&full[..full.len() / 2]);
+        std::fs::write(&path, data).expect("write");
+        let err = read_recording(&path).expect_err("truncated").to_string();
+        assert!(
+            err.contains("record 2") && err.contains("truncated"),
+            "{err}"
+        );
+        let path = scratch("bad.json");
+        std::fs::write(&path, "{\"resourceSpans\": []}\n{not json\n").expect("write");
+        let err = read_recording(&path).expect_err("malformed").to_string();
+        assert!(
+            err.contains("record 2") && err.contains("malformed OTLP/JSON"),
+            "{err}"
+        );
+        let err = read_recording(&scratch("missing.pb"))
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
     }
 }

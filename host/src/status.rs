@@ -190,8 +190,11 @@ pub async fn run_sampler(history: Arc<History>, stop: impl std::future::Future<O
     }
 }
 
+/// Label pairs of one sample line.
+type Labels = Vec<(String, String)>;
+
 /// One line of the text exposition: `name{k="v",...} value` (comments and blank lines give `None`).
-fn parse_sample_line(line: &str) -> Option<(&str, Vec<(String, String)>, u64)> {
+fn parse_sample_line(line: &str) -> Option<(&str, Labels, u64)> {
     if line.starts_with('#') || line.is_empty() {
         return None;
     }
@@ -260,7 +263,10 @@ pub fn router(ctx: Arc<StatusContext>) -> Router {
 }
 
 async fn page() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        PAGE_HTML,
+    )
 }
 
 async fn script() -> impl IntoResponse {
@@ -271,7 +277,10 @@ async fn script() -> impl IntoResponse {
 }
 
 async fn style() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], PAGE_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
 }
 
 /// 200 with the explanation; 400 for a malformed id; 404 when the trace was not decided recently.
@@ -435,13 +444,14 @@ mod tests {
     #[test]
     fn sample_lines_parse_with_escaped_labels() {
         let (name, labels, v) =
-            parse_sample_line(r#"decisions_total{rule="a \"b\", c",decision="keep"} 12"#).unwrap();
+            parse_sample_line(r#"decisions_total{rule="a \"b\", c",decision="keep"} 12"#)
+                .expect("test value");
         assert_eq!(name, "decisions_total");
         assert_eq!(labels[0], ("rule".into(), "a \"b\", c".into()));
         assert_eq!(labels[1], ("decision".into(), "keep".into()));
         assert_eq!(v, 12);
         assert!(parse_sample_line("# HELP x").is_none());
-        assert_eq!(parse_sample_line("in_total 3").unwrap().2, 3);
+        assert_eq!(parse_sample_line("in_total 3").expect("test value").2, 3);
     }
 
     #[test]

@@ -65,7 +65,8 @@ def main() -> None:
     provider.shutdown()
     exporter.check()
     planted = list(PLANTED.values()) + ["5500005555555559"]
-    print(json.dumps({"planted": planted, "span_count": 2}))
+    trace_ids = [format(other.trace_id, "032x"), format(second.get_span_context().trace_id, "032x")]
+    print(json.dumps({"planted": planted, "span_count": 2, "trace_ids": trace_ids}))
     sys.stdout.flush()
 
 

@@ -132,7 +132,12 @@ pub(crate) fn finish(t: KeptTrace, ctx: &PipelineContext) {
     );
     // Recorded before the spans leave, so the explanation exists once they arrive downstream.
     match explain {
-        Explain::Decided(why) => ctx.metrics.decision_log.record(*why),
+        Explain::Decided(mut why) => {
+            if let Some(k) = &kept {
+                why.set_exported_root(&k.spans);
+            }
+            ctx.metrics.decision_log.record(*why)
+        }
         Explain::Late { spans, notes } => {
             ctx.metrics
                 .decision_log

@@ -143,7 +143,7 @@ function render(st) {
     tr.appendChild(el("td", {}, d.rule));
     tr.appendChild(el("td", {}, d.probability == null ? "" : String(d.probability)));
     tr.appendChild(el("td", {}, d.trigger));
-    tr.appendChild(el("td", {}, (d.root_service || "?") + ": " + (d.root_name || "(no root)")));
+    tr.appendChild(el("td", {}, (d.root_service || "?") + ": " + (d.root_name || (d.decision === "keep" ? "(no root)" : "(dropped: not shown)"))));
     tr.appendChild(el("td", {}, String(d.spans + d.late_spans)));
     const red = d.redactions.applied.map(n => `${n.rule}: ${n.field}${n.key ? " " + n.key : ""} ${n.action} \u00d7${n.count}`).join("; ");
     tr.appendChild(el("td", {}, red + (d.redactions.fallback ? ` (${d.redactions.fallback.rule} failed: ${d.redactions.fallback.action})` : "")));
