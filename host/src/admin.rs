@@ -1,13 +1,15 @@
 //! The admin HTTP server: `GET /healthz` (200 once the receivers listen), `GET /metrics` (Prometheus
 //! text) and `POST /reload` (reload the configuration file, answer with the outcome as JSON). Binds to
-//! localhost by default.
+//! localhost by default; with `admin.token` set, every method other than `GET`/`HEAD` requires
+//! `Authorization: Bearer <token>` (401 otherwise).
 
+use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Trigger};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
@@ -22,16 +24,47 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present when tailgate runs from a configuration file, which `POST /reload` re-reads.
     pub reloader: Option<Arc<Reloader>>,
+    /// `admin.token`: required by every method other than `GET` and `HEAD`.
+    pub token: Option<Arc<Authenticator>>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let token = state.token.clone();
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .route("/api/service-graph", get(service_graph))
-        .with_state(state)
+        .with_state(state);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(token, require_token)),
+        None => router,
+    }
+}
+
+/// Lets reads through and requires the admin token for everything that changes state.
+async fn require_token(
+    State(token): State<Arc<Authenticator>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    match token.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(failure) => {
+            tracing::warn!(method = %req.method(), path = req.uri().path(), error = %failure, "admin request refused");
+            let body = serde_json::json!({ "ok": false, "error": failure.to_string() });
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"tailgate-admin\"")],
+                Json(body),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The service graph (from every trace, before sampling) as JSON, for the status page.

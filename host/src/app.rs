@@ -38,6 +38,10 @@ pub enum AppError {
     Threads(std::io::Error),
     #[error(transparent)]
     Load(#[from] ReloadError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
@@ -107,6 +111,9 @@ async fn start_stages(
 ) -> Result<RunningApp, AppError> {
     let cfg = Arc::new(config);
 
+    // Read certificates and build the checks first, so a bad file fails before anything listens.
+    let security = crate::security::ReceiverSecurity::load(&cfg, &metrics)?;
+
     // Bind everything first so a taken port fails before any task starts.
     let protocols = &cfg.receivers.otlp.protocols;
     let grpc_listener = match &protocols.grpc {
@@ -171,7 +178,14 @@ async fn start_stages(
             metrics: metrics.clone(),
             max_body_bytes: g.max_recv_msg_size.as_usize(),
         };
-        receivers.push(tokio::spawn(receiver::grpc::serve(l, ctx, stopped())));
+        let (tls, auth) = (security.grpc_tls.clone(), security.grpc_auth.clone());
+        receivers.push(tokio::spawn(receiver::grpc::serve_with(
+            l,
+            ctx,
+            tls,
+            auth,
+            stopped(),
+        )));
     }
     if let (Some(l), Some(h)) = (http_listener, &protocols.http) {
         let ctx = ReceiverContext {
@@ -179,7 +193,14 @@ async fn start_stages(
             metrics: metrics.clone(),
             max_body_bytes: h.max_request_body_size.as_usize(),
         };
-        receivers.push(tokio::spawn(receiver::http::serve(l, ctx, stopped())));
+        let (tls, auth) = (security.http_tls.clone(), security.http_auth.clone());
+        receivers.push(tokio::spawn(receiver::http::serve_with(
+            l,
+            ctx,
+            tls,
+            auth,
+            stopped(),
+        )));
     }
     drop(ingest);
     let ready = Arc::new(AtomicBool::new(true));
@@ -189,6 +210,7 @@ async fn start_stages(
             metrics: metrics.clone(),
             ready: ready.clone(),
             reloader: reloader.clone(),
+            token: security.admin_token.clone(),
         },
         stopped(),
     ));

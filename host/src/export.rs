@@ -56,6 +56,8 @@ pub enum ExportError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The exporter is gone (shut down).

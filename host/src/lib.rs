@@ -28,9 +28,12 @@
 //! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
 //! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/metrics` and `POST /reload`.
 //! - [`app`]: wires the stages and shuts them down in order.
+//! - [`tls`] / [`auth`]: TLS for the receivers and the exporter (rustls, ring); bearer-token or header
+//!   authentication of receivers and of the admin API's `POST` endpoints (constant-time comparison).
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod buffer;
 pub mod cli;
 pub mod config;
@@ -45,6 +48,8 @@ pub mod policy;
 pub mod receiver;
 pub mod redact;
 pub mod reload;
+pub mod security;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 pub mod topology;
