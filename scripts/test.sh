@@ -4,7 +4,8 @@
 #      (scripts/setup-python.sh; reused when already there);
 #   2. the Node.js packages of tests/node (npm ci; reused when there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
-#   4. cargo fmt --check and cargo clippy -D warnings on the workspace;
+#   4. cargo fmt --check and cargo clippy -D warnings on the workspace; cargo deny (deny.toml; installs
+#      cargo-deny when missing; advisories only when the RustSec database on GitHub is reachable);
 #   5. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
@@ -46,6 +47,20 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo deny (licenses, bans, sources; advisories when the RustSec database is reachable)"
+# deny.toml: permissive licenses only, ring as the only crypto provider, crates.io as the only source.
+if ! cargo deny --version >/dev/null 2>&1; then
+    cargo install --locked cargo-deny
+fi
+cargo deny check licenses bans sources
+# The advisory database is a git repository on GitHub; machines that cannot reach it skip this check
+# and say so (it is not passed silently).
+if timeout 20 git ls-remote --exit-code https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+    cargo deny check advisories
+else
+    echo "cargo deny: advisories SKIPPED: the RustSec advisory database (github.com/RustSec/advisory-db) is unreachable from this machine"
+fi
 
 step "build the tailgate binary (for the command-line tests)"
 cargo build -p tailgate --bin tailgate
