@@ -65,7 +65,7 @@ fn leaf(
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![usage];
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, issuer)?;
+    let cert = params.signed_by(&key, &**issuer)?;
     let pair = PemPair {
         cert: dir.join(format!("{name}.crt")),
         key: dir.join(format!("{name}.key")),

@@ -164,6 +164,7 @@ async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -
     let app = start(&secure_receivers_yaml(&pki, &capture.grpc_endpoint())).await?;
     let grpc = format!("https://{}", app.grpc_addr.expect("grpc"));
     let http = format!("https://{}", app.http_addr.expect("http"));
+    let (grpc, http) = (grpc.as_str(), http.as_str());
     let (ca, cert, key) = (
         pki.ca.display().to_string(),
         pki.client.cert.display().to_string(),
@@ -171,12 +172,14 @@ async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -
     );
     let bearer = format!("authorization=Bearer {TOKEN}");
     let api_key = format!("x-api-key={API_KEY}");
+    let (bearer, api_key) = (bearer.as_str(), api_key.as_str());
+    let (ca, cert, key) = (ca.as_str(), cert.as_str(), key.as_str());
 
     let mut expected = 0;
-    for (protocol, endpoint, header) in [("grpc", &grpc, &bearer), ("http", &http, &api_key)] {
+    for (protocol, endpoint, header) in [("grpc", grpc, bearer), ("http", http, api_key)] {
         let args = [
-            "--protocol", protocol, "--endpoint", endpoint, "--ca", &ca, "--client-cert", &cert,
-            "--client-key", &key, "--header", header,
+            "--protocol", protocol, "--endpoint", endpoint, "--ca", ca, "--client-cert", cert,
+            "--client-key", key, "--header", header,
         ];
         let report = run_script("send_secure.py", &args).await?;
         expected += report["span_count"].as_u64().unwrap_or(0) as usize;
@@ -187,11 +190,11 @@ async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -
 
     // Without a client certificate, or with the wrong credential, the SDK's export fails.
     for (protocol, endpoint, extra) in [
-        ("grpc", &grpc, vec!["--header", bearer.as_str()]),
-        ("http", &http, vec!["--header", api_key.as_str()]),
+        ("grpc", grpc, vec!["--header", bearer]),
+        ("http", http, vec!["--header", api_key]),
     ] {
         let mut args = vec![
-            "--protocol", protocol, "--endpoint", endpoint, "--ca", &ca, "--timeout", "3",
+            "--protocol", protocol, "--endpoint", endpoint, "--ca", ca, "--timeout", "3",
         ];
         args.extend(extra);
         let err = run_script("send_secure.py", &args)
@@ -200,12 +203,12 @@ async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -
         assert!(err.to_string().contains("exports failed"), "{protocol}: {err}");
     }
     for (protocol, endpoint, header) in [
-        ("grpc", &grpc, "authorization=Bearer wrong-token"),
-        ("http", &http, "x-api-key=wrong-key"),
+        ("grpc", grpc, "authorization=Bearer wrong-token"),
+        ("http", http, "x-api-key=wrong-key"),
     ] {
         let args = [
-            "--protocol", protocol, "--endpoint", endpoint, "--ca", &ca, "--client-cert", &cert,
-            "--client-key", &key, "--header", header, "--timeout", "3",
+            "--protocol", protocol, "--endpoint", endpoint, "--ca", ca, "--client-cert", cert,
+            "--client-key", key, "--header", header, "--timeout", "3",
         ];
         let err = run_script("send_secure.py", &args)
             .await
