@@ -64,6 +64,8 @@ fn leaf(
     let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![usage];
+    // Python 3.13's ssl verifies strictly (VERIFY_X509_STRICT): it wants the issuer's key identifier.
+    params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &**issuer)?;
     let pair = PemPair {
