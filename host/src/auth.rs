@@ -234,7 +234,11 @@ impl ReceiverAuth {
 
     /// The OTLP/HTTP answer to a refused request: 401 with a `google.rpc.Status` body in the request's
     /// content type (JSON unless it asked for protobuf) and `WWW-Authenticate` for bearer tokens.
-    pub fn http_response(&self, failure: AuthFailure, headers: &HeaderMap) -> http::Response<axum::body::Body> {
+    pub fn http_response(
+        &self,
+        failure: AuthFailure,
+        headers: &HeaderMap,
+    ) -> http::Response<axum::body::Body> {
         let message = failure.to_string();
         let protobuf = headers
             .get(http::header::CONTENT_TYPE)

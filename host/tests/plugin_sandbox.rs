@@ -33,7 +33,9 @@ fn probe(rt: &PluginRuntime, probe: &str, connect: &str) -> String {
         .load_sampler(&PluginSpec::new(format!("sandbox-{probe}"), path, config))
         .expect("test-sandbox loads");
     let (id, spans) = trace();
-    let verdict = sampler.decide(id, &spans).expect("the probe itself never fails");
+    let verdict = sampler
+        .decide(id, &spans)
+        .expect("the probe itself never fails");
     verdict.reason.unwrap_or_default()
 }
 
@@ -46,9 +48,20 @@ fn plugins_cannot_reach_files_environment_network_or_a_clock_of_their_own() {
     let target = listener.local_addr().expect("addr").to_string();
     let home = std::env::var("HOME").unwrap_or_default();
 
-    for name in ["read_file", "read_dir", "read_cwd", "write_file", "tcp", "udp", "dns"] {
+    for name in [
+        "read_file",
+        "read_dir",
+        "read_cwd",
+        "write_file",
+        "tcp",
+        "udp",
+        "dns",
+    ] {
         let report = probe(&rt, name, &target);
-        assert!(report.starts_with("denied("), "{name}: the plugin got through: {report}");
+        assert!(
+            report.starts_with("denied("),
+            "{name}: the plugin got through: {report}"
+        );
     }
     assert_eq!(
         listener.accept().map(|_| ()).map_err(|e| e.kind()),
@@ -61,7 +74,10 @@ fn plugins_cannot_reach_files_environment_network_or_a_clock_of_their_own() {
     );
 
     let report = probe(&rt, "env", &target);
-    assert_eq!(report, "vars=0 args=0", "no environment (HOME={home} on the host)");
+    assert_eq!(
+        report, "vars=0 args=0",
+        "no environment (HOME={home} on the host)"
+    );
 
     // Both clocks read the granted time and stand still for the whole call.
     let report = probe(&rt, "clock", &target);

@@ -61,7 +61,8 @@ fn leaf(
     usage: ExtendedKeyUsagePurpose,
     issuer: &CertifiedIssuer<'static, KeyPair>,
 ) -> anyhow::Result<PemPair> {
-    let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![usage];
     // Python 3.13's ssl verifies strictly (VERIFY_X509_STRICT): it wants the issuer's key identifier.
@@ -93,9 +94,27 @@ impl TestPki {
         let hosts = ["localhost", "127.0.0.1"];
         Ok(TestPki {
             ca: ca_path,
-            server: leaf(&dir, "server", &hosts, ExtendedKeyUsagePurpose::ServerAuth, &authority)?,
-            client: leaf(&dir, "client", &["client"], ExtendedKeyUsagePurpose::ClientAuth, &authority)?,
-            rogue_client: leaf(&dir, "rogue", &["rogue"], ExtendedKeyUsagePurpose::ClientAuth, &rogue)?,
+            server: leaf(
+                &dir,
+                "server",
+                &hosts,
+                ExtendedKeyUsagePurpose::ServerAuth,
+                &authority,
+            )?,
+            client: leaf(
+                &dir,
+                "client",
+                &["client"],
+                ExtendedKeyUsagePurpose::ClientAuth,
+                &authority,
+            )?,
+            rogue_client: leaf(
+                &dir,
+                "rogue",
+                &["rogue"],
+                ExtendedKeyUsagePurpose::ClientAuth,
+                &rogue,
+            )?,
             dir,
         })
     }
@@ -216,9 +235,11 @@ impl TlsCapture {
 
     /// Waits (at most [`WAIT`]) until `n` spans have arrived.
     pub async fn wait_for_spans(&self, n: usize) -> anyhow::Result<()> {
-        crate::poll_until(&format!("{n} spans at the TLS capture server"), WAIT, || {
-            (self.spans() >= n).then_some(())
-        })
+        crate::poll_until(
+            &format!("{n} spans at the TLS capture server"),
+            WAIT,
+            || (self.spans() >= n).then_some(()),
+        )
         .await
     }
 }
@@ -235,9 +256,11 @@ fn http_server_config(
     for c in CertificateDer::pem_slice_iter(ca) {
         roots.add(c?)?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
     let certs = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -248,7 +271,11 @@ fn http_server_config(
 }
 
 /// Accepts TLS connections and answers `POST /v1/traces` (protobuf, gzip or not) on each.
-async fn serve_http(listener: TcpListener, config: Arc<rustls::ServerConfig>, spans: Arc<AtomicUsize>) {
+async fn serve_http(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    spans: Arc<AtomicUsize>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -259,39 +286,45 @@ async fn serve_http(listener: TcpListener, config: Arc<rustls::ServerConfig>, sp
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let spans = spans.clone();
-                async move {
-                    use http_body_util::BodyExt;
-                    let gzip = req
-                        .headers()
-                        .get("content-encoding")
-                        .is_some_and(|v| v.as_bytes() == b"gzip");
-                    let body = req.into_body().collect().await?.to_bytes();
-                    let raw = if gzip {
-                        let mut out = Vec::new();
-                        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).ok();
-                        out
-                    } else {
-                        body.to_vec()
-                    };
-                    let status = match ExportTraceServiceRequest::decode(&raw[..]) {
-                        Ok(req) => {
-                            count(&spans, &req);
-                            200
-                        }
-                        Err(_) => 400,
-                    };
-                    let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                        ExportTraceServiceResponse::default().encode_to_vec(),
-                    )));
-                    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
-                    Ok::<_, hyper::Error>(resp)
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let spans = spans.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let gzip = req
+                            .headers()
+                            .get("content-encoding")
+                            .is_some_and(|v| v.as_bytes() == b"gzip");
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let raw = if gzip {
+                            let mut out = Vec::new();
+                            flate2::read::GzDecoder::new(&body[..])
+                                .read_to_end(&mut out)
+                                .ok();
+                            out
+                        } else {
+                            body.to_vec()
+                        };
+                        let status = match ExportTraceServiceRequest::decode(&raw[..]) {
+                            Ok(req) => {
+                                count(&spans, &req);
+                                200
+                            }
+                            Err(_) => 400,
+                        };
+                        let mut resp =
+                            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                                ExportTraceServiceResponse::default().encode_to_vec(),
+                            )));
+                        *resp.status_mut() =
+                            hyper::StatusCode::from_u16(status).unwrap_or_default();
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
         });
     }
 }

@@ -7,11 +7,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use tailgate::app::RunningApp;
 use tailgate::config::Config;
+use tailgate_e2e::WAIT;
 use tailgate_e2e::capture::CaptureServer;
 use tailgate_e2e::otlp::metric_sum;
 use tailgate_e2e::python::run_script;
 use tailgate_e2e::tls::{PemPair, TestPki, TlsCapture};
-use tailgate_e2e::WAIT;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const TOKEN: &str = "s3cret-grpc-token-0123456789";
@@ -158,7 +158,8 @@ async fn http_export(
 }
 
 #[tokio::test]
-async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -> anyhow::Result<()> {
+async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -> anyhow::Result<()>
+{
     let pki = TestPki::generate()?;
     let capture = CaptureServer::start().await?;
     let app = start(&secure_receivers_yaml(&pki, &capture.grpc_endpoint())).await?;
@@ -178,8 +179,18 @@ async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -
     let mut expected = 0;
     for (protocol, endpoint, header) in [("grpc", grpc, bearer), ("http", http, api_key)] {
         let args = [
-            "--protocol", protocol, "--endpoint", endpoint, "--ca", ca, "--client-cert", cert,
-            "--client-key", key, "--header", header,
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--ca",
+            ca,
+            "--client-cert",
+            cert,
+            "--client-key",
+            key,
+            "--header",
+            header,
         ];
         let report = run_script("send_secure.py", &args).await?;
         expected += report["span_count"].as_u64().unwrap_or(0) as usize;
@@ -194,31 +205,59 @@ async fn python_sdk_sends_over_mutual_tls_with_credentials_on_both_receivers() -
         ("http", http, vec!["--header", api_key]),
     ] {
         let mut args = vec![
-            "--protocol", protocol, "--endpoint", endpoint, "--ca", ca, "--timeout", "3",
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--ca",
+            ca,
+            "--timeout",
+            "3",
         ];
         args.extend(extra);
         let err = run_script("send_secure.py", &args)
             .await
             .expect_err("an export without a client certificate must fail");
-        assert!(err.to_string().contains("exports failed"), "{protocol}: {err}");
+        assert!(
+            err.to_string().contains("exports failed"),
+            "{protocol}: {err}"
+        );
     }
     for (protocol, endpoint, header) in [
         ("grpc", grpc, "authorization=Bearer wrong-token"),
         ("http", http, "x-api-key=wrong-key"),
     ] {
         let args = [
-            "--protocol", protocol, "--endpoint", endpoint, "--ca", ca, "--client-cert", cert,
-            "--client-key", key, "--header", header, "--timeout", "3",
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--ca",
+            ca,
+            "--client-cert",
+            cert,
+            "--client-key",
+            key,
+            "--header",
+            header,
+            "--timeout",
+            "3",
         ];
         let err = run_script("send_secure.py", &args)
             .await
             .expect_err("an export with a wrong credential must fail");
-        assert!(err.to_string().contains("exports failed"), "{protocol}: {err}");
+        assert!(
+            err.to_string().contains("exports failed"),
+            "{protocol}: {err}"
+        );
     }
     let text = metrics(&app).await?;
     assert!(
-        text.contains(r#"tailgate_requests_refused_total{receiver="grpc",reason="unauthenticated"}"#)
-            && text.contains(r#"tailgate_requests_refused_total{receiver="http",reason="unauthenticated"}"#),
+        text.contains(
+            r#"tailgate_requests_refused_total{receiver="grpc",reason="unauthenticated"}"#
+        ) && text.contains(
+            r#"tailgate_requests_refused_total{receiver="http",reason="unauthenticated"}"#
+        ),
         "{text}"
     );
     assert!(!text.contains(TOKEN) && !text.contains(API_KEY));
@@ -242,18 +281,28 @@ async fn mutual_tls_and_credentials_are_enforced_for_rust_clients() -> anyhow::R
         let status = grpc_export(&mut client, request(1), Some(&bearer))
             .await
             .expect_err("no trusted client certificate");
-        assert_ne!(status.code(), tonic::Code::Unauthenticated, "refused at the handshake: {status:?}");
+        assert_ne!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "refused at the handshake: {status:?}"
+        );
     }
     // A trusted certificate: the token decides.
     let mut client = grpc_client(&pki, grpc_addr, Some(&pki.client)).await?;
-    let status = grpc_export(&mut client, request(2), None).await.expect_err("no token");
+    let status = grpc_export(&mut client, request(2), None)
+        .await
+        .expect_err("no token");
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("authorization"), "{status:?}");
     for wrong in ["Bearer wrong", "Basic abc", "Bearer", TOKEN] {
         let status = grpc_export(&mut client, request(3), Some(wrong))
             .await
             .expect_err("wrong token");
-        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{wrong}: {status:?}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{wrong}: {status:?}"
+        );
         assert!(!status.message().contains(TOKEN), "{status:?}");
     }
     grpc_export(&mut client, request(4), Some(&bearer)).await?;
@@ -435,10 +484,17 @@ async fn exporter_delivers_to_a_mutual_tls_downstream() -> anyhow::Result<()> {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert_eq!(lost, n as f64, "{protocol}: spans refused by the downstream are counted lost");
+        assert_eq!(
+            lost, n as f64,
+            "{protocol}: spans refused by the downstream are counted lost"
+        );
         app.shutdown().await;
     }
-    assert_eq!(downstream.spans(), delivered, "nothing arrived without a client certificate");
+    assert_eq!(
+        downstream.spans(),
+        delivered,
+        "nothing arrived without a client certificate"
+    );
     Ok(())
 }
 

@@ -18,11 +18,27 @@ fn bearer(token: &str) -> Authenticator {
 #[test]
 fn bearer_token_is_checked() {
     let auth = bearer("tok-123");
-    assert_eq!(auth.check(&headers(&[("authorization", "Bearer tok-123")])), Ok(()));
-    assert_eq!(auth.check(&headers(&[("Authorization", "bearer   tok-123")])), Ok(()));
-    for wrong in ["Bearer tok-124", "Bearer tok-1234", "Bearer ", "Basic tok-123", "tok-123", "Bearertok-123"] {
+    assert_eq!(
+        auth.check(&headers(&[("authorization", "Bearer tok-123")])),
+        Ok(())
+    );
+    assert_eq!(
+        auth.check(&headers(&[("Authorization", "bearer   tok-123")])),
+        Ok(())
+    );
+    for wrong in [
+        "Bearer tok-124",
+        "Bearer tok-1234",
+        "Bearer ",
+        "Basic tok-123",
+        "tok-123",
+        "Bearertok-123",
+    ] {
         assert!(
-            matches!(auth.check(&headers(&[("authorization", wrong)])), Err(AuthFailure::Invalid { .. })),
+            matches!(
+                auth.check(&headers(&[("authorization", wrong)])),
+                Err(AuthFailure::Invalid { .. })
+            ),
             "{wrong}"
         );
     }
@@ -45,7 +61,10 @@ fn header_credential_is_checked() {
     };
     let auth = Authenticator::new(&cfg, "a").expect("valid");
     assert_eq!(auth.check(&headers(&[("x-api-key", "k3y")])), Ok(()));
-    assert!(auth.check(&headers(&[("x-api-key", "Bearer k3y")])).is_err());
+    assert!(
+        auth.check(&headers(&[("x-api-key", "Bearer k3y")]))
+            .is_err()
+    );
     assert!(auth.check(&headers(&[("authorization", "k3y")])).is_err());
     assert!(!auth.is_bearer());
 }
@@ -85,7 +104,10 @@ fn invalid_blocks_are_refused_with_the_key() {
         (spaces, "printable ASCII"),
         (bad_name, "header.name"),
     ] {
-        let e = cfg.validate("receivers.x.auth").expect_err(needle).to_string();
+        let e = cfg
+            .validate("receivers.x.auth")
+            .expect_err(needle)
+            .to_string();
         assert!(e.contains(needle) && e.contains("receivers.x.auth"), "{e}");
     }
 }
@@ -97,7 +119,19 @@ fn secrets_never_print() {
         "t",
     )
     .expect("valid");
-    let printed = format!("{cfg:?} {:?}", Authenticator::new(cfg.receivers.otlp.protocols.grpc.as_ref().and_then(|g| g.auth.as_ref()).expect("auth"), "k"));
+    let printed = format!(
+        "{cfg:?} {:?}",
+        Authenticator::new(
+            cfg.receivers
+                .otlp
+                .protocols
+                .grpc
+                .as_ref()
+                .and_then(|g| g.auth.as_ref())
+                .expect("auth"),
+            "k"
+        )
+    );
     assert!(!printed.contains("very-secret"), "{printed}");
     assert!(printed.contains("<redacted>"));
 }

@@ -52,9 +52,7 @@ impl HttpTransport {
             let tls = crate::tls::http_client(&cfg.tls.clone().unwrap_or_default())?;
             client = client.use_preconfigured_tls(tls).https_only(true);
         }
-        let client = client
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let client = client.build().map_err(|e| bad(e.to_string()))?;
         Ok(HttpTransport {
             client,
             url,

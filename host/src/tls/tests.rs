@@ -52,7 +52,10 @@ fn server_material_loads_with_and_without_client_ca() {
     let loaded = LoadedServerTls::load(&server(&f.cert, &f.key, None), "p").expect("loads");
     let _ = loaded.grpc();
     let http = loaded.http();
-    assert_eq!(http.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        http.alpn_protocols,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
     // A self-signed certificate can serve as its own client CA.
     LoadedServerTls::load(&server(&f.cert, &f.key, Some(&f.cert)), "p").expect("loads with a CA");
 }
@@ -62,12 +65,21 @@ fn bad_server_material_names_the_key_and_file() {
     let f = files("bad");
     let missing = f.dir.join("missing.pem");
     let e = load_err(&server(&missing, &f.key, None));
-    assert!(e.contains("receivers.otlp.protocols.http.tls.cert_file") && e.contains("missing.pem"), "{e}");
+    assert!(
+        e.contains("receivers.otlp.protocols.http.tls.cert_file") && e.contains("missing.pem"),
+        "{e}"
+    );
     // A key where the certificate should be, and the reverse.
     let e = load_err(&server(&f.key, &f.key, None));
-    assert!(e.contains("cert_file") && e.contains("no certificate found"), "{e}");
+    assert!(
+        e.contains("cert_file") && e.contains("no certificate found"),
+        "{e}"
+    );
     let e = load_err(&server(&f.cert, &f.cert, None));
-    assert!(e.contains("key_file") && e.contains("no private key found"), "{e}");
+    assert!(
+        e.contains("key_file") && e.contains("no private key found"),
+        "{e}"
+    );
     // A key that does not belong to the certificate.
     let e = load_err(&server(&f.cert, &f.other_key, None));
     assert!(e.contains("cannot be used together"), "{e}");
@@ -90,7 +102,12 @@ fn client_material_is_checked() {
         key_file: None,
         ..ok.clone()
     };
-    assert!(http_client(&half).expect_err("half").to_string().contains("together"));
+    assert!(
+        http_client(&half)
+            .expect_err("half")
+            .to_string()
+            .contains("together")
+    );
     let bad_ca = ClientTls {
         ca_file: Some(f.key.clone()),
         ..Default::default()
@@ -101,9 +118,16 @@ fn client_material_is_checked() {
 
 #[test]
 fn relative_paths_resolve_against_the_config_folder() {
-    let mut s = server(Path::new("c.pem"), Path::new("/abs/k.pem"), Some(Path::new("ca.pem")));
+    let mut s = server(
+        Path::new("c.pem"),
+        Path::new("/abs/k.pem"),
+        Some(Path::new("ca.pem")),
+    );
     resolve_server_paths(&mut s, Path::new("/etc/tailgate"));
     assert_eq!(s.cert_file, Path::new("/etc/tailgate/c.pem"));
     assert_eq!(s.key_file, Path::new("/abs/k.pem"));
-    assert_eq!(s.client_ca_file.as_deref(), Some(Path::new("/etc/tailgate/ca.pem")));
+    assert_eq!(
+        s.client_ca_file.as_deref(),
+        Some(Path::new("/etc/tailgate/ca.pem"))
+    );
 }
