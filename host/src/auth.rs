@@ -178,7 +178,7 @@ impl Authenticator {
 /// The token of `Bearer <token>` (scheme case-insensitive, as RFC 7235 says).
 fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.first().is_some_and(|b| *b == b' ') {
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
         return None;
     }
     let token = rest.trim_ascii();

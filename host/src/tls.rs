@@ -227,18 +227,24 @@ impl LoadedServerTls {
     }
 }
 
+/// The exporter's client certificate and key: paths and PEM text.
+struct ClientIdentity {
+    cert_path: PathBuf,
+    cert: Vec<u8>,
+    key_path: PathBuf,
+    key: Vec<u8>,
+}
+
 /// The exporter's client certificate, when configured (both files, or neither).
-fn client_identity(
-    cfg: &ClientTls,
-) -> Result<Option<(PathBuf, Vec<u8>, PathBuf, Vec<u8>)>, TlsError> {
+fn client_identity(cfg: &ClientTls) -> Result<Option<ClientIdentity>, TlsError> {
     match (&cfg.cert_file, &cfg.key_file) {
         (None, None) => Ok(None),
-        (Some(cert), Some(key)) => Ok(Some((
-            cert.clone(),
-            read("exporters.otlp.tls.cert_file", cert)?,
-            key.clone(),
-            read("exporters.otlp.tls.key_file", key)?,
-        ))),
+        (Some(cert), Some(key)) => Ok(Some(ClientIdentity {
+            cert_path: cert.clone(),
+            cert: read("exporters.otlp.tls.cert_file", cert)?,
+            key_path: key.clone(),
+            key: read("exporters.otlp.tls.key_file", key)?,
+        })),
         _ => Err(TlsError::Invalid {
             what: "exporters.otlp.tls".into(),
             reason: "cert_file and key_file must be set together".into(),
@@ -259,10 +265,10 @@ pub fn grpc_client(cfg: &ClientTls) -> Result<tonic::transport::ClientTlsConfig,
         }
         None => tls.with_native_roots(),
     };
-    if let Some((cert_path, cert, key_path, key)) = client_identity(cfg)? {
-        certificates("exporters.otlp.tls.cert_file", &cert_path, &cert)?;
-        private_key("exporters.otlp.tls.key_file", &key_path, &key)?;
-        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(id) = client_identity(cfg)? {
+        certificates("exporters.otlp.tls.cert_file", &id.cert_path, &id.cert)?;
+        private_key("exporters.otlp.tls.key_file", &id.key_path, &id.key)?;
+        tls = tls.identity(tonic::transport::Identity::from_pem(id.cert, id.key));
     }
     Ok(tls)
 }
@@ -287,9 +293,9 @@ pub fn http_client(cfg: &ClientTls) -> Result<rustls::ClientConfig, TlsError> {
         .with_root_certificates(store);
     let mut config = match client_identity(cfg)? {
         None => builder.with_no_client_auth(),
-        Some((cert_path, cert, key_path, key)) => {
-            let certs = certificates("exporters.otlp.tls.cert_file", &cert_path, &cert)?;
-            let key = private_key("exporters.otlp.tls.key_file", &key_path, &key)?;
+        Some(id) => {
+            let certs = certificates("exporters.otlp.tls.cert_file", &id.cert_path, &id.cert)?;
+            let key = private_key("exporters.otlp.tls.key_file", &id.key_path, &id.key)?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 invalid(format!(
                     "cert_file and key_file cannot be used together: {e}"
