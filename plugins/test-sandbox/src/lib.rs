@@ -81,8 +81,7 @@ impl Sampler for Sandbox {
             }
             other => format!("unknown probe {other}"),
         };
-        let mut reason = result;
-        reason.truncate(120);
+        let reason: String = result.chars().take(120).collect();
         Decision::keep(&reason)
     }
 }
