@@ -520,7 +520,8 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         timeout,
         sending_queue,
         retry_on_failure,
-        batch
+        batch,
+        tls
     );
     let (a, b) = (&running.buffer, &new.buffer);
     diff_fields!(
@@ -548,7 +549,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         memory_limit,
         workers
     );
-    diff_fields!(out, running.admin, new.admin, "admin", endpoint);
+    diff_fields!(out, running.admin, new.admin, "admin", endpoint, token);
     let (a, b) = (&running.service, &new.service);
     diff_fields!(out, a, b, "service", log_format, log_level, shutdown_grace);
     if running.topology != new.topology {
