@@ -2,7 +2,7 @@
 # Runs tailgate's whole test suite on a fresh machine, installing what the tests need first:
 #   1. the Python virtualenv .venv with the pinned OpenTelemetry SDK, OTLP exporters and rotel
 #      (scripts/setup-python.sh; reused when already there);
-#   2. the Node.js packages of tests/node (npm ci; reused when there);
+#   2. the Node.js packages of tests/node and of the demo's api-service (npm ci; reused when there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
 #   4. cargo fmt --check and cargo clippy -D warnings on the workspace; cargo deny (deny.toml; installs
 #      cargo-deny when missing; advisories only when the RustSec database on GitHub is reachable);
@@ -35,6 +35,11 @@ if [[ ! -d tests/node/node_modules/@opentelemetry/sdk-node ]]; then
     (cd tests/node && npm ci --no-audit --no-fund)
 else
     echo "tests/node/node_modules already installed"
+fi
+# The demo's api-service (examples/demo/), run by the demo_stack end-to-end test.
+if [[ -f examples/demo/api-service/package-lock.json &&
+      ! -d examples/demo/api-service/node_modules/@opentelemetry/auto-instrumentations-node ]]; then
+    (cd examples/demo/api-service && npm ci --no-audit --no-fund)
 fi
 
 if [[ -x scripts/build-plugins.sh ]]; then

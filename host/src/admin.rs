@@ -1,6 +1,8 @@
-//! The admin HTTP server: `GET /healthz` (200 once the receivers listen), `GET /metrics` (Prometheus
-//! text) and `POST /reload` (reload the configuration file, answer with the outcome as JSON). Binds to
-//! localhost by default; with `admin.token` set, every method other than `GET`/`HEAD` requires
+//! The admin HTTP server: `GET /healthz` (200 once the receivers listen), `GET /health` (the same as JSON,
+//! with each plugin's recent failures and `degraded` when one keeps failing, see [`crate::health`]),
+//! `GET /metrics` (Prometheus text), `POST /reload` (reload the configuration file, answer with the
+//! outcome as JSON), and the status page with `/api/status` and `/debug/traces/{id}` ([`crate::status`]).
+//! Binds to localhost by default; with `admin.token` set, every method other than `GET`/`HEAD` requires
 //! `Authorization: Bearer <token>` (401 otherwise).
 
 use crate::auth::Authenticator;
@@ -26,17 +28,22 @@ pub struct AdminState {
     pub reloader: Option<Arc<Reloader>>,
     /// `admin.token`: required by every method other than `GET` and `HEAD`.
     pub token: Option<Arc<Authenticator>>,
+    /// The status page, `/api/status` and `/debug/traces/{id}` (see [`crate::status`]).
+    pub status: Arc<crate::status::StatusContext>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     let token = state.token.clone();
+    let status = crate::status::router(state.status.clone());
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .route("/api/service-graph", get(service_graph))
-        .with_state(state);
+        .with_state(state)
+        .merge(status);
     match token {
         Some(token) => router.layer(axum::middleware::from_fn_with_state(token, require_token)),
         None => router,
@@ -72,12 +79,58 @@ async fn service_graph(State(s): State<AdminState>) -> impl IntoResponse {
     axum::Json(s.metrics.topology.graph())
 }
 
+/// 200 while tailgate serves (`ok`, or `degraded: ...` naming the plugins that keep failing: tailgate
+/// still works, applying their failure policies), 503 before the receivers listen.
 async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    if !s.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned());
     }
+    let degraded = s.metrics.plugin_health.degraded();
+    if degraded.is_empty() {
+        return (StatusCode::OK, "ok\n".to_owned());
+    }
+    let names: Vec<String> = degraded
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} of its last {} calls failed)",
+                p.plugin, p.recent_failures, p.recent_calls
+            )
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        format!("degraded: plugin {}\n", names.join(", plugin ")),
+    )
+}
+
+/// `{"status": "ok" | "degraded" | "starting", "degraded_plugins": [...], "plugins": [...]}`; 200 unless
+/// starting (503).
+async fn health(State(s): State<AdminState>) -> impl IntoResponse {
+    let plugins = s.metrics.plugin_health.snapshot();
+    let degraded: Vec<&str> = plugins
+        .iter()
+        .filter(|p| p.degraded)
+        .map(|p| p.plugin.as_str())
+        .collect();
+    let ready = s.ready.load(Ordering::Relaxed);
+    let status = match (ready, degraded.is_empty()) {
+        (false, _) => "starting",
+        (true, true) => "ok",
+        (true, false) => "degraded",
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "degraded_plugins": degraded,
+        "plugins": plugins,
+        "window_calls": crate::health::WINDOW,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineContext, Policy};
 use crate::receiver::{self, ReceiverContext};
 use crate::reload::{self, ReloadError, Reloader};
+use crate::status;
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub enum AppError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
@@ -155,7 +158,12 @@ async fn start_stages(
 
     let limits = BufferLimits::from(&cfg.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
+    let recorder = match &cfg.record {
+        Some(r) => Some(crate::record::Recorder::start(&r.path, r.max_bytes.0)?),
+        None => None,
+    };
     let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());
+    let ingest = ingest.with_recorder(recorder.clone());
     let buffer_task = tokio::spawn(buffer::run(
         ingest_rx,
         TraceBuffer::new(limits, cache),
@@ -204,6 +212,18 @@ async fn start_stages(
     }
     drop(ingest);
     let ready = Arc::new(AtomicBool::new(true));
+    let history = Arc::new(status::History::new(metrics.clone()));
+    tokio::spawn(status::run_sampler(history.clone(), stopped()));
+    let status = Arc::new(status::StatusContext {
+        metrics: metrics.clone(),
+        policy: policy.clone(),
+        reloader: reloader.clone(),
+        history,
+        jaeger_ui_url: cfg.admin.jaeger_ui_url.clone(),
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    });
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
@@ -211,6 +231,7 @@ async fn start_stages(
             ready: ready.clone(),
             reloader: reloader.clone(),
             token: security.admin_token.clone(),
+            status,
         },
         stopped(),
     ));
@@ -237,6 +258,10 @@ async fn start_stages(
         // The buffer ends when the last ingest handle (held by receivers) is gone, then hands everything
         // to the pipeline; the pipeline ends when the buffer's senders are gone.
         let _ = buffer_task.await;
+        if let Some(r) = recorder {
+            // Every ingest handle is gone: nothing more can be recorded; close the file.
+            let _ = tokio::task::spawn_blocking(move || r.finish()).await;
+        }
         let _ = pipeline_done.await;
         tracing::info!("pipeline finished; draining exporter");
         exporter.shutdown(grace).await;

@@ -79,6 +79,14 @@ impl BufferOutput {
             BufferOutput::Late(l) => l.trace_id,
         }
     }
+
+    /// Spans carried.
+    pub fn span_count(&self) -> usize {
+        match self {
+            BufferOutput::Due(t) => t.spans.len(),
+            BufferOutput::Late(l) => l.spans.len(),
+        }
+    }
 }
 
 /// Timing and size limits (from [`BufferConfig`]).
@@ -368,15 +376,20 @@ pub async fn run(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                let charged = batch.charged;
+                let (charged, spans) = (batch.charged, batch.span_count);
                 buffer.insert(batch, Instant::now(), &mut out);
                 pressure.dequeued(charged);
+                pressure.dequeued_spans(spans);
             }
             _ = sleep_until(deadline) => {
                 buffer.expire(Instant::now(), &mut out);
             }
         }
         pressure.set_buffered(buffer.bytes());
+        metrics.buffer_bytes_peak.set(pressure.peak() as i64);
+        metrics
+            .ingest_queue_spans
+            .set(pressure.queued_spans() as i64);
         if !flush(&mut out, &pipeline, &metrics).await {
             break;
         }
@@ -402,7 +415,12 @@ async fn flush(out: &mut Vec<BufferOutput>, pipeline: &PipelineSender, metrics: 
                 })
                 .inc();
         }
+        let n = o.span_count() as i64;
+        metrics.pipeline_spans.inc_by(n);
         if !pipeline.send(o).await {
+            // The pipeline is gone (a bug: it outlives the buffer); these spans are lost.
+            metrics.pipeline_spans.dec_by(n);
+            metrics.lost("pipeline_closed", n as u64);
             return false;
         }
     }

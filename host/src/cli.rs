@@ -1,5 +1,6 @@
 //! The command line: `tailgate [--config FILE]` runs the proxy, `tailgate validate --config FILE` checks a
-//! configuration, `tailgate plugin check FILE.wasm` inspects a plugin.
+//! configuration, `tailgate replay --config FILE traces.pb` runs a recording through a policy offline,
+//! `tailgate plugin check FILE.wasm` inspects a plugin.
 
 use crate::config::{Config, ConfigError, Overrides};
 use clap::{Parser, Subcommand};
@@ -27,6 +28,18 @@ pub enum Command {
     Run,
     /// Check a configuration file and exit: 0 when valid, 1 with a message naming the problem.
     Validate,
+    /// Run recorded traces (from `--record`) through the policy of `--config` offline and report what it
+    /// would keep, drop and redact.
+    Replay {
+        /// The recording: `.json`/`.jsonl` (OTLP/JSON lines) or `.pb` (length-delimited protobuf).
+        input: PathBuf,
+        /// Write the kept (redacted, annotated) spans here, in the format of its extension.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with plugins.
     Plugin {
         #[command(subcommand)]

@@ -38,6 +38,26 @@ pub struct Config {
     pub service: ServiceConfig,
     /// RED metrics and the service graph from every trace (see `topology`).
     pub topology: crate::topology::TopologyConfig,
+    /// Record received traffic for `tailgate replay` (off unless set).
+    pub record: Option<RecordConfig>,
+}
+
+/// `record:`: where and how much received traffic to record (see `record`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// The file: `.json`/`.jsonl` for OTLP/JSON lines, anything else (`.pb`) for length-delimited
+    /// protobuf. Created (truncated) at startup.
+    pub path: PathBuf,
+    /// Recording stops (with a log line) before the file would pass this size. Default 100MiB.
+    #[serde(default = "RecordConfig::default_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl RecordConfig {
+    fn default_max_bytes() -> ByteSize {
+        ByteSize::mib(100)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -203,6 +223,9 @@ pub struct SendingQueue {
     pub queue_size: usize,
     /// Concurrent export requests. Default 4.
     pub num_consumers: usize,
+    /// Optional persistent queue on disk (see `export::spool`): batches wait there, not in memory, and
+    /// survive a restart. Off unless set.
+    pub persistent: Option<PersistentQueue>,
 }
 
 impl Default for SendingQueue {
@@ -210,8 +233,72 @@ impl Default for SendingQueue {
         SendingQueue {
             queue_size: 200_000,
             num_consumers: 4,
+            persistent: None,
         }
     }
+}
+
+/// The exporter's persistent queue (`exporters.otlp.sending_queue.persistent`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PersistentQueue {
+    /// Directory of the segment files (created if missing). Required. One tailgate per directory.
+    pub path: PathBuf,
+    /// Most bytes of undelivered batches kept on disk. Default 1 GiB.
+    #[serde(default = "PersistentQueue::default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Size at which a segment file is closed and a new one started. Default 16 MiB.
+    #[serde(default = "PersistentQueue::default_segment_bytes")]
+    pub segment_bytes: ByteSize,
+    /// When a written batch is forced to disk. Default `always`.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// With `fsync: interval`, how often. Default 1 s.
+    #[serde(
+        default = "PersistentQueue::default_fsync_interval",
+        with = "humantime_serde"
+    )]
+    pub fsync_interval: Duration,
+    /// What happens to a batch when the queue is at `max_bytes`. Default `block`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl PersistentQueue {
+    fn default_max_bytes() -> ByteSize {
+        ByteSize::mib(1024)
+    }
+    fn default_segment_bytes() -> ByteSize {
+        ByteSize::mib(16)
+    }
+    fn default_fsync_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+/// When the persistent queue forces written batches to stable storage.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every batch, before it counts as queued: survives a crash of the machine.
+    #[default]
+    Always,
+    /// `fdatasync` every `fsync_interval`: a machine crash may lose the last interval's batches (a crash
+    /// of tailgate alone loses nothing: every batch is written to the OS before it counts as queued).
+    Interval,
+    /// Never: the OS writes back when it likes. Survives a crash of tailgate, not of the machine.
+    Never,
+}
+
+/// What the persistent queue does with a batch when it is full.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: the exporter stops taking spans, which pushes back on the pipeline and clients.
+    #[default]
+    Block,
+    /// Drop the batch, counted in `tailgate_spans_lost_total{reason="persistent_queue_full"}`.
+    Drop,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -456,6 +543,9 @@ pub struct AdminConfig {
     /// When set, `POST` endpoints (`/reload`) require `Authorization: Bearer <token>`; `GET` endpoints
     /// stay open. Default none.
     pub token: Option<crate::auth::Secret>,
+    /// Base URL of Jaeger's UI: the status page links each kept trace to `{jaeger_ui_url}/trace/{id}`.
+    /// Default `http://localhost:16686`.
+    pub jaeger_ui_url: String,
 }
 
 impl Default for AdminConfig {
@@ -463,6 +553,7 @@ impl Default for AdminConfig {
         AdminConfig {
             endpoint: ([127, 0, 0, 1], 8888).into(),
             token: None,
+            jaeger_ui_url: "http://localhost:16686".into(),
         }
     }
 }
@@ -547,6 +638,14 @@ impl ByteSize {
     }
 }
 
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ByteSize::parse(s)
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
@@ -604,6 +703,13 @@ pub struct Overrides {
     /// Log format, text or json (file: service.log_format).
     #[arg(long, env = "TAILGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Record received traffic to this file for `tailgate replay` (.json: OTLP/JSON lines, else
+    /// length-delimited protobuf) (file: record.path).
+    #[arg(long, env = "TAILGATE_RECORD")]
+    pub record: Option<PathBuf>,
+    /// Stop recording before the file passes this size, e.g. 100MiB (file: record.max_bytes).
+    #[arg(long, env = "TAILGATE_RECORD_MAX_BYTES")]
+    pub record_max_bytes: Option<ByteSize>,
 }
 
 impl Config {
@@ -687,6 +793,19 @@ impl Config {
         if let Some(f) = o.log_format {
             self.service.log_format = f;
         }
+        if let Some(p) = &o.record {
+            let max_bytes = self
+                .record
+                .as_ref()
+                .map_or_else(RecordConfig::default_max_bytes, |r| r.max_bytes);
+            self.record = Some(RecordConfig {
+                path: p.clone(),
+                max_bytes,
+            });
+        }
+        if let (Some(m), Some(r)) = (o.record_max_bytes, self.record.as_mut()) {
+            r.max_bytes = m;
+        }
     }
 
     /// Resolves relative TLS file paths against `base` (the config file's folder).
@@ -765,6 +884,22 @@ impl Config {
         }
         if e.sending_queue.num_consumers == 0 {
             return Err("exporters.otlp.sending_queue.num_consumers must be greater than 0".into());
+        }
+        if let Some(p) = &e.sending_queue.persistent {
+            if p.path.as_os_str().is_empty() {
+                return Err(
+                    "exporters.otlp.sending_queue.persistent.path must not be empty".into(),
+                );
+            }
+            if p.segment_bytes.0 == 0 || p.max_bytes.0 < p.segment_bytes.0 {
+                return Err("exporters.otlp.sending_queue.persistent: segment_bytes must be > 0 and <= max_bytes".into());
+            }
+            if p.fsync == FsyncPolicy::Interval && p.fsync_interval.is_zero() {
+                return Err(
+                    "exporters.otlp.sending_queue.persistent.fsync_interval must be greater than 0"
+                        .into(),
+                );
+            }
         }
         if e.protocol != ExportProtocol::File
             && !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://"))

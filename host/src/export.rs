@@ -14,12 +14,18 @@
 //! one of `spans_exported`, `spans_lost{reason="rejected_downstream"}` (partial success),
 //! `spans_lost{reason="export_failed"}` (non-retryable error or retries exhausted) or
 //! `spans_lost{reason="shutdown"}` (still undelivered when the shutdown grace ran out).
+//!
+//! With `sending_queue.persistent` set, the batcher writes each batch to the on-disk queue
+//! ([`spool`]) and gives its span permits back at once; a dispatcher feeds the senders from disk. What is
+//! undelivered at shutdown (or at a crash) stays on disk and is sent after the next start. A batch that
+//! cannot be written (I/O error, larger than the whole queue) is sent from memory as without the queue.
 
 mod batch;
 mod file;
 mod grpc;
 mod http;
 mod retry;
+pub mod spool;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +64,8 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("exporters.otlp.sending_queue.{0}")]
+    Spool(#[from] spool::SpoolError),
 }
 
 /// The exporter is gone (shut down).
@@ -250,12 +258,17 @@ impl BatchSender {
     /// Sends a batch until it is accepted, a non-retryable error occurs, retries run out
     /// (`max_elapsed_time`) or the shutdown grace ends; then settles it.
     pub async fn deliver(&self, batch: Batch) {
-        let outcome = tokio::select! {
+        let outcome = self.attempt(&batch).await;
+        self.settle(batch.spans, outcome);
+    }
+
+    /// Sends a batch (with retries) until it is settled or the shutdown grace ends; counts nothing.
+    pub async fn attempt(&self, batch: &Batch) -> Outcome {
+        tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Outcome::Shutdown,
-            o = self.attempts(&batch) => o,
-        };
-        self.settle(batch.spans, outcome);
+            o = self.attempts(batch) => o,
+        }
     }
 
     async fn attempts(&self, batch: &Batch) -> Outcome {
@@ -325,6 +338,12 @@ impl BatchSender {
 
     /// Records how `spans` ended and gives their queue permits back.
     pub fn settle(&self, spans: usize, outcome: Outcome) {
+        self.count(spans, outcome);
+        self.queue.release(spans);
+    }
+
+    /// Records how `spans` ended in the metrics.
+    pub fn count(&self, spans: usize, outcome: Outcome) {
         let n = spans as u64;
         match outcome {
             Outcome::Delivered { rejected } => {
@@ -337,7 +356,6 @@ impl BatchSender {
             Outcome::Failed => self.metrics.lost("export_failed", n),
             Outcome::Shutdown => self.metrics.lost("shutdown", n),
         }
-        self.queue.release(spans);
     }
 }
 
@@ -395,6 +413,10 @@ impl Exporter {
             cfg.sending_queue.queue_size,
             metrics.clone(),
         ));
+        let spool = match &cfg.sending_queue.persistent {
+            Some(p) => Some(Arc::new(spool::Spool::open(p, metrics.clone())?)),
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let sender = Arc::new(BatchSender {
             transport,
@@ -412,8 +434,37 @@ impl Exporter {
             cfg.sending_queue.num_consumers,
             rx,
             sender.clone(),
+            spool.clone(),
         );
-        let task = tokio::spawn(batcher.run());
+        let task = match (spool, &cfg.sending_queue.persistent) {
+            (Some(spool), Some(p)) => {
+                let dispatcher = tokio::spawn(spool::dispatch(
+                    spool.clone(),
+                    sender.clone(),
+                    batcher.consumers(),
+                ));
+                let stop_sync = CancellationToken::new();
+                let syncer = (p.fsync == crate::config::FsyncPolicy::Interval).then(|| {
+                    tokio::spawn(spool::sync_every(
+                        spool.clone(),
+                        p.fsync_interval,
+                        stop_sync.clone(),
+                    ))
+                });
+                tokio::spawn(async move {
+                    batcher.run().await;
+                    spool.close_input();
+                    if let Err(e) = dispatcher.await {
+                        tracing::error!(error = %e, "persistent queue dispatcher failed");
+                    }
+                    if let Some(s) = syncer {
+                        stop_sync.cancel();
+                        let _ = s.await;
+                    }
+                })
+            }
+            _ => tokio::spawn(batcher.run()),
+        };
         Ok((
             ExportHandle { tx, queue },
             Exporter {

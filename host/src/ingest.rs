@@ -141,6 +141,10 @@ pub struct Pressure {
     queued: AtomicUsize,
     /// Bytes the buffer currently holds (published by the buffer).
     buffered: AtomicUsize,
+    /// Highest `queued + buffered` seen after a reservation (for `tailgate_buffer_bytes_peak`).
+    peak: AtomicUsize,
+    /// Spans in batches sitting in the ingest queue (for `tailgate_ingest_queue_spans`).
+    queued_spans: AtomicUsize,
 }
 
 impl Pressure {
@@ -149,6 +153,8 @@ impl Pressure {
             limit,
             queued: AtomicUsize::new(0),
             buffered: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            queued_spans: AtomicUsize::new(0),
         }
     }
 
@@ -167,6 +173,16 @@ impl Pressure {
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Spans in batches waiting in the ingest queue.
+    pub fn queued_spans(&self) -> usize {
+        self.queued_spans.load(Ordering::Relaxed)
+    }
+
+    /// Called by the buffer when it takes a batch of `spans` spans off the queue.
+    pub fn dequeued_spans(&self, spans: usize) {
+        self.queued_spans.fetch_sub(spans, Ordering::Relaxed);
+    }
+
     /// Reserves room for `bytes`, or says no.
     fn try_reserve(&self, bytes: usize) -> bool {
         let buffered = self.buffered.load(Ordering::Relaxed);
@@ -175,7 +191,14 @@ impl Pressure {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
+        self.peak
+            .fetch_max(prev + buffered + bytes, Ordering::Relaxed);
         true
+    }
+
+    /// Highest bytes charged against the bound so far (ingest queue plus buffer).
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// True when the queue and buffer together are at 100 % of the bound.
@@ -189,6 +212,8 @@ impl Pressure {
 pub struct IngestHandle {
     tx: mpsc::Sender<SpanBatch>,
     pressure: Arc<Pressure>,
+    /// Records accepted batches for `tailgate replay` (`--record`).
+    recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 impl IngestHandle {
@@ -198,7 +223,20 @@ impl IngestHandle {
         pressure: Arc<Pressure>,
     ) -> (IngestHandle, mpsc::Receiver<SpanBatch>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (IngestHandle { tx, pressure }, rx)
+        (
+            IngestHandle {
+                tx,
+                pressure,
+                recorder: None,
+            },
+            rx,
+        )
+    }
+
+    /// Records every batch accepted through this handle (and its clones).
+    pub fn with_recorder(mut self, recorder: Option<Arc<crate::record::Recorder>>) -> IngestHandle {
+        self.recorder = recorder;
+        self
     }
 
     /// Hands a batch over without waiting: receivers turn a refusal into backpressure for the client.
@@ -207,14 +245,24 @@ impl IngestHandle {
         if !self.pressure.try_reserve(batch.charged) {
             return Err(Refused::MemoryPressure);
         }
-        let charged = batch.charged;
+        let (charged, spans) = (batch.charged, batch.span_count);
+        self.pressure
+            .queued_spans
+            .fetch_add(spans, Ordering::Relaxed);
+        // Copied before the batch is moved (span bytes are shared), recorded only once accepted.
+        let copy = self.recorder.as_ref().map(|_| batch.traces.clone());
         self.tx.try_send(batch).map_err(|e| {
             self.pressure.dequeued(charged);
+            self.pressure.dequeued_spans(spans);
             match e {
                 mpsc::error::TrySendError::Full(_) => Refused::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => Refused::ShuttingDown,
             }
-        })
+        })?;
+        if let (Some(r), Some(traces)) = (&self.recorder, copy) {
+            r.record(traces);
+        }
+        Ok(())
     }
 
     /// Hands a batch over, waiting for room in the queue and under the memory bound (for sources that
@@ -229,11 +277,20 @@ impl IngestHandle {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(std::time::Duration::from_millis(100));
         }
-        let charged = batch.charged;
+        let (charged, spans) = (batch.charged, batch.span_count);
+        self.pressure
+            .queued_spans
+            .fetch_add(spans, Ordering::Relaxed);
+        let copy = self.recorder.as_ref().map(|_| batch.traces.clone());
         self.tx.send(batch).await.map_err(|_| {
             self.pressure.dequeued(charged);
+            self.pressure.dequeued_spans(spans);
             Refused::ShuttingDown
-        })
+        })?;
+        if let (Some(r), Some(traces)) = (&self.recorder, copy) {
+            r.record(traces);
+        }
+        Ok(())
     }
 
     /// True while the buffer is at its byte bound.

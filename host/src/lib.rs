@@ -26,7 +26,12 @@
 //! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.
 //! - [`topology`]: RED metrics and the service graph from every trace, before sampling.
-//! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/metrics` and `POST /reload`.
+//! - [`metrics`] / [`admin`]: Prometheus metrics, `/healthz`, `/health`, `/metrics` and `POST /reload`.
+//! - [`health`]: per-plugin recent failure ratios; a plugin that keeps failing is reported degraded.
+//! - [`record`] / [`replay`]: record received traffic (`--record`) and run it offline through a policy
+//!   (`tailgate replay`).
+//! - [`status`] / [`explain`]: the live status page (`/`, `/api/status`) and why a recent trace was kept or
+//!   dropped (`/debug/traces/{id}`).
 //! - [`app`]: wires the stages and shuts them down in order.
 //! - [`tls`] / [`auth`]: TLS for the receivers and the exporter (rustls, ring); bearer-token or header
 //!   authentication of receivers and of the admin API's `POST` endpoints (constant-time comparison).
@@ -38,7 +43,9 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod decisions;
+pub mod explain;
 pub mod export;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod otlp;
@@ -46,9 +53,12 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod receiver;
+pub mod record;
 pub mod redact;
 pub mod reload;
+pub mod replay;
 pub mod security;
+pub mod status;
 #[doc(hidden)]
 pub mod testing;
 pub mod tls;

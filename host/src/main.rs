@@ -15,8 +15,12 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&config.service.log_level));
+    // Replay prints a report on standard output; only problems go to standard error.
+    let level = match cli.command {
+        Some(Command::Replay { .. }) => "warn",
+        _ => config.service.log_level.as_str(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -35,6 +39,27 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Replay {
+            input,
+            output,
+            json,
+        }) => match tailgate::replay::replay(&config, &input, output.as_deref()) {
+            Ok(report) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                }
+                if let Some(o) = output {
+                    eprintln!("kept spans written to {}", o.display());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("tailgate: {e}");
+                std::process::exit(1);
+            }
+        },
         Some(Command::Plugin {
             command: PluginCommand::Check { file },
         }) => match tailgate::plugin::check(&file) {

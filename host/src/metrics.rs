@@ -1,9 +1,17 @@
 //! Prometheus metrics: one registry per running app, with every counter and gauge the stages update.
 //! Served as text on the admin server's `/metrics`.
 //!
-//! Span accounting identity (checked by tests): every accepted span ends in exactly one of
-//! `tailgate_spans_exported_total`, `tailgate_spans_sampled_out_total`, or
-//! `tailgate_spans_lost_total{reason}`; until then it is counted in a buffer/queue gauge.
+//! Span accounting identity (checked by tests, documented in docs/operations.md): every accepted span ends
+//! in exactly one of `tailgate_spans_exported_total`, `tailgate_spans_sampled_out_total`, or
+//! `tailgate_spans_lost_total{reason}`; until then it is counted in exactly one of the in-flight gauges:
+//!
+//! ```text
+//! spans_received_total + persistent_queue_recovered_spans_total
+//!   = spans_exported_total + spans_sampled_out_total + sum(spans_lost_total{reason})
+//!   + ingest_queue_spans + buffer_spans + pipeline_spans + export_queue_spans + persistent_queue_spans
+//! ```
+//!
+//! (A span moving between stages may be counted in two gauges for an instant; once idle it is exact.)
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +59,12 @@ pub struct PluginLabels {
     pub plugin: String,
     /// `trap`, `timeout`, `out_of_memory`, `bad_result`.
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginNameLabels {
+    /// The rule name of the plugin.
+    pub plugin: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +136,27 @@ pub struct Metrics {
     pub buffer_traces: Gauge,
     /// Spans currently buffered.
     pub buffer_spans: Gauge,
+    /// Spans accepted by a receiver and waiting in the queue into the buffer.
+    pub ingest_queue_spans: Gauge,
+    /// Spans handed by the buffer to the pipeline and not yet decided (queued for or in a worker).
+    pub pipeline_spans: Gauge,
+    /// Highest bytes ever charged against `max_buffer_bytes` (ingest queue plus buffer).
+    pub buffer_bytes_peak: Gauge,
+    /// Spans in the exporter's persistent queue, waiting for delivery.
+    pub persistent_queue_spans: Gauge,
+    /// Bytes of undelivered batches in the persistent queue.
+    pub persistent_queue_bytes: Gauge,
+    /// The persistent queue's bound in bytes (`sending_queue.persistent.max_bytes`).
+    pub persistent_queue_capacity_bytes: Gauge,
+    /// Spans found undelivered in the persistent queue at startup (they join the accounting here).
+    pub persistent_queue_recovered_spans: Counter,
+    /// Records of the persistent queue that failed their checksum or were cut short (a write torn by a
+    /// crash), skipped at startup or on read.
+    pub persistent_queue_corrupt_records: Counter,
+    /// Per-plugin call outcomes over a recent window, for `/health` (see [`crate::health`]).
+    pub plugin_health: crate::health::PluginHealth,
+    /// 1 while a plugin is degraded (most of its recent calls failed), by plugin.
+    pub plugin_degraded: Family<PluginNameLabels, Gauge>,
     /// Bytes charged to the buffer.
     pub buffer_bytes: Gauge,
     /// The byte bound.
@@ -158,6 +193,9 @@ pub struct Metrics {
     pub redaction_scrubbed_spans: Counter,
     /// Seconds spent redacting one kept trace (plugin calls and edit application).
     pub redaction_latency: Histogram,
+    /// Why recent traces were kept or dropped (`GET /debug/traces/{id}`, the status page). Not
+    /// Prometheus: a bounded log beside the metrics, fed by the same stage.
+    pub decision_log: crate::explain::DecisionLog,
 }
 
 impl Metrics {
@@ -181,6 +219,16 @@ impl Metrics {
             export_queue_capacity: Gauge::default(),
             buffer_traces: Gauge::default(),
             buffer_spans: Gauge::default(),
+            ingest_queue_spans: Gauge::default(),
+            pipeline_spans: Gauge::default(),
+            buffer_bytes_peak: Gauge::default(),
+            persistent_queue_spans: Gauge::default(),
+            persistent_queue_bytes: Gauge::default(),
+            persistent_queue_capacity_bytes: Gauge::default(),
+            persistent_queue_recovered_spans: Counter::default(),
+            persistent_queue_corrupt_records: Counter::default(),
+            plugin_health: crate::health::PluginHealth::default(),
+            plugin_degraded: Family::default(),
             buffer_bytes: Gauge::default(),
             buffer_bytes_limit: Gauge::default(),
             decisions: Family::default(),
@@ -199,6 +247,7 @@ impl Metrics {
             redaction_fallbacks: Family::default(),
             redaction_scrubbed_spans: Counter::default(),
             redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
+            decision_log: crate::explain::DecisionLog::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -248,6 +297,51 @@ impl Metrics {
         );
         registry.register("buffer_traces", "Traces buffered", m.buffer_traces.clone());
         registry.register("buffer_spans", "Spans buffered", m.buffer_spans.clone());
+        registry.register(
+            "ingest_queue_spans",
+            "Spans accepted and waiting to enter the buffer",
+            m.ingest_queue_spans.clone(),
+        );
+        registry.register(
+            "pipeline_spans",
+            "Spans handed to the pipeline and not yet decided",
+            m.pipeline_spans.clone(),
+        );
+        registry.register(
+            "buffer_bytes_peak",
+            "Highest bytes charged against the buffer bound",
+            m.buffer_bytes_peak.clone(),
+        );
+        registry.register(
+            "persistent_queue_spans",
+            "Spans waiting in the persistent export queue",
+            m.persistent_queue_spans.clone(),
+        );
+        registry.register(
+            "persistent_queue_bytes",
+            "Bytes of undelivered batches in the persistent export queue",
+            m.persistent_queue_bytes.clone(),
+        );
+        registry.register(
+            "persistent_queue_capacity_bytes",
+            "Bound of the persistent export queue in bytes",
+            m.persistent_queue_capacity_bytes.clone(),
+        );
+        registry.register(
+            "persistent_queue_recovered_spans",
+            "Spans found undelivered in the persistent queue at startup",
+            m.persistent_queue_recovered_spans.clone(),
+        );
+        registry.register(
+            "persistent_queue_corrupt_records",
+            "Persistent queue records skipped for a bad checksum or a torn write",
+            m.persistent_queue_corrupt_records.clone(),
+        );
+        registry.register(
+            "plugin_degraded",
+            "1 while most of a plugin's recent calls failed",
+            m.plugin_degraded.clone(),
+        );
         registry.register(
             "buffer_bytes",
             "Bytes charged to the buffer",

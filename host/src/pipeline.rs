@@ -12,6 +12,7 @@ mod tracestate;
 use crate::buffer::{BufferOutput, DueTrace, LateSpans};
 use crate::config::{DefaultDecision, SamplerFailurePolicy};
 use crate::decisions::{DecisionCache, KeepInfo, Remembered};
+use crate::explain::{Explanation, RedactionNotes};
 use crate::export::{ExportHandle, KeptSpans};
 use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
 use crate::otlp::{SpanPatch, SpanRecord, TraceId};
@@ -56,6 +57,12 @@ pub trait Sampler: Send + Sync {
         trace_id: TraceId,
         spans: &[SpanRecord],
     ) -> Result<RuleVerdict, SamplerFailure>;
+
+    /// The plugin's file, hash, load time and call counters, for the status page (`None` for samplers
+    /// that are not plugins).
+    fn stats(&self) -> Option<crate::plugin::PluginStats> {
+        None
+    }
 }
 
 /// One rule of the policy.
@@ -101,7 +108,14 @@ impl Policy {
     /// Evaluates the live rules in order.
     pub fn decide(&self, trace_id: TraceId, spans: &[SpanRecord], metrics: &Metrics) -> Decision {
         for rule in self.rules.iter().filter(|r| !r.shadow) {
-            let v = match rule.sampler.sample(trace_id, spans) {
+            let result = rule.sampler.sample(trace_id, spans);
+            crate::health::record_call(
+                metrics,
+                &rule.name,
+                crate::health::PluginRole::Sampler,
+                result.as_ref().err().map(|f| f.kind),
+            );
+            let v = match result {
                 Ok(v) => v,
                 Err(f) => {
                     metrics
@@ -200,10 +214,14 @@ impl Drop for DoneGuard {
 
 fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext) {
     while let Some(item) = rx.blocking_recv() {
+        let n = item.span_count() as i64;
         match item {
             BufferOutput::Due(t) => decide(t, &ctx),
             BufferOutput::Late(l) => late(l, &ctx),
         }
+        // Counted in by the buffer when it handed the item over; by now every span is in the export
+        // queue, sampled out or counted lost.
+        ctx.metrics.pipeline_spans.dec_by(n);
     }
 }
 
@@ -225,16 +243,37 @@ fn decide(t: DueTrace, ctx: &PipelineContext) {
             decision: if decision.keep { "keep" } else { "drop" },
         })
         .inc();
+    let mut why = Explanation::new(
+        t.trace_id,
+        t.trigger.as_str(),
+        decision.keep,
+        decision.rule.clone(),
+        decision.probability,
+        &t.spans,
+    );
     if decision.keep {
         let info = Arc::new(KeepInfo {
             rule: decision.rule.clone(),
             probability: decision.probability,
         });
         ctx.cache.record_keep(t.trace_id, info.clone(), now);
-        export(t.trace_id, t.spans, &info, ctx);
+        let kept = prepare_kept(
+            &policy.redactors,
+            t.trace_id,
+            t.spans,
+            &info,
+            &ctx.metrics,
+            Some(&mut why.redactions),
+        );
+        // Recorded before the spans leave, so the explanation exists once they arrive downstream.
+        ctx.metrics.decision_log.record(why);
+        if let Some(kept) = kept {
+            send(kept, ctx);
+        }
     } else {
         ctx.cache.record_drop(t.trace_id, now);
         ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
+        ctx.metrics.decision_log.record(why);
     }
     drop(t.acks);
 }
@@ -248,7 +287,21 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                 .late_spans
                 .get_or_create(&ReasonLabels { reason: "kept" })
                 .inc_by(n);
-            export(l.trace_id, l.spans, &info, ctx);
+            let mut notes = RedactionNotes::default();
+            let kept = prepare_kept(
+                &ctx.policy.load().redactors,
+                l.trace_id,
+                l.spans,
+                &info,
+                &ctx.metrics,
+                Some(&mut notes),
+            );
+            ctx.metrics
+                .decision_log
+                .record_late(l.trace_id, n, Some(notes));
+            if let Some(kept) = kept {
+                send(kept, ctx);
+            }
         }
         Some(Remembered::Dropped) => {
             ctx.metrics
@@ -256,6 +309,7 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
                 .get_or_create(&ReasonLabels { reason: "dropped" })
                 .inc_by(n);
             ctx.metrics.spans_sampled_out.inc_by(n);
+            ctx.metrics.decision_log.record_late(l.trace_id, n, None);
         }
         // The decision was forgotten between the buffer's check and now (evicted): this worker decided
         // the trace before (same queue), so this only happens when the cache is too small. Decide the
@@ -285,20 +339,22 @@ fn late(l: LateSpans, ctx: &PipelineContext) {
     drop(l.acks);
 }
 
-/// Redacts, annotates and sends kept spans to the exporter. Every kept span (late ones included) passes
-/// through here, so nothing reaches the exporter without passing the redactors.
-fn export(trace_id: TraceId, spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &PipelineContext) {
-    let spans = match ctx
-        .policy
-        .load()
-        .redactors
-        .redact(trace_id, spans, &ctx.metrics)
-    {
+/// Redacts and annotates kept spans (`tailgate.rule`, the sampling threshold in `tracestate`). Every kept
+/// span (late ones included, and replayed ones) passes through here, so nothing reaches the exporter
+/// without passing the redactors. `None` when a redactor failed under `on_redactor_failure: drop` (already
+/// counted as lost).
+pub fn prepare_kept(
+    redactors: &Redactors,
+    trace_id: TraceId,
+    spans: Vec<SpanRecord>,
+    info: &KeepInfo,
+    metrics: &Metrics,
+    notes: Option<&mut RedactionNotes>,
+) -> Option<KeptSpans> {
+    let spans = match redactors.redact_noting(trace_id, spans, metrics, notes) {
         Outcome::Export(spans) => spans,
-        // A redactor failed under `on_redactor_failure: drop`; already counted as lost.
-        Outcome::Dropped => return,
+        Outcome::Dropped => return None,
     };
-    let n = spans.len() as u64;
     let mut patch = SpanPatch::new();
     patch.string_attribute("tailgate.rule", &info.rule);
     let existing = spans
@@ -308,10 +364,15 @@ fn export(trace_id: TraceId, spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &Pipe
     if let Some(ts) = update_tracestate(existing, info.probability) {
         patch.trace_state(&ts);
     }
-    let kept = KeptSpans {
+    Some(KeptSpans {
         spans,
         patch: Bytes::copy_from_slice(patch.as_bytes()),
-    };
+    })
+}
+
+/// Hands kept spans to the exporter.
+fn send(kept: KeptSpans, ctx: &PipelineContext) {
+    let n = kept.spans.len() as u64;
     if ctx.export.blocking_send(kept).is_err() {
         ctx.metrics.lost("exporter_closed", n);
     }

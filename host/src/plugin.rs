@@ -71,6 +71,10 @@ const MAX_REASON: usize = 128;
 const MAX_LOG_LINE: usize = 4096;
 /// Most distinct counter names kept per plugin.
 const MAX_COUNTERS: usize = 64;
+/// A redactor may return at most this many edits per packed field (plus [`MAX_EDITS_SLACK`]); more is a
+/// bad result, so a plugin cannot make the host resolve and apply millions of edits.
+const MAX_EDITS_PER_FIELD: usize = 4;
+const MAX_EDITS_SLACK: usize = 64;
 
 /// Why a plugin could not be loaded. Every variant names the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -1176,6 +1180,14 @@ impl RedactorPlugin {
             w.0.tailgate_plugin_redaction()
                 .call_redact(store, &summary, &packed.wit)
         })?;
+        let max = packed.fields.len() * MAX_EDITS_PER_FIELD + MAX_EDITS_SLACK;
+        if edits.len() > max {
+            return Err(self.core.bad_result(format!(
+                "returned {} edits for a trace of {} fields (at most {max})",
+                edits.len(),
+                packed.fields.len()
+            )));
+        }
         edits
             .into_iter()
             .map(|e| resolve_edit(&packed, e))

@@ -152,4 +152,8 @@ impl Sampler for WasmSampler {
             }),
         }
     }
+
+    fn stats(&self) -> Option<plugin::PluginStats> {
+        Some(self.0.stats())
+    }
 }

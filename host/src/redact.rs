@@ -31,6 +31,7 @@ pub use hash::KeyedHasher;
 pub use scrub::{DEFAULT_STRICT_ALLOW_LIST, strict_scrub};
 
 use crate::config::{RedactionConfig, RedactorFailurePolicy};
+use crate::explain::{RedactionFallback, RedactionNotes};
 use crate::metrics::{Metrics, PluginLabels, RedactionFallbackLabels, RedactionLabels};
 use crate::otlp::{SpanRecord, TraceId};
 use crate::plugin::{FieldRef, PluginFailure, RedactionEdit};
@@ -54,6 +55,11 @@ pub trait TraceRedactor: Send + Sync {
         trace_id: TraceId,
         spans: &[SpanRecord],
     ) -> Result<Vec<RedactionEdit>, PluginFailure>;
+
+    /// The plugin's counters, for the status page (`None` when it is not a plugin).
+    fn stats(&self) -> Option<crate::plugin::PluginStats> {
+        None
+    }
 }
 
 impl TraceRedactor for crate::plugin::RedactorPlugin {
@@ -63,6 +69,10 @@ impl TraceRedactor for crate::plugin::RedactorPlugin {
         spans: &[SpanRecord],
     ) -> Result<Vec<RedactionEdit>, PluginFailure> {
         crate::plugin::RedactorPlugin::redact(self, trace_id, spans)
+    }
+
+    fn stats(&self) -> Option<crate::plugin::PluginStats> {
+        Some(crate::plugin::RedactorPlugin::stats(self))
     }
 }
 
@@ -180,6 +190,18 @@ impl Redactors {
     /// Runs every redactor on a kept trace, in order, each on the output of the previous one. On a
     /// failure the configured fallback applies (the trace is scrubbed or dropped, and counted).
     pub fn redact(&self, trace_id: TraceId, spans: Vec<SpanRecord>, metrics: &Metrics) -> Outcome {
+        self.redact_noting(trace_id, spans, metrics, None)
+    }
+
+    /// [`Redactors::redact`], also noting in `notes` which rule edited which field how (never a value),
+    /// and the fallback when a redactor failed: what `GET /debug/traces/{id}` and replay report.
+    pub fn redact_noting(
+        &self,
+        trace_id: TraceId,
+        spans: Vec<SpanRecord>,
+        metrics: &Metrics,
+        mut notes: Option<&mut RedactionNotes>,
+    ) -> Outcome {
         if self.rules.is_empty() || spans.is_empty() {
             return Outcome::Export(spans);
         }
@@ -199,6 +221,12 @@ impl Redactors {
                         .map(|applied| (edits, Some(applied)))
                         .map_err(|e| ("bad_result", e.to_string()))
                 });
+            crate::health::record_call(
+                metrics,
+                &rule.name,
+                crate::health::PluginRole::Redactor,
+                result.as_ref().err().map(|(kind, _)| *kind),
+            );
             match result {
                 Ok((edits, applied)) => {
                     let mode = if applied.is_some() {
@@ -207,6 +235,10 @@ impl Redactors {
                         "dry_run"
                     };
                     self.count_edits(&rule.name, &edits, mode, metrics);
+                    if let Some(n) = notes.as_deref_mut() {
+                        n.add(&rule.name, &edits);
+                        n.dry_run |= applied.is_none();
+                    }
                     if let Some(a) = applied {
                         edited.extend(a.edited_span_ids);
                         current = a.spans;
@@ -220,7 +252,15 @@ impl Redactors {
                             kind,
                         })
                         .inc();
-                    return self.fail(&rule.name, kind, &message, current, metrics, started);
+                    let outcome = self.fail(&rule.name, kind, &message, current, metrics, started);
+                    if let Some(n) = notes {
+                        n.fallback = Some(RedactionFallback {
+                            rule: rule.name.clone(),
+                            kind,
+                            action: self.fallback_action(),
+                        });
+                    }
+                    return outcome;
                 }
             }
         }
@@ -241,14 +281,7 @@ impl Redactors {
         started: Instant,
     ) -> Outcome {
         let n = spans.len() as u64;
-        let action = if self.settings.dry_run {
-            "dry_run"
-        } else {
-            match self.on_failure {
-                RedactorFailurePolicy::StrictScrub => "strict_scrub",
-                RedactorFailurePolicy::Drop => "drop",
-            }
-        };
+        let action = self.fallback_action();
         tracing::warn!(
             rule,
             kind,
@@ -286,6 +319,18 @@ impl Redactors {
             _ => {
                 metrics.lost("redactor_failed", n);
                 Outcome::Dropped
+            }
+        }
+    }
+
+    /// What runs instead of a failed redactor: `dry_run`, `strict_scrub` or `drop`.
+    fn fallback_action(&self) -> &'static str {
+        if self.settings.dry_run {
+            "dry_run"
+        } else {
+            match self.on_failure {
+                RedactorFailurePolicy::StrictScrub => "strict_scrub",
+                RedactorFailurePolicy::Drop => "drop",
             }
         }
     }

@@ -164,6 +164,8 @@ pub struct Reloader {
     started: Config,
     /// Held for a whole reload: reloads are serialized.
     current: Mutex<Current>,
+    /// The last reload attempt and when it ended (Unix seconds), for the status page.
+    last: Mutex<Option<(f64, ReloadOutcome)>>,
 }
 
 impl Reloader {
@@ -205,6 +207,7 @@ impl Reloader {
                 samplers,
                 files,
             }),
+            last: Mutex::new(None),
         });
         Ok((reloader, config))
     }
@@ -237,6 +240,17 @@ impl Reloader {
     /// policy. On any error nothing changes; the outcome carries the error, which is also logged and
     /// counted.
     pub fn reload_blocking(&self, trigger: Trigger) -> ReloadOutcome {
+        let outcome = self.reload_inner(trigger);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((unix_now(), outcome.clone()));
+        outcome
+    }
+
+    /// The last reload attempt (`None` before the first) and when it ended, in Unix seconds.
+    pub fn last_outcome(&self) -> Option<(f64, ReloadOutcome)> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reload_inner(&self, trigger: Trigger) -> ReloadOutcome {
         let started = Instant::now();
         let mut current = self.lock();
         let result = self.try_reload(&mut current, trigger, started);
@@ -549,7 +563,15 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         memory_limit,
         workers
     );
-    diff_fields!(out, running.admin, new.admin, "admin", endpoint, token);
+    diff_fields!(
+        out,
+        running.admin,
+        new.admin,
+        "admin",
+        endpoint,
+        token,
+        jaeger_ui_url
+    );
     let (a, b) = (&running.service, &new.service);
     diff_fields!(out, a, b, "service", log_format, log_level, shutdown_grace);
     if running.topology != new.topology {

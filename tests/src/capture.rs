@@ -1,6 +1,7 @@
 //! The capture server: stands in for Jaeger. Serves OTLP/gRPC `TraceService/Export` and OTLP/HTTP
 //! `POST /v1/traces` (protobuf or JSON, gzip or not) on 127.0.0.1, records every request it accepts, and
-//! can refuse the first N requests with `UNAVAILABLE` / 503 to exercise the exporter's retries.
+//! can refuse the first N requests, or every request during an outage, with `UNAVAILABLE` / 503 to
+//! exercise the exporter's retries and queues.
 
 use crate::WAIT;
 use crate::otlp::{FlatSpan, flatten, hex};
@@ -19,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -49,6 +50,8 @@ struct Recorder {
     refuse: AtomicUsize,
     /// Requests refused so far.
     refused: AtomicUsize,
+    /// While set, every request is refused (a downstream outage).
+    outage: AtomicBool,
 }
 
 impl Recorder {
@@ -59,6 +62,10 @@ impl Recorder {
 
     /// True when this request is to be refused.
     fn take_refusal(&self) -> bool {
+        if self.outage.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
         let refuse = self
             .refuse
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -157,6 +164,12 @@ impl CaptureServer {
             .iter()
             .flat_map(|c| flatten(&c.request))
             .collect()
+    }
+
+    /// Starts (`true`) or ends an outage: while it lasts every request is refused with `UNAVAILABLE` /
+    /// 503, as from a Jaeger that is down behind a load balancer.
+    pub fn set_outage(&self, on: bool) {
+        self.recorder.outage.store(on, Ordering::SeqCst);
     }
 
     /// How many requests were refused on purpose.

@@ -11,6 +11,8 @@
 //!
 //! - [`binary`]: the built `tailgate` executable, for command-line tests.
 //! - [`capture`]: an OTLP/gRPC + OTLP/HTTP server that records every request and can refuse the first N.
+//! - [`demo`]: the demo stack of `examples/demo/` (tailgate binary, Python user-service, Node.js
+//!   api-service) as local processes.
 //! - [`proxy`]: tailgate configurations with short timings, started through `tailgate::app`.
 //! - [`python`]: runs the scripts in `tests/python/` with the project's virtualenv.
 //! - [`rotel`]: runs the rotel collector shipped in the `rotel` Python package.
@@ -21,6 +23,7 @@
 
 pub mod binary;
 pub mod capture;
+pub mod demo;
 pub mod otlp;
 pub mod proxy;
 pub mod python;

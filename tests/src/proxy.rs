@@ -21,6 +21,14 @@ pub struct TestConfig {
     pub shutdown_grace: &'static str,
     /// YAML for the `policy:` section, indented by two spaces.
     pub policy: String,
+    /// `buffer.max_buffer_bytes`.
+    pub max_buffer_bytes: &'static str,
+    /// More keys of `exporters.otlp` (e.g. `sending_queue`), indented by four spaces.
+    pub exporter_extra: String,
+    /// More keys of `exporters.otlp.batch` (e.g. `send_batch_size`), indented by six spaces.
+    pub batch_extra: String,
+    /// `plugins.workers`, when set.
+    pub workers: Option<usize>,
 }
 
 impl TestConfig {
@@ -39,6 +47,10 @@ impl TestConfig {
             batch_timeout: "50ms",
             shutdown_grace: "20s",
             policy: "  default: keep\n".into(),
+            max_buffer_bytes: "64MiB",
+            exporter_extra: String::new(),
+            batch_extra: String::new(),
+            workers: None,
         }
     }
 
@@ -73,13 +85,13 @@ exporters:
       max_elapsed_time: 60s
     batch:
       timeout: {batch_timeout}
-buffer:
+{batch_extra}{exporter_extra}buffer:
   settle: {settle}
   idle_timeout: {idle}
   max_wait: {max_wait}
-  max_buffer_bytes: 64MiB
+  max_buffer_bytes: {max_buffer_bytes}
 policy:
-{policy}admin:
+{policy}{plugins}admin:
   endpoint: 127.0.0.1:0
 service:
   shutdown_grace: {grace}
@@ -95,6 +107,13 @@ service:
             max_wait = self.max_wait,
             policy = self.policy,
             grace = self.shutdown_grace,
+            exporter_extra = self.exporter_extra,
+            batch_extra = self.batch_extra,
+            max_buffer_bytes = self.max_buffer_bytes,
+            plugins = self
+                .workers
+                .map(|w| format!("plugins:\n  workers: {w}\n"))
+                .unwrap_or_default(),
         )
     }
 

@@ -3,8 +3,10 @@
 //! one of `num_consumers` concurrent senders. A batch is also closed before its encoded size would pass
 //! `send_batch_max_bytes`.
 
+use super::spool::{AppendError, Spool};
 use super::{Batch, BatchSender, KeptSpans, Outcome};
 use crate::config::BatchConfig;
+use crate::config::WhenFull;
 use crate::otlp::ExportBuilder;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -25,6 +27,8 @@ pub(super) struct Batcher {
     builder: ExportBuilder,
     /// When the batch being built must be sent; `None` while it is empty.
     deadline: Option<Instant>,
+    /// The persistent queue, when configured: batches go there instead of straight to a sender.
+    spool: Option<Arc<Spool>>,
 }
 
 impl Batcher {
@@ -33,6 +37,7 @@ impl Batcher {
         num_consumers: usize,
         rx: mpsc::Receiver<KeptSpans>,
         sender: Arc<BatchSender>,
+        spool: Option<Arc<Spool>>,
     ) -> Self {
         let send_batch_size = cfg.send_batch_size.max(1);
         Batcher {
@@ -46,7 +51,13 @@ impl Batcher {
             tasks: JoinSet::new(),
             builder: ExportBuilder::new(),
             deadline: None,
+            spool,
         }
+    }
+
+    /// The semaphore of concurrent export requests (shared with the persistent queue's dispatcher).
+    pub fn consumers(&self) -> Arc<Semaphore> {
+        self.consumers.clone()
     }
 
     /// Runs until every handle is dropped and everything is delivered, or until shutdown is cancelled
@@ -107,10 +118,60 @@ impl Batcher {
             return;
         }
         let builder = std::mem::take(&mut self.builder);
-        let batch = Batch {
+        let mut batch = Batch {
             spans: builder.span_count(),
             body: builder.finish(),
         };
+        if let Some(spool) = self.spool.clone() {
+            match self.to_spool(spool, batch).await {
+                None => return,
+                // Could not be written: send it from memory.
+                Some(b) => batch = b,
+            }
+        }
+        self.send_now(batch).await;
+    }
+
+    /// Writes a batch to the persistent queue. `None` when it is settled there (queued on disk, or
+    /// dropped and counted because the queue is full); the batch back when it must be sent from memory.
+    async fn to_spool(&self, spool: Arc<Spool>, batch: Batch) -> Option<Batch> {
+        let spans = u32::try_from(batch.spans).ok()?;
+        match spool
+            .append_async(batch.body.clone(), spans, &self.sender.cancel)
+            .await
+        {
+            Ok(()) => {
+                // On disk now: the memory queue's permits go back.
+                self.sender.queue.release(batch.spans);
+                None
+            }
+            Err(AppendError::Full) => {
+                let reason = if spool.when_full == WhenFull::Drop {
+                    "persistent_queue_full"
+                } else {
+                    "shutdown"
+                };
+                self.sender.queue.release(batch.spans);
+                self.sender.metrics.lost(reason, batch.spans as u64);
+                None
+            }
+            Err(AppendError::TooLarge) => {
+                tracing::warn!(
+                    spans = batch.spans,
+                    bytes = batch.body.len(),
+                    "batch larger than the persistent queue; sending it from memory"
+                );
+                Some(batch)
+            }
+            Err(AppendError::Io(e)) => {
+                tracing::error!(error = %e, "cannot write to the persistent queue; sending the batch from memory");
+                Some(batch)
+            }
+        }
+    }
+
+    /// Hands a batch to a sender, waiting for a free one.
+    async fn send_now(&mut self, batch: Batch) {
         let permit = tokio::select! {
             biased;
             _ = self.sender.cancel.cancelled() => None,

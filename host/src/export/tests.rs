@@ -89,6 +89,7 @@ fn config(protocol: ExportProtocol, endpoint: String) -> OtlpExporter {
         sending_queue: SendingQueue {
             queue_size: 1000,
             num_consumers: 2,
+            persistent: None,
         },
         retry_on_failure: RetryConfig {
             enabled: true,
@@ -562,6 +563,7 @@ async fn send_waits_while_queue_is_full_and_shutdown_counts_the_rest() {
     cfg.sending_queue = SendingQueue {
         queue_size: 20,
         num_consumers: 1,
+        persistent: None,
     };
     cfg.batch = BatchConfig {
         send_batch_size: 10,
@@ -592,6 +594,7 @@ async fn a_group_larger_than_the_queue_is_queued_in_parts() {
     cfg.sending_queue = SendingQueue {
         queue_size: 10,
         num_consumers: 1,
+        persistent: None,
     };
     cfg.batch = BatchConfig {
         send_batch_size: 10,
@@ -843,4 +846,61 @@ fn bad_headers_and_tls_endpoints_are_start_errors() {
             Ok(_) => panic!("expected a TLS error"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_full_persistent_queue_drops_with_a_named_reason_and_keeps_the_rest_on_disk() {
+    let (endpoint, _capture) = grpc_capture(Script {
+        stall: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!(
+        "tailgate-export-spool-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let metrics = Metrics::new();
+    let mut cfg = config(ExportProtocol::Grpc, endpoint);
+    cfg.sending_queue = SendingQueue {
+        queue_size: 10,
+        num_consumers: 1,
+        persistent: Some(crate::config::PersistentQueue {
+            path: dir.clone(),
+            max_bytes: ByteSize(1000),
+            segment_bytes: ByteSize(1000),
+            fsync: crate::config::FsyncPolicy::Never,
+            fsync_interval: Duration::from_secs(1),
+            when_full: crate::config::WhenFull::Drop,
+        }),
+    };
+    cfg.batch = BatchConfig {
+        send_batch_size: 10,
+        send_batch_max_size: 10,
+        send_batch_max_bytes: ByteSize::mib(3),
+        timeout: Duration::from_secs(3600),
+    };
+    let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
+    // Three batches of 10 spans (each more than a third of the queue's 1000 bytes) into a queue whose
+    // downstream never answers: the memory queue (10 spans) never blocks, the disk queue overflows.
+    for first in [1, 11, 21] {
+        handle.send(kept(first, 10)).await.expect("send");
+    }
+    drop(handle);
+    exporter.shutdown(Duration::from_millis(200)).await;
+    let on_disk = metrics.persistent_queue_spans.get() as u64;
+    let dropped = lost(&metrics, "persistent_queue_full");
+    assert!(
+        dropped > 0 && on_disk > 0,
+        "{on_disk} on disk, {dropped} dropped"
+    );
+    assert_eq!(on_disk + dropped, 30, "every span on disk or counted");
+    assert!(metrics.persistent_queue_bytes.get() <= 1000);
+    assert_eq!(
+        lost(&metrics, "shutdown"),
+        0,
+        "undelivered batches stay on disk"
+    );
+    assert_eq!(metrics.export_queue_spans.get(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

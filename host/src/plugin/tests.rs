@@ -404,6 +404,53 @@ fn memory_bomb_hits_the_cap() {
 }
 
 #[test]
+fn slow_only_sometimes_times_out_only_then() {
+    let spec = PluginSpec {
+        deadline: Some(Duration::from_millis(20)),
+        ..PluginSpec::new(
+            "sometimes",
+            plugin_path("test-hostile"),
+            r#"{"mode": "slow_sometimes"}"#,
+        )
+    };
+    let p = runtime().load_sampler(&spec).expect("loads");
+    let slow = trace(9, "svc", &[s("slow", 0, 0, 1)]);
+    for _ in 0..3 {
+        assert_eq!(verdict(&p, &ok_trace()), Verdict::Keep);
+        let started = Instant::now();
+        assert_eq!(p.decide(9, &slow), Err(PluginFailure::Timeout));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by the deadline: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(verdict(&p, &ok_trace()), Verdict::Keep, "still answers");
+    let st = p.stats();
+    assert_eq!((st.calls, st.timeouts), (7, 3));
+}
+
+#[test]
+fn huge_output_is_cut_to_size_or_stopped_by_the_memory_cap() {
+    // 8 MiB of reason and of log line: the host keeps 128 bytes of the reason and 4 KiB of the line.
+    let p = hostile("huge_output");
+    let v = p.decide(1, &ok_trace()).expect("decides");
+    assert_eq!(v.decision, Verdict::Keep);
+    assert_eq!(v.reason.as_deref().map(str::len), Some(MAX_REASON));
+    // Under a 4 MiB cap the same output cannot even be built.
+    let spec = PluginSpec {
+        memory_limit: Some(4 << 20),
+        ..PluginSpec::new(
+            "huge",
+            plugin_path("test-hostile"),
+            r#"{"mode": "huge_output"}"#,
+        )
+    };
+    let p = runtime().load_sampler(&spec).expect("loads");
+    assert_eq!(p.decide(1, &ok_trace()), Err(PluginFailure::OutOfMemory));
+}
+
+#[test]
 fn bad_results_are_rejected() {
     let p = hostile("bad_probability");
     let e = p.decide(1, &ok_trace()).expect_err("invalid");

@@ -263,7 +263,14 @@ fn bad(mode: &str, on_failure: RedactorFailurePolicy) -> Redactors {
 
 #[test]
 fn failing_redactors_scrub_by_default() {
-    for mode in ["trap", "loop", "out_of_range", "split_char", "remove_name"] {
+    for mode in [
+        "trap",
+        "loop",
+        "out_of_range",
+        "split_char",
+        "remove_name",
+        "huge_output",
+    ] {
         let metrics = Metrics::new();
         let s = spans();
         let Outcome::Export(out) =
@@ -403,4 +410,51 @@ proptest! {
         let scrubbed = strict_scrub(&s, &RedactionSettings::default()).expect("scrub");
         prop_assert_eq!(ids(&s), ids(&scrubbed));
     }
+}
+
+#[test]
+fn a_redactor_slow_only_sometimes_fails_closed_only_then() {
+    let redactors = bad("slow_sometimes", RedactorFailurePolicy::StrictScrub);
+    let metrics = Metrics::new();
+    let normal = spans();
+    let mut slow_request = sample_request();
+    slow_request.resource_spans[0].scope_spans[0].spans[0].name = "slow".into();
+    let body = bytes::Bytes::from(slow_request.encode_to_vec());
+    let slow: Vec<SpanRecord> = scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    for round in 0..3 {
+        let Outcome::Export(out) = redactors.redact(1, normal.clone(), &metrics) else {
+            panic!("a fast call exports");
+        };
+        assert_eq!(
+            decoded(&out),
+            decoded(&normal),
+            "round {round}: unchanged when fast"
+        );
+        let Outcome::Export(out) = redactors.redact(2, slow.clone(), &metrics) else {
+            panic!("strict scrub exports");
+        };
+        assert_ne!(
+            decoded(&out),
+            decoded(&slow),
+            "round {round}: scrubbed when slow"
+        );
+    }
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            "tailgate_plugin_failures_total{plugin=\"slow_sometimes\",kind=\"timeout\"} 3"
+        ),
+        "{text}"
+    );
+    let health = metrics.plugin_health.snapshot();
+    assert_eq!(
+        (health[0].calls, health[0].failures, health[0].degraded),
+        (6, 3, false),
+        "{health:?}"
+    );
 }

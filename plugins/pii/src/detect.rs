@@ -79,11 +79,13 @@ fn bit(k: Kind) -> u16 {
 /// (`(?-u:\b)`) so that the lazy DFA handles every pattern (a Unicode `\b` would force the slower engine).
 fn patterns_of(kind: Kind) -> Vec<(&'static str, usize)> {
     match kind {
+        // `%40` is the `@` of an email percent-encoded in a URL (`?email=ada%40example.com`).
         Kind::Email => vec![(
-            r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}",
+            r"[A-Za-z0-9._%+\-]{1,64}(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}",
             0,
         )],
-        Kind::Card => vec![(r"[0-9](?:[ \-]?[0-9]){11,18}", 0)],
+        // `+` is a space in a form-encoded query (`?card=4111+1111+1111+1111`).
+        Kind::Card => vec![(r"[0-9](?:[ \-+]?[0-9]){11,18}", 0)],
         Kind::Ssn => vec![(r"[0-9]{3}[ \-][0-9]{2}[ \-][0-9]{4}", 0)],
         Kind::Iban => vec![(
             r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
@@ -228,7 +230,7 @@ fn ends_with_word(text: &[u8], end: usize, word: &[u8]) -> bool {
 /// nothing; a kind inside it still goes through its regex and validation.
 ///
 /// - email `@`; url userinfo `://` and `@`;
-/// - card 12 digits at most one space or dash apart; SSN `ddd-dd-dddd` (or with spaces);
+/// - card 12 digits at most one space, dash or plus apart; SSN `ddd-dd-dddd` (or with spaces);
 /// - IBAN two capitals then two digits; IPv4 a run of digits and dots with 3 dots and 7 bytes;
 /// - IPv6 a run of hex digits, colons and dots with 2 colons and a hex digit;
 /// - JWT `eyJ` twice; API keys `-----` or a format's literal (`AKIA ASIA ABIA ACCA AIza`, `gh?_`,
@@ -310,10 +312,14 @@ static BYTE_CLASSES: [u16; 256] = byte_classes();
 /// Also returns the byte classes present.
 fn coarse_candidates(text: &[u8]) -> (u16, u16) {
     let (mut m, mut digits, mut colons) = (0u16, 0u32, 0u32);
+    // `%40`, a percent-encoded `@`, seen (the two bytes before the current one are tracked).
+    let (mut pct40, mut p1, mut p2) = (false, 0u8, 0u8);
     for &b in text {
         m |= BYTE_CLASSES[b as usize];
         digits += u32::from(b.is_ascii_digit());
         colons += u32::from(b == b':');
+        pct40 |= b == b'0' && p1 == b'4' && p2 == b'%';
+        (p2, p1) = (p1, b);
     }
     let has = |c: u16| m & c != 0;
     let mut out = 0u16;
@@ -322,7 +328,7 @@ fn coarse_candidates(text: &[u8]) -> (u16, u16) {
             out |= bit(k);
         }
     };
-    set(Kind::Email, has(AT));
+    set(Kind::Email, has(AT) || pct40);
     set(Kind::UrlUserinfo, has(AT) && has(COLON));
     // Validation wants 12-19 digits in a card, 8-15 in a phone number.
     set(Kind::Card, digits >= 12);
@@ -396,7 +402,7 @@ fn exact_candidates(text: &[u8], coarse: u16, classes: u16) -> u16 {
     out
 }
 
-/// Card (12 digits at most one space or dash apart), SSN (`ddd-dd-dddd`), IBAN (two capitals, two
+/// Card (12 digits at most one space, dash or plus apart), SSN (`ddd-dd-dddd`), IBAN (two capitals, two
 /// digits), IPv4 (a run of digits and dots with 3 dots and 7 bytes), phone (a run of 9 `[0-9 ().+-]`).
 fn numeric_candidates(text: &[u8]) -> u16 {
     let mut out = 0u16;
@@ -421,7 +427,7 @@ fn numeric_candidates(text: &[u8]) -> u16 {
             {
                 out |= bit(Kind::Iban);
             }
-        } else if (b == b' ' || b == b'-') && card_run > 0 && !card_sep {
+        } else if (b == b' ' || b == b'-' || b == b'+') && card_run > 0 && !card_sep {
             card_sep = true;
         } else {
             card_run = 0;
@@ -597,13 +603,14 @@ fn card_scheme(d: &[u8]) -> bool {
 }
 
 /// Separators, when present, must group the digits like a printed card: fours (the last group 1-4), or
-/// Amex/Diners 4-6-5 / 4-6-4.
+/// Amex/Diners 4-6-5 / 4-6-4, with one kind of separator (space, dash, or `+` in a form-encoded URL).
 fn card_grouping(s: &str) -> bool {
-    let groups: Vec<usize> = s.split([' ', '-']).map(str::len).collect();
+    let groups: Vec<usize> = s.split([' ', '-', '+']).map(str::len).collect();
     if groups.len() == 1 {
         return true;
     }
-    if s.contains(' ') && s.contains('-') {
+    let kinds = [' ', '-', '+'].iter().filter(|c| s.contains(**c)).count();
+    if kinds > 1 {
         return false;
     }
     let fours = groups[..groups.len() - 1].iter().all(|&g| g == 4)
@@ -622,7 +629,7 @@ fn validate(kind: Kind, text: &str, r: Range<usize>) -> Option<Finding> {
     };
     match kind {
         Kind::Email => {
-            let at = s.find('@')?;
+            let at = s.find('@').or_else(|| s.find("%40"))?;
             // A local part cannot start or end with a dot.
             let local = &s[..at];
             if local == "REDACTED"
@@ -635,7 +642,7 @@ fn validate(kind: Kind, text: &str, r: Range<usize>) -> Option<Finding> {
             whole(Some(r.start + at..r.end))
         }
         Kind::Card => {
-            if !standalone_number(text, &r, b"-. ") {
+            if !standalone_number(text, &r, b"-.+ ") {
                 return None;
             }
             let d = digits_of(s);

@@ -77,6 +77,16 @@ fn validated_detectors() {
         Some("card **** **** **** 1111 ok")
     );
     assert_eq!(
+        redact_one(&p, "http.target", "/risk/9?card=4539+0000+1305+8385&x=1").as_deref(),
+        Some("/risk/9?card=***************8385&x=1"),
+        "a form-encoded card number in a query string"
+    );
+    assert_eq!(
+        redact_one(&p, "msg", "card 4111+1111-1111 1111"),
+        None,
+        "mixed separators are not a printed card"
+    );
+    assert_eq!(
         redact_one(&p, "msg", "order 4111111111111112"),
         None,
         "fails Luhn"
@@ -84,6 +94,11 @@ fn validated_detectors() {
     assert_eq!(
         redact_one(&p, "msg", "mail bob.smith@example.com").as_deref(),
         Some("mail *********@example.com")
+    );
+    assert_eq!(
+        redact_one(&p, "url.query", "user=42&email=bob.smith%40example.com&x=1").as_deref(),
+        Some("user=42&email=*********%40example.com&x=1"),
+        "a percent-encoded email in a query string"
     );
     assert_eq!(
         redact_one(&p, "msg", "ssn 123-45-6789").as_deref(),

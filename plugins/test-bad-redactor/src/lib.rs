@@ -1,7 +1,8 @@
 //! `test-bad-redactor`: a redactor for tailgate's fail-closed tests. `{"mode": ...}`: `trap` (panics),
 //! `loop` (never returns), `out_of_range` (edits a field that does not exist), `split_char` (masks half
 //! of a multi-byte character), `remove_name` (removes a span name, which is not an attribute), `ok`
-//! (returns no edits).
+//! (returns no edits), `huge_output` (hashes the first field 200 000 times), `slow_sometimes` (never
+//! returns when the trace has a span named `slow`, returns no edits otherwise).
 
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::{
@@ -23,7 +24,8 @@ impl Redactor for BadRedactor {
     fn init(config: &str) -> Result<(Self, Interest), String> {
         let c: Config = tailgate_plugin_sdk::parse_config(config)?;
         match c.mode.as_str() {
-            "trap" | "loop" | "out_of_range" | "split_char" | "remove_name" | "ok" => {}
+            "trap" | "loop" | "out_of_range" | "split_char" | "remove_name" | "ok"
+            | "huge_output" | "slow_sometimes" => {}
             other => return Err(format!("invalid configuration: unknown mode {other:?}")),
         }
         Ok((BadRedactor { mode: c.mode }, Interest::summary_only()))
@@ -35,6 +37,19 @@ impl Redactor for BadRedactor {
             "loop" => loop {
                 std::hint::black_box(&summary);
             },
+            "huge_output" => (0..200_000)
+                .map(|_| Edit::new(0, EditAction::Hash, "huge"))
+                .collect(),
+            "slow_sometimes"
+                if trace
+                    .fields
+                    .iter()
+                    .any(|f| f.kind == FieldKind::SpanName && trace.value(f) == "slow") =>
+            {
+                loop {
+                    std::hint::black_box(&summary);
+                }
+            }
             "out_of_range" => vec![Edit::new(trace.fields.len() + 1, EditAction::Remove, "bad")],
             "split_char" => {
                 // The first string value with a multi-byte character, masked through its middle.

@@ -2,7 +2,9 @@
 //! `ok` (keeps everything), `trap_on_boom` (panics when the root span is named `boom`, keeps otherwise),
 //! `loop` (never returns from `decide`), `oom` (allocates until the memory cap), `init_trap`, `init_loop`,
 //! `bad_probability` (returns probability 7), `full` (asks for the full trace and describes it in the
-//! reason), `accessors` (uses the host accessors, log and counters and reports what it saw).
+//! reason), `accessors` (uses the host accessors, log and counters and reports what it saw),
+//! `slow_sometimes` (never returns when the root span is named `slow`, keeps otherwise), `huge_output`
+//! (keeps with an 8 MiB reason after logging an 8 MiB line).
 
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::{
@@ -50,7 +52,8 @@ impl Sampler for Hostile {
                 std::hint::black_box(&c);
             },
             "full" => interest = interest.with_full_trace(),
-            "ok" | "trap_on_boom" | "loop" | "oom" | "bad_probability" | "accessors" => {}
+            "ok" | "trap_on_boom" | "loop" | "oom" | "bad_probability" | "accessors"
+            | "slow_sometimes" | "huge_output" => {}
             other => return Err(format!("invalid configuration: unknown mode {other:?}")),
         }
         Ok((
@@ -75,6 +78,14 @@ impl Sampler for Hostile {
             "loop" => loop {
                 std::hint::black_box(&summary);
             },
+            "slow_sometimes" if summary.root.as_ref().is_some_and(|r| r.name == "slow") => loop {
+                std::hint::black_box(&summary);
+            },
+            "huge_output" => {
+                let big = "x".repeat(8 << 20);
+                host::info(&big);
+                Decision::keep(&big)
+            }
             "oom" => loop {
                 self.hoard.push(vec![1u8; 1 << 20]);
             },

@@ -5,9 +5,13 @@
 //! without it they fail with a message saying so, they never skip.
 
 mod admin;
+mod demo_stack;
 mod exporter_retry;
 mod graceful_shutdown;
 mod json_and_gzip;
+mod overload;
+mod persistent_queue;
+mod plugin_faults;
 mod sdk_roundtrip;
 mod support;
 mod through_rotel;
