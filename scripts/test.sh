@@ -6,7 +6,9 @@
 #      Debian's chromium for the status page test (apt-get; reused when /usr/bin/chromium is there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
 #   4. tansu, a Kafka-compatible broker for the Kafka tests (cargo install, reused when installed);
-#   5. cargo fmt --check and cargo clippy -D warnings on the workspace (with the `kafka` feature);
+#   5. cargo fmt --check and cargo clippy -D warnings on the workspace (with the `kafka` feature); cargo
+#      deny (deny.toml; installs cargo-deny when missing; advisories only when the RustSec database on
+#      GitHub is reachable);
 #   6. cargo test on the workspace (unit, integration and end-to-end tests, the Kafka ones included) and
 #      on plugins/.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
@@ -75,6 +77,20 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets --features tailgate-e2e/kafka -- -D warnings
+
+step "cargo deny (licenses, bans, sources; advisories when the RustSec database is reachable)"
+# deny.toml: permissive licenses only, ring as the only crypto provider, crates.io as the only source.
+if ! cargo deny --version >/dev/null 2>&1; then
+    cargo install --locked cargo-deny
+fi
+cargo deny check licenses bans sources
+# The advisory database is a git repository on GitHub; machines that cannot reach it skip this check
+# and say so (it is not passed silently).
+if timeout 20 git ls-remote --exit-code https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+    cargo deny check advisories
+else
+    echo "cargo deny: advisories SKIPPED: the RustSec advisory database (github.com/RustSec/advisory-db) is unreachable from this machine"
+fi
 
 step "build the tailgate binary (for the command-line tests)"
 cargo build -p tailgate --bin tailgate --features kafka

@@ -2,14 +2,16 @@
 //! with each plugin's recent failures and `degraded` when one keeps failing, see [`crate::health`]),
 //! `GET /metrics` (Prometheus text), `POST /reload` (reload the configuration file, answer with the
 //! outcome as JSON), and the status page with `/api/status` and `/debug/traces/{id}` ([`crate::status`]).
-//! Binds to localhost by default.
+//! Binds to localhost by default; with `admin.token` set, every method other than `GET`/`HEAD` requires
+//! `Authorization: Bearer <token>` (401 otherwise).
 
+use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Trigger};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
@@ -24,21 +26,52 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present when tailgate runs from a configuration file, which `POST /reload` re-reads.
     pub reloader: Option<Arc<Reloader>>,
+    /// `admin.token`: required by every method other than `GET` and `HEAD`.
+    pub token: Option<Arc<Authenticator>>,
     /// The status page, `/api/status` and `/debug/traces/{id}` (see [`crate::status`]).
     pub status: Arc<crate::status::StatusContext>,
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
+    let token = state.token.clone();
     let status = crate::status::router(state.status.clone());
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .route("/api/service-graph", get(service_graph))
         .with_state(state)
-        .merge(status)
+        .merge(status);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(token, require_token)),
+        None => router,
+    }
+}
+
+/// Lets reads through and requires the admin token for everything that changes state.
+async fn require_token(
+    State(token): State<Arc<Authenticator>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    match token.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(failure) => {
+            tracing::warn!(method = %req.method(), path = req.uri().path(), error = %failure, "admin request refused");
+            let body = serde_json::json!({ "ok": false, "error": failure.to_string() });
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"tailgate-admin\"")],
+                Json(body),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The service graph (from every trace, before sampling) as JSON, for the status page.

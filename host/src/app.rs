@@ -40,6 +40,10 @@ pub enum AppError {
     #[error(transparent)]
     Load(#[from] ReloadError),
     #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
     Record(#[from] crate::record::RecordError),
     #[error("{0}")]
     Kafka(String),
@@ -111,6 +115,9 @@ async fn start_stages(
     reloader: Option<Arc<Reloader>>,
 ) -> Result<RunningApp, AppError> {
     let cfg = Arc::new(config);
+
+    // Read certificates and build the checks first, so a bad file fails before anything listens.
+    let security = crate::security::ReceiverSecurity::load(&cfg, &metrics)?;
 
     // Bind everything first so a taken port fails before any task starts.
     let protocols = &cfg.receivers.otlp.protocols;
@@ -202,7 +209,14 @@ async fn start_stages(
             metrics: metrics.clone(),
             max_body_bytes: g.max_recv_msg_size.as_usize(),
         };
-        receivers.push(tokio::spawn(receiver::grpc::serve(l, ctx, stopped())));
+        let (tls, auth) = (security.grpc_tls.clone(), security.grpc_auth.clone());
+        receivers.push(tokio::spawn(receiver::grpc::serve_with(
+            l,
+            ctx,
+            tls,
+            auth,
+            stopped(),
+        )));
     }
     if let (Some(l), Some(h)) = (http_listener, &protocols.http) {
         let ctx = ReceiverContext {
@@ -210,7 +224,14 @@ async fn start_stages(
             metrics: metrics.clone(),
             max_body_bytes: h.max_request_body_size.as_usize(),
         };
-        receivers.push(tokio::spawn(receiver::http::serve(l, ctx, stopped())));
+        let (tls, auth) = (security.http_tls.clone(), security.http_auth.clone());
+        receivers.push(tokio::spawn(receiver::http::serve_with(
+            l,
+            ctx,
+            tls,
+            auth,
+            stopped(),
+        )));
     }
     drop(ingest);
     let ready = Arc::new(AtomicBool::new(true));
@@ -232,6 +253,7 @@ async fn start_stages(
             metrics: metrics.clone(),
             ready: ready.clone(),
             reloader: reloader.clone(),
+            token: security.admin_token.clone(),
             status,
         },
         stopped(),

@@ -102,6 +102,10 @@ pub struct GrpcReceiver {
     pub endpoint: SocketAddr,
     /// Largest accepted request, after decompression. Default 16 MiB.
     pub max_recv_msg_size: ByteSize,
+    /// TLS (and optionally client certificates); default none (plaintext).
+    pub tls: Option<crate::tls::ServerTls>,
+    /// Bearer-token or header authentication of every request; default none.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl Default for GrpcReceiver {
@@ -109,6 +113,8 @@ impl Default for GrpcReceiver {
         GrpcReceiver {
             endpoint: ([0, 0, 0, 0], 4317).into(),
             max_recv_msg_size: ByteSize::mib(16),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -120,6 +126,10 @@ pub struct HttpReceiver {
     pub endpoint: SocketAddr,
     /// Largest accepted body, compressed and decompressed. Default 16 MiB.
     pub max_request_body_size: ByteSize,
+    /// TLS (and optionally client certificates); default none (plaintext).
+    pub tls: Option<crate::tls::ServerTls>,
+    /// Bearer-token or header authentication of every request; default none.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl Default for HttpReceiver {
@@ -127,6 +137,8 @@ impl Default for HttpReceiver {
         HttpReceiver {
             endpoint: ([0, 0, 0, 0], 4318).into(),
             max_request_body_size: ByteSize::mib(16),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -189,6 +201,9 @@ pub struct OtlpExporter {
     pub sending_queue: SendingQueue,
     pub retry_on_failure: RetryConfig,
     pub batch: BatchConfig,
+    /// CA file and client certificate for an `https://` endpoint; default: system CAs, no client
+    /// certificate.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for OtlpExporter {
@@ -202,6 +217,7 @@ impl Default for OtlpExporter {
             sending_queue: SendingQueue::default(),
             retry_on_failure: RetryConfig::default(),
             batch: BatchConfig::default(),
+            tls: None,
         }
     }
 }
@@ -535,6 +551,9 @@ impl Default for PluginRuntimeConfig {
 pub struct AdminConfig {
     /// `/healthz`, `/metrics`. Default `127.0.0.1:8888` (localhost only).
     pub endpoint: SocketAddr,
+    /// When set, `POST` endpoints (`/reload`) require `Authorization: Bearer <token>`; `GET` endpoints
+    /// stay open. Default none.
+    pub token: Option<crate::auth::Secret>,
     /// Base URL of Jaeger's UI: the status page links each kept trace to `{jaeger_ui_url}/trace/{id}`.
     /// Default `http://localhost:16686`.
     pub jaeger_ui_url: String,
@@ -544,6 +563,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             endpoint: ([127, 0, 0, 1], 8888).into(),
+            token: None,
             jaeger_ui_url: "http://localhost:16686".into(),
         }
     }
@@ -723,6 +743,7 @@ impl Config {
                 rule.plugin = base.join(&rule.plugin);
             }
         }
+        cfg.resolve_security_paths(base);
         Ok(cfg)
     }
 
@@ -803,9 +824,56 @@ impl Config {
         }
     }
 
+    /// Resolves relative TLS file paths against `base` (the config file's folder).
+    fn resolve_security_paths(&mut self, base: &Path) {
+        let p = &mut self.receivers.otlp.protocols;
+        let receivers = [
+            p.grpc.as_mut().and_then(|g| g.tls.as_mut()),
+            p.http.as_mut().and_then(|h| h.tls.as_mut()),
+        ];
+        for tls in receivers.into_iter().flatten() {
+            crate::tls::resolve_server_paths(tls, base);
+        }
+        if let Some(tls) = self.exporters.otlp.tls.as_mut() {
+            crate::tls::resolve_client_paths(tls, base);
+        }
+    }
+
+    /// Checks the TLS and authentication keys (files are read when tailgate starts).
+    fn validate_security(&self) -> Result<(), String> {
+        let p = &self.receivers.otlp.protocols;
+        let auths = [
+            ("grpc", p.grpc.as_ref().and_then(|g| g.auth.as_ref())),
+            ("http", p.http.as_ref().and_then(|h| h.auth.as_ref())),
+        ];
+        for (name, auth) in auths {
+            if let Some(auth) = auth {
+                auth.validate(&format!("receivers.otlp.protocols.{name}.auth"))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if let Some(token) = &self.admin.token {
+            crate::auth::Authenticator::bearer(token, "admin.token").map_err(|e| e.to_string())?;
+        }
+        let e = &self.exporters.otlp;
+        if e.tls.is_some() && !e.endpoint.starts_with("https://") {
+            return Err(format!(
+                "exporters.otlp.tls is set but the endpoint `{}` is not https:// (TLS is used for https:// endpoints only)",
+                e.endpoint
+            ));
+        }
+        if let Some(tls) = &e.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err("exporters.otlp.tls: cert_file and key_file must be set together".into());
+        }
+        Ok(())
+    }
+
     /// Checks relations between keys that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         kafka::validate(self.receivers.kafka.as_ref(), self.exporters.kafka.as_ref())?;
+        self.validate_security()?;
         let b = &self.buffer;
         if b.settle.is_zero() || b.idle_timeout.is_zero() || b.max_wait.is_zero() {
             return Err(

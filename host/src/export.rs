@@ -62,6 +62,8 @@ pub enum ExportError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("exporters.otlp.sending_queue.{0}")]
     Spool(#[from] spool::SpoolError),
 }

@@ -35,9 +35,12 @@
 //! - [`status`] / [`explain`]: the live status page (`/`, `/api/status`) and why a recent trace was kept or
 //!   dropped (`/debug/traces/{id}`).
 //! - [`app`]: wires the stages and shuts them down in order.
+//! - [`tls`] / [`auth`]: TLS for the receivers and the exporter (rustls, ring); bearer-token or header
+//!   authentication of receivers and of the admin API's `POST` endpoints (constant-time comparison).
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod buffer;
 pub mod cli;
 pub mod config;
@@ -57,7 +60,9 @@ pub mod record;
 pub mod redact;
 pub mod reload;
 pub mod replay;
+pub mod security;
 pub mod status;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 pub mod topology;

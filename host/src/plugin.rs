@@ -40,6 +40,7 @@
 //! component, the engine configuration and the wasmtime version), so a restart does not recompile.
 
 mod bindings;
+mod clock;
 mod marshal;
 
 use crate::otlp::{SpanRecord, TraceId};
@@ -737,6 +738,8 @@ struct HostState {
     /// The trace of the current call, for the accessor functions; empty outside calls and for plugins
     /// that do not import the accessors.
     trace: Vec<SpanRecord>,
+    /// What WASI's clocks read: the current call's time (see [`clock`]).
+    clock: clock::CallClock,
 }
 
 impl WasiView for HostState {
@@ -918,12 +921,16 @@ impl<W: World> PluginCore<W> {
 
     /// A fresh instance with `init` run on it.
     fn instantiate(&self) -> Result<(Slot<W>, Interest), InitError> {
-        // Grants nothing: no args, env, preopened dirs or network; stdio is closed. WASI clocks and random
-        // remain (the WASI p2 world needs them); plugins should use `now-unix-nano` instead.
+        // Grants nothing: no args, env, preopened dirs or network; stdio is closed. The WASI clocks read
+        // the call's `now-unix-nano`, frozen during the call; WASI random remains (language runtimes seed
+        // their hash maps with it). See the "Sandbox" section of docs/plugins.md.
+        let clock = clock::CallClock::new(now_unix_nano());
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .wall_clock(clock.wall())
+            .monotonic_clock(clock.monotonic());
         if self.runtime.settings.plugin_stderr {
             wasi.inherit_stderr();
         }
@@ -937,6 +944,7 @@ impl<W: World> PluginCore<W> {
             },
             plugin: self.shared.clone(),
             trace: Vec::new(),
+            clock,
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -1114,6 +1122,7 @@ impl SamplerPlugin {
             marshal::project_with(&self.core.projection, &self.core.span_finder, spans);
         let full = self.core.full_trace.then(|| marshal::full_trace(spans));
         let d = self.core.call(spans, |w, store| {
+            store.data().clock.set(summary.now_unix_nano);
             w.0.tailgate_plugin_sampling()
                 .call_decide(store, &summary, &attributes, full.as_ref())
         })?;
@@ -1172,6 +1181,7 @@ impl RedactorPlugin {
         let summary = marshal::summary(trace_id, spans, now_unix_nano());
         let packed = marshal::pack(spans);
         let edits = self.core.call(spans, |w, store| {
+            store.data().clock.set(summary.now_unix_nano);
             w.0.tailgate_plugin_redaction()
                 .call_redact(store, &summary, &packed.wit)
         })?;

@@ -534,7 +534,8 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         timeout,
         sending_queue,
         retry_on_failure,
-        batch
+        batch,
+        tls
     );
     let (a, b) = (&running.buffer, &new.buffer);
     diff_fields!(
@@ -568,6 +569,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         new.admin,
         "admin",
         endpoint,
+        token,
         jaeger_ui_url
     );
     let (a, b) = (&running.service, &new.service);

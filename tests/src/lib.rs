@@ -17,6 +17,7 @@
 //! - [`python`]: runs the scripts in `tests/python/` with the project's virtualenv.
 //! - [`rotel`]: runs the rotel collector shipped in the `rotel` Python package.
 //! - [`otlp`]: flattening, normalising and comparing OTLP spans.
+//! - [`tls`]: certificates made at test time and a TLS (mutual TLS) capture server.
 //!
 //! Everything listens on 127.0.0.1 and every wait is bounded by [`WAIT`].
 
@@ -29,6 +30,7 @@ pub mod otlp;
 pub mod proxy;
 pub mod python;
 pub mod rotel;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

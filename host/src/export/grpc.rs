@@ -28,15 +28,14 @@ impl GrpcTransport {
             endpoint: cfg.endpoint.clone(),
             reason,
         };
-        if cfg.endpoint.starts_with("https://") {
-            return Err(bad(
-                "TLS is not built into this tailgate; use http:// (e.g. a local Jaeger)".into(),
-            ));
-        }
-        let endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(cfg.timeout)
             .tcp_nodelay(true);
+        if cfg.endpoint.starts_with("https://") {
+            let tls = crate::tls::grpc_client(&cfg.tls.clone().unwrap_or_default())?;
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        }
         let mut metadata = MetadataMap::new();
         for (name, value) in &cfg.headers {
             let header = |reason: String| ExportError::Header {

@@ -26,11 +26,6 @@ impl HttpTransport {
             endpoint: cfg.endpoint.clone(),
             reason,
         };
-        if cfg.endpoint.starts_with("https://") {
-            return Err(bad(
-                "TLS is not built into this tailgate; use http:// (e.g. a local Jaeger)".into(),
-            ));
-        }
         let url = traces_url(&cfg.endpoint).map_err(bad)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
@@ -50,11 +45,14 @@ impl HttpTransport {
         if gzip {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+            .connect_timeout(cfg.timeout);
+        if url.scheme() == "https" {
+            let tls = crate::tls::http_client(&cfg.tls.clone().unwrap_or_default())?;
+            client = client.use_preconfigured_tls(tls).https_only(true);
+        }
+        let client = client.build().map_err(|e| bad(e.to_string()))?;
         Ok(HttpTransport {
             client,
             url,

@@ -97,6 +97,7 @@ fn config(protocol: ExportProtocol, endpoint: String) -> OtlpExporter {
             max_interval: Duration::from_millis(20),
             max_elapsed_time: Duration::from_secs(60),
         },
+        tls: None,
         batch: BatchConfig {
             send_batch_size: 100,
             send_batch_max_size: 100,
@@ -830,11 +831,21 @@ fn bad_headers_and_tls_endpoints_are_start_errors() {
         Exporter::start(&cfg, Metrics::new()),
         Err(ExportError::Header { .. })
     ));
-    let cfg = config(ExportProtocol::Http, "https://jaeger:4318".into());
-    assert!(matches!(
-        Exporter::start(&cfg, Metrics::new()),
-        Err(ExportError::Endpoint { .. })
-    ));
+    // TLS material is read at start: a missing CA file is a start error naming the key.
+    for protocol in [ExportProtocol::Http, ExportProtocol::Grpc] {
+        let mut cfg = config(protocol, "https://jaeger:4318".into());
+        cfg.tls = Some(crate::tls::ClientTls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        });
+        match Exporter::start(&cfg, Metrics::new()) {
+            Err(ExportError::Tls(e)) => {
+                assert!(e.to_string().contains("exporters.otlp.tls.ca_file"), "{e}")
+            }
+            Err(e) => panic!("expected a TLS error, got {e}"),
+            Ok(_) => panic!("expected a TLS error"),
+        }
+    }
 }
 
 #[tokio::test]

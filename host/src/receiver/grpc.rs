@@ -9,6 +9,7 @@ use super::{
     AS_SENT, DECOMPRESSED, RETRY_AFTER, ReceiveError, ReceiverContext, RetryInfo, RpcStatus,
     count_refusal, receive,
 };
+use crate::auth::ReceiverAuth;
 use crate::ingest::Refused;
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -38,9 +39,27 @@ pub async fn serve(
     ctx: ReceiverContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, ctx, None, None, shutdown).await
+}
+
+/// [`serve`] with TLS (tonic terminates it) and authentication of every request, each optional.
+pub async fn serve_with(
+    listener: TcpListener,
+    ctx: ReceiverContext,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    auth: Option<ReceiverAuth>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(TraceExportServer { ctx: Arc::new(ctx) })
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).map_err(std::io::Error::other)?;
+    }
+    server
+        .add_service(TraceExportServer {
+            ctx: Arc::new(ctx),
+            auth: auth.map(Arc::new),
+        })
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(std::io::Error::other)
@@ -51,6 +70,8 @@ pub async fn serve(
 #[derive(Clone)]
 struct TraceExportServer {
     ctx: Arc<ReceiverContext>,
+    /// Checked before the request body is read; `None` costs one branch.
+    auth: Option<Arc<ReceiverAuth>>,
 }
 
 impl tonic::server::NamedService for TraceExportServer {
@@ -75,6 +96,12 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if req.uri().path() != EXPORT_PATH {
             return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        if let Some(auth) = &self.auth
+            && let Err(failure) = auth.check(req.headers())
+        {
+            let status = ReceiverAuth::grpc_status(failure);
+            return Box::pin(async move { Ok(status.into_http()) });
         }
         let ctx = Arc::clone(&self.ctx);
         Box::pin(async move {

@@ -11,7 +11,9 @@ use super::{
     AS_SENT, Accepted, RETRY_AFTER, ReceiveError, ReceiverContext, RpcStatus, count_refusal,
     gunzip_bounded, json_to_protobuf, receive,
 };
+use crate::auth::ReceiverAuth;
 use crate::ingest::Refused;
+use crate::tls::TlsListener;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -46,9 +48,49 @@ pub async fn serve(
     ctx: ReceiverContext,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, ctx, None, None, shutdown).await
+}
+
+/// [`serve`] with TLS ([`TlsListener`]) and authentication of every request, each optional. Without
+/// them the request path is exactly [`serve`]'s.
+pub async fn serve_with(
+    listener: TcpListener,
+    ctx: ReceiverContext,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<ReceiverAuth>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut app = router(ctx);
+    if let Some(auth) = auth {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            require_auth,
+        ));
+    }
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// Refuses a request without the configured credential (401) before its body is read.
+async fn require_auth(
+    State(auth): State<Arc<ReceiverAuth>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match auth.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(failure) => auth.http_response(failure, req.headers()),
+    }
 }
 
 /// The receiver's routes: `POST /v1/traces`; other methods get 405, other paths 404.
