@@ -36,6 +36,8 @@ pub mod cli;
 pub mod config;
 pub mod decisions;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod otlp;

@@ -299,6 +299,14 @@ fn export(trace_id: TraceId, spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &Pipe
         Outcome::Dropped => return,
     };
     let n = spans.len() as u64;
+    if ctx.export.blocking_send(annotate(spans, info)).is_err() {
+        ctx.metrics.lost("exporter_closed", n);
+    }
+}
+
+/// Kept spans with what tailgate adds to each of them: `tailgate.rule`, and the sampling threshold in
+/// `tracestate` (from the first span's `tracestate`, see [`update_tracestate`]).
+pub(crate) fn annotate(spans: Vec<SpanRecord>, info: &KeepInfo) -> KeptSpans {
     let mut patch = SpanPatch::new();
     patch.string_attribute("tailgate.rule", &info.rule);
     let existing = spans
@@ -308,12 +316,9 @@ fn export(trace_id: TraceId, spans: Vec<SpanRecord>, info: &KeepInfo, ctx: &Pipe
     if let Some(ts) = update_tracestate(existing, info.probability) {
         patch.trace_state(&ts);
     }
-    let kept = KeptSpans {
+    KeptSpans {
         spans,
         patch: Bytes::copy_from_slice(patch.as_bytes()),
-    };
-    if ctx.export.blocking_send(kept).is_err() {
-        ctx.metrics.lost("exporter_closed", n);
     }
 }
 
