@@ -40,7 +40,7 @@
 //! component, the engine configuration and the wasmtime version), so a restart does not recompile.
 
 pub(crate) mod bindings;
-mod marshal;
+pub(crate) mod marshal;
 
 use crate::otlp::{SpanRecord, TraceId};
 use bindings::host::LogLevel;

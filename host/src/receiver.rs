@@ -286,3 +286,5 @@ impl RetryInfo {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod hostile_tests;
