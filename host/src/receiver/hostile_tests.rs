@@ -403,7 +403,10 @@ fn gzip_bomb_of_four_gib_inflates_at_most_the_limit() {
         64 << 20
     );
     if let Some(peak) = peak_rss() {
-        assert!(peak < 1 << 30, "peak RSS {peak} bytes: the bomb was inflated");
+        assert!(
+            peak < 1 << 30,
+            "peak RSS {peak} bytes: the bomb was inflated"
+        );
     }
 }
 
@@ -424,7 +427,10 @@ async fn gzip_bomb_of_four_gib_is_refused_by_both_receivers_with_bounded_memory(
         let _ = rx.stop.send(());
     }
     if let Some(peak) = peak_rss() {
-        assert!(peak < 1 << 30, "peak RSS {peak} bytes: the bomb was inflated");
+        assert!(
+            peak < 1 << 30,
+            "peak RSS {peak} bytes: the bomb was inflated"
+        );
     }
 }
 
@@ -525,10 +531,7 @@ async fn values_nested_thousands_deep_are_refused_naming_the_attribute() {
             err.path,
             "resource_spans[0].scope_spans[0].spans[0].attributes[0]"
         );
-        assert_eq!(
-            err.problem,
-            "attribute value nested deeper than 32 levels"
-        );
+        assert_eq!(err.problem, "attribute value nested deeper than 32 levels");
         for kind in [Kind::Grpc, Kind::Http] {
             let mut rx = start(kind, 4 << 20, 64 << 20).await;
             let (code, message) = rx.refused(kind, body.clone(), false, 400).await;
@@ -545,7 +548,10 @@ async fn values_nested_thousands_deep_are_refused_naming_the_attribute() {
     // At the limit it is accepted.
     let ok = request_with_attribute(&deep_attribute(31, false));
     assert_eq!(
-        scan_export_request(&Bytes::from(ok)).expect("32 levels").spans.len(),
+        scan_export_request(&Bytes::from(ok))
+            .expect("32 levels")
+            .spans
+            .len(),
         1
     );
 }
@@ -563,7 +569,10 @@ async fn json_values_nested_thousands_deep_are_400() {
     // Within the parser's limit but past the scan's.
     let (code, message) = rx.refused(Kind::Http, deep_json(36), false, 400).await;
     assert_eq!(code, Code::InvalidArgument);
-    assert!(message.contains("nested deeper than 32 levels"), "{message}");
+    assert!(
+        message.contains("nested deeper than 32 levels"),
+        "{message}"
+    );
     rx.no_batch();
     assert_eq!(rx.requests_refused("http", "malformed"), 2);
     let _ = rx.stop.send(());
@@ -604,13 +613,22 @@ fn invalid_utf8_in_any_string_field_is_refused_naming_it() {
         ),
         (
             |r| {
-                r.resource_spans[0].resource.as_mut().expect("resource").attributes =
-                    vec![kv_str("service.name", "ZZZZ")]
+                r.resource_spans[0]
+                    .resource
+                    .as_mut()
+                    .expect("resource")
+                    .attributes = vec![kv_str("service.name", "ZZZZ")]
             },
             "resource_spans[0].resource.attributes[0].value",
         ),
         (
-            |r| r.resource_spans[0].scope_spans[0].scope.as_mut().expect("scope").name = "ZZZZ".into(),
+            |r| {
+                r.resource_spans[0].scope_spans[0]
+                    .scope
+                    .as_mut()
+                    .expect("scope")
+                    .name = "ZZZZ".into()
+            },
             "scope_spans[0].scope.name",
         ),
         (
@@ -648,8 +666,8 @@ fn invalid_utf8_in_any_string_field_is_refused_naming_it() {
     for (edit, place) in cases {
         let mut req = sample_request();
         edit(&mut req);
-        let err: ScanError = scan_export_request(&Bytes::from(corrupt_marker(&req)))
-            .expect_err("invalid UTF-8");
+        let err: ScanError =
+            scan_export_request(&Bytes::from(corrupt_marker(&req))).expect_err("invalid UTF-8");
         assert!(
             err.to_string().contains(place) && err.problem == "invalid UTF-8",
             "{place}: {err}"
@@ -683,7 +701,9 @@ async fn invalid_utf8_is_invalid_argument_and_400_for_protobuf_and_json() {
         ]
         .concat()
     };
-    let (code, message) = rx.refused(Kind::Http, json(&[0xc3, 0x28]), false, 400).await;
+    let (code, message) = rx
+        .refused(Kind::Http, json(&[0xc3, 0x28]), false, 400)
+        .await;
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("invalid unicode code point"), "{message}");
     let (code, message) = rx.refused(Kind::Http, json(br"\ud800"), false, 400).await;
@@ -759,7 +779,11 @@ fn two_hundred_thousand_tiny_spans_of_one_trace_are_bounded_and_all_accounted() 
         }
     }
     assert_eq!(due, PER_REQUEST as usize, "decided once, at the size bound");
-    assert_eq!(late, 3 * PER_REQUEST as usize, "the rest follow the decision");
+    assert_eq!(
+        late,
+        3 * PER_REQUEST as usize,
+        "the rest follow the decision"
+    );
     assert_eq!(buffer.trace_count(), 0);
 }
 
@@ -835,7 +859,10 @@ fn duplicate_span_ids_are_passed_through_and_counted_not_merged() {
             span_in(T, 8, 8, "own parent", 11, 12),
         ],
     );
-    let second = request("other", vec![span_in(T, 7, 0, "root from elsewhere", 10, 20)]);
+    let second = request(
+        "other",
+        vec![span_in(T, 7, 0, "root from elsewhere", 10, 20)],
+    );
     let mut got = Vec::new();
     for req in [first, second] {
         let accepted = receive(&ctx, "grpc", &Bytes::from(encode(&req))).expect("accepted");
@@ -881,7 +908,11 @@ fn clock_skewed_timestamps_are_kept_as_sent_and_never_overflow() {
     ];
     let body = Bytes::from(encode(&request("svc", spans)));
     let scanned = scan_export_request(&body).expect("valid");
-    let durations: Vec<u64> = scanned.spans.iter().map(|(_, s)| s.duration_nanos()).collect();
+    let durations: Vec<u64> = scanned
+        .spans
+        .iter()
+        .map(|(_, s)| s.duration_nanos())
+        .collect();
     assert_eq!(durations, [0, 0, 1, u64::MAX, 0]);
 
     // The buffer decides by arrival: idle/max-wait from when the spans came, whatever they claim.
