@@ -5,7 +5,9 @@
 #   2. the Node.js packages of tests/node (npm ci; reused when there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
 #   4. cargo fmt --check and cargo clippy -D warnings on the workspace;
-#   5. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/.
+#   5. cargo test on the workspace (unit, integration and end-to-end tests) and on plugins/;
+#   6. every cargo-fuzz target for a short budget (TAILGATE_FUZZ_SECONDS, default 20; 0 skips), with
+#      cargo-fuzz installed when missing.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
 set -euo pipefail
@@ -61,6 +63,9 @@ if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"
     (cd plugins && cargo test) 2>&1 | tee -a "$log"
 fi
+
+step "fuzz targets, ${TAILGATE_FUZZ_SECONDS:-20}s each (scripts/fuzz.sh; docs/fuzzing.md runs them longer)"
+./scripts/fuzz.sh "${TAILGATE_FUZZ_SECONDS:-20}"
 
 step "all tests passed in $((SECONDS - started))s"
 # One closing line for the whole run (cargo's last line is a doc-test summary, often of 0 tests).
