@@ -259,10 +259,10 @@ fn what_the_scan_accepts_prost_decodes() {
             let mut b = body.clone();
             b[i] ^= flip;
             let b = Bytes::from(b);
-            if scan_export_request(&b).is_ok() {
-                if let Err(e) = ExportTraceServiceRequest::decode(b.clone()) {
-                    panic!("byte {i} ^ {flip:#x}: the scan accepts what prost refuses: {e}");
-                }
+            if scan_export_request(&b).is_ok()
+                && let Err(e) = ExportTraceServiceRequest::decode(b.clone())
+            {
+                panic!("byte {i} ^ {flip:#x}: the scan accepts what prost refuses: {e}");
             }
         }
     }
