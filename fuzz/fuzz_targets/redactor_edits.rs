@@ -71,6 +71,18 @@ fn hasher() -> &'static KeyedHasher {
     H.get_or_init(|| KeyedHasher::new(b"fuzz key", "k1"))
 }
 
+/// Built once: the default settings hash with a random key, which would make runs non-deterministic.
+fn settings(dry_run: bool) -> &'static RedactionSettings {
+    static S: OnceLock<[RedactionSettings; 2]> = OnceLock::new();
+    &S.get_or_init(|| {
+        [false, true].map(|dry_run| RedactionSettings {
+            hasher: hasher().clone(),
+            dry_run,
+            ..RedactionSettings::default()
+        })
+    })[usize::from(dry_run)]
+}
+
 fn wit_action(a: &Action, value_len: u32) -> WitEditAction {
     match a {
         Action::Remove => WitEditAction::Remove,
@@ -190,10 +202,7 @@ fuzz_target!(|input: Input| {
     }
 
     // The whole redaction step, with the fuzzer's result standing in for the plugin's.
-    let settings = RedactionSettings {
-        dry_run: input.dry_run,
-        ..RedactionSettings::default()
-    };
+    let settings = settings(input.dry_run).clone();
     let policy = if input.drop_on_failure {
         RedactorFailurePolicy::Drop
     } else {
