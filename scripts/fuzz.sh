@@ -37,14 +37,23 @@ for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t"
     log="$scratch/$t.log"
     echo "==> fuzzing $t for ${seconds}s"
+    parallel=()
+    if [[ ${FUZZ_JOBS:-1} -gt 1 ]]; then
+        # libFuzzer writes each worker's output to fuzz-<n>.log in the working directory.
+        parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
+    fi
     # shellcheck disable=SC2086
     if ! cargo fuzz run --target-dir "$root/fuzz/target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" ${FUZZ_ARGS:-} >"$log" 2>&1; then
+        "${parallel[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1; then
+        cat fuzz-*.log >>"$log" 2>/dev/null || true
+        rm -f fuzz-*.log
         tail -n 60 "$log"
         echo "fuzz target $t FAILED: the crashing input is in fuzz/artifacts/$t/"
         exit 1
     fi
+    cat fuzz-*.log >>"$log" 2>/dev/null || true
+    rm -f fuzz-*.log
     execs=$(awk '/stat::number_of_executed_units/ { n += $2 } END { print n + 0 }' "$log")
     summary+=("$t: $execs executions in ${seconds}s, no crash")
 done
