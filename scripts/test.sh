@@ -11,6 +11,8 @@
 #      GitHub is reachable);
 #   6. cargo test on the workspace (unit, integration and end-to-end tests, the Kafka ones included) and
 #      on plugins/.
+#   7. every cargo-fuzz target for a short budget (TAILGATE_FUZZ_SECONDS, default 20; 0 skips), with
+#      cargo-fuzz installed when missing.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
 set -euo pipefail
@@ -106,6 +108,9 @@ if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"
     (cd plugins && cargo test) 2>&1 | tee -a "$log"
 fi
+
+step "fuzz targets, ${TAILGATE_FUZZ_SECONDS:-20}s each (scripts/fuzz.sh; docs/fuzzing.md runs them longer)"
+./scripts/fuzz.sh "${TAILGATE_FUZZ_SECONDS:-20}"
 
 step "all tests passed in $((SECONDS - started))s"
 # One closing line for the whole run (cargo's last line is a doc-test summary, often of 0 tests).

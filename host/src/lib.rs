@@ -48,6 +48,8 @@ pub mod decisions;
 pub mod explain;
 pub mod export;
 pub mod health;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;

@@ -39,9 +39,9 @@
 //! packed in one buffer. Compiled code is cached on disk by wasmtime's cache (keyed by a hash of the
 //! component, the engine configuration and the wasmtime version), so a restart does not recompile.
 
-mod bindings;
+pub(crate) mod bindings;
 mod clock;
-mod marshal;
+pub(crate) mod marshal;
 
 use crate::otlp::{SpanRecord, TraceId};
 use bindings::host::LogLevel;
@@ -1126,22 +1126,7 @@ impl SamplerPlugin {
             w.0.tailgate_plugin_sampling()
                 .call_decide(store, &summary, &attributes, full.as_ref())
         })?;
-        if let Some(p) = d.probability
-            && !(p > 0.0 && p <= 1.0)
-        {
-            return Err(self
-                .core
-                .bad_result(format!("probability {p} is outside (0, 1]")));
-        }
-        Ok(SamplerVerdict {
-            decision: match d.verdict {
-                WitVerdict::Keep => Verdict::Keep,
-                WitVerdict::Drop => Verdict::Drop,
-                WitVerdict::Abstain => Verdict::Abstain,
-            },
-            probability: d.probability,
-            reason: d.reason.map(|r| truncate(r, MAX_REASON)),
-        })
+        check_decision(d).map_err(|m| self.core.bad_result(m))
     }
 
     /// Counters for metrics and status.
@@ -1206,8 +1191,27 @@ impl RedactorPlugin {
     }
 }
 
+/// Checks a sampler's raw decision: the probability must be in (0, 1]; the reason is cut to
+/// [`MAX_REASON`] bytes.
+pub(crate) fn check_decision(d: bindings::sampling::Decision) -> Result<SamplerVerdict, String> {
+    if let Some(p) = d.probability
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(format!("probability {p} is outside (0, 1]"));
+    }
+    Ok(SamplerVerdict {
+        decision: match d.verdict {
+            WitVerdict::Keep => Verdict::Keep,
+            WitVerdict::Drop => Verdict::Drop,
+            WitVerdict::Abstain => Verdict::Abstain,
+        },
+        probability: d.probability,
+        reason: d.reason.map(|r| truncate(r, MAX_REASON)),
+    })
+}
+
 /// Checks one edit against the packed trace and resolves its field.
-fn resolve_edit(
+pub(crate) fn resolve_edit(
     packed: &marshal::Packed,
     e: bindings::redaction::Edit,
 ) -> Result<RedactionEdit, String> {

@@ -285,4 +285,6 @@ impl RetryInfo {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;

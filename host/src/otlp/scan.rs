@@ -89,7 +89,7 @@ pub fn scan_export_request(body: &Bytes) -> Result<ScannedRequest, ScanError> {
                 path.pop();
                 rs_index += 1;
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, REQUEST_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(out)
@@ -127,7 +127,7 @@ fn scan_resource_spans(
                 resource_fields.extend_from_slice(&body[field_start..e]);
             }
             _ => {
-                r.skip(wire).map_err(|p| path.err(p))?;
+                skip_field(&mut r, RESOURCE_SPANS_FIELDS, field, wire).map_err(|p| path.err(p))?;
                 resource_fields.extend_from_slice(&body[field_start..r.pos]);
             }
         }
@@ -173,7 +173,7 @@ fn scan_scope_spans(
                 scope_fields.extend_from_slice(&body[field_start..e]);
             }
             _ => {
-                r.skip(wire).map_err(|p| path.err(p))?;
+                skip_field(&mut r, SCOPE_SPANS_FIELDS, field, wire).map_err(|p| path.err(p))?;
                 scope_fields.extend_from_slice(&body[field_start..r.pos]);
             }
         }
@@ -276,11 +276,7 @@ fn scan_span(
                 status = validate_status(&body[..e], s, path)?;
                 path.pop();
             }
-            (1..=15, WIRE_LEN | WIRE_VARINT | WIRE_FIXED64 | WIRE_FIXED32) | (16, WIRE_FIXED32) => {
-                expect_wire_for_span(field, wire).map_err(|p| path.err(p))?;
-                r.skip(wire).map_err(|p| path.err(p))?;
-            }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, SPAN_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     let Some(trace_id) = trace_id.and_then(id16).filter(|t| *t != 0) else {
@@ -312,24 +308,6 @@ fn scan_span(
     )))
 }
 
-/// Known span fields must carry their declared wire type; anything else is corruption, not an unknown field.
-fn expect_wire_for_span(field: u32, wire: u8) -> Result<(), String> {
-    let want = match field {
-        1..=5 | 9 | 11 | 13 | 15 => WIRE_LEN,
-        6 | 10 | 12 | 14 => WIRE_VARINT,
-        7 | 8 => WIRE_FIXED64,
-        16 => WIRE_FIXED32,
-        _ => return Ok(()),
-    };
-    if wire == want {
-        Ok(())
-    } else {
-        Err(format!(
-            "field {field} has wire type {wire}, expected {want}"
-        ))
-    }
-}
-
 fn validate_resource(buf: &[u8], start: usize, path: &mut Path) -> Result<String, ScanError> {
     let mut r = Reader::new(buf, start);
     let mut service = String::new();
@@ -348,7 +326,20 @@ fn validate_resource(buf: &[u8], start: usize, path: &mut Path) -> Result<String
                 path.pop();
                 i += 1;
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            (3, WIRE_LEN) => {
+                // EntityRef { schema_url = 1; type = 2; repeated id_keys = 3; repeated description_keys = 4 }
+                let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
+                let mut er = Reader::new(&buf[..e], s);
+                while let Some((f, w)) = er.key().map_err(|p| path.err(p))? {
+                    if (1..=4).contains(&f) && w == WIRE_LEN {
+                        let b = er.bytes().map_err(|p| path.err(p))?;
+                        check_utf8(b).map_err(|p| path.err_at("entity_refs", p))?;
+                    } else {
+                        skip_field(&mut er, ENTITY_REF_FIELDS, f, w).map_err(|p| path.err(p))?;
+                    }
+                }
+            }
+            _ => skip_field(&mut r, RESOURCE_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(service)
@@ -371,7 +362,7 @@ fn validate_scope(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanE
                 path.pop();
                 i += 1;
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, SCOPE_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(())
@@ -393,7 +384,7 @@ fn validate_event(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanE
                 path.pop();
                 i += 1;
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, EVENT_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(())
@@ -415,7 +406,7 @@ fn validate_link(buf: &[u8], start: usize, path: &mut Path) -> Result<(), ScanEr
                 path.pop();
                 i += 1;
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, LINK_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(())
@@ -431,7 +422,7 @@ fn validate_status(buf: &[u8], start: usize, path: &mut Path) -> Result<StatusCo
                 check_utf8(b).map_err(|p| path.err_at("message", p))?;
             }
             (3, WIRE_VARINT) => code = StatusCode::from_wire(r.varint().map_err(|p| path.err(p))?),
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, STATUS_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(code)
@@ -459,7 +450,7 @@ fn validate_key_value<'a>(
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
                 string_value = validate_any_value(&buf[..e], s, depth + 1, path)?;
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, KEY_VALUE_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(Some((key, string_value)))
@@ -496,7 +487,7 @@ fn validate_any_value<'a>(
                         let (vs, ve) = a.len_delimited().map_err(|p| path.err(p))?;
                         validate_any_value(&buf[..ve], vs, depth + 1, path)?;
                     } else {
-                        a.skip(w).map_err(|p| path.err(p))?;
+                        skip_field(&mut a, LIST_FIELDS, f, w).map_err(|p| path.err(p))?;
                     }
                 }
             }
@@ -509,14 +500,89 @@ fn validate_any_value<'a>(
                         let (vs, ve) = a.len_delimited().map_err(|p| path.err(p))?;
                         validate_key_value(&buf[..ve], vs, depth + 1, path)?;
                     } else {
-                        a.skip(w).map_err(|p| path.err(p))?;
+                        skip_field(&mut a, LIST_FIELDS, f, w).map_err(|p| path.err(p))?;
                     }
                 }
             }
-            _ => r.skip(wire).map_err(|p| path.err(p))?,
+            _ => skip_field(&mut r, ANY_VALUE_FIELDS, field, wire).map_err(|p| path.err(p))?,
         }
     }
     Ok(string_value)
+}
+
+// The fields each message of this OTLP version defines, with their wire types (from the .proto files).
+const REQUEST_FIELDS: &[(u32, u8)] = &[(1, WIRE_LEN)];
+const RESOURCE_SPANS_FIELDS: &[(u32, u8)] = &[(1, WIRE_LEN), (2, WIRE_LEN), (3, WIRE_LEN)];
+const SCOPE_SPANS_FIELDS: &[(u32, u8)] = RESOURCE_SPANS_FIELDS;
+const RESOURCE_FIELDS: &[(u32, u8)] = &[(1, WIRE_LEN), (2, WIRE_VARINT), (3, WIRE_LEN)];
+const ENTITY_REF_FIELDS: &[(u32, u8)] =
+    &[(1, WIRE_LEN), (2, WIRE_LEN), (3, WIRE_LEN), (4, WIRE_LEN)];
+const SCOPE_FIELDS: &[(u32, u8)] = &[
+    (1, WIRE_LEN),
+    (2, WIRE_LEN),
+    (3, WIRE_LEN),
+    (4, WIRE_VARINT),
+];
+const SPAN_FIELDS: &[(u32, u8)] = &[
+    (1, WIRE_LEN),
+    (2, WIRE_LEN),
+    (3, WIRE_LEN),
+    (4, WIRE_LEN),
+    (5, WIRE_LEN),
+    (6, WIRE_VARINT),
+    (7, WIRE_FIXED64),
+    (8, WIRE_FIXED64),
+    (9, WIRE_LEN),
+    (10, WIRE_VARINT),
+    (11, WIRE_LEN),
+    (12, WIRE_VARINT),
+    (13, WIRE_LEN),
+    (14, WIRE_VARINT),
+    (15, WIRE_LEN),
+    (16, WIRE_FIXED32),
+];
+const EVENT_FIELDS: &[(u32, u8)] = &[
+    (1, WIRE_FIXED64),
+    (2, WIRE_LEN),
+    (3, WIRE_LEN),
+    (4, WIRE_VARINT),
+];
+const LINK_FIELDS: &[(u32, u8)] = &[
+    (1, WIRE_LEN),
+    (2, WIRE_LEN),
+    (3, WIRE_LEN),
+    (4, WIRE_LEN),
+    (5, WIRE_VARINT),
+    (6, WIRE_FIXED32),
+];
+const STATUS_FIELDS: &[(u32, u8)] = &[(2, WIRE_LEN), (3, WIRE_VARINT)];
+const KEY_VALUE_FIELDS: &[(u32, u8)] = &[(1, WIRE_LEN), (2, WIRE_LEN), (3, WIRE_VARINT)];
+const ANY_VALUE_FIELDS: &[(u32, u8)] = &[
+    (1, WIRE_LEN),
+    (2, WIRE_VARINT),
+    (3, WIRE_VARINT),
+    (4, WIRE_FIXED64),
+    (5, WIRE_LEN),
+    (6, WIRE_LEN),
+    (7, WIRE_LEN),
+    (8, WIRE_VARINT),
+];
+/// `ArrayValue` and `KeyValueList`: `repeated ... values = 1`.
+const LIST_FIELDS: &[(u32, u8)] = &[(1, WIRE_LEN)];
+
+/// Skips a field the scan does not read, after checking that a field this OTLP version defines carries
+/// its declared wire type. A known field with another wire type is corruption that downstream decoders
+/// refuse (prost does), so accepting and forwarding it would fail the downstream's whole batch; unknown
+/// fields may carry anything.
+fn skip_field(r: &mut Reader<'_>, known: &[(u32, u8)], field: u32, wire: u8) -> Result<(), String> {
+    if let Some(&(_, want)) = known.iter().find(|(f, _)| *f == field)
+        && want != wire
+    {
+        return Err(format!(
+            "field {field} has wire type {wire}, expected {want}"
+        ));
+    }
+    r.skip(wire)
 }
 
 fn id16(b: &[u8]) -> Option<u128> {
@@ -626,6 +692,10 @@ impl<'a> Reader<'a> {
                 return Err("truncated varint".into());
             };
             self.pos += 1;
+            if i == 9 && b > 1 {
+                // The 10th byte holds only the 64th bit.
+                return Err("varint overflows 64 bits".into());
+            }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(v);

@@ -192,3 +192,130 @@ fn key_finder_agrees_with_the_full_walk() {
         assert_eq!(got, want, "variant {i}");
     }
 }
+
+/// Appends a raw field to the encoded span `index` of `sample_request()` (fields merge in protobuf).
+fn with_raw_field_in(extra: &[u8], wrap: impl Fn(&[u8]) -> Vec<u8>) -> Bytes {
+    let mut req = sample_request();
+    let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+    let victim = spans.remove(0);
+    let mut raw = victim.encode_to_vec();
+    raw.extend_from_slice(&wrap(extra));
+    let mut body = encode(&req).to_vec();
+    // A second resource_spans carrying the doctored span.
+    let mut scope = vec![0x12];
+    prost::encoding::encode_varint(raw.len() as u64, &mut scope);
+    scope.extend_from_slice(&raw);
+    let mut rs = vec![0x12];
+    prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+    rs.extend_from_slice(&scope);
+    body.push(0x0a);
+    prost::encoding::encode_varint(rs.len() as u64, &mut body);
+    body.extend_from_slice(&rs);
+    Bytes::from(body)
+}
+
+fn len_field(field: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_varint(u64::from(field << 3 | 2), &mut out);
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Found while writing the fuzz targets' oracle (what the scan accepts, prost must decode): the scan
+/// skipped fields it does not read without checking their wire type, so it accepted (and would have
+/// forwarded) spans a prost-based downstream refuses, failing the downstream's whole batch.
+#[test]
+fn known_fields_with_the_wrong_wire_type_are_refused_like_prost_does() {
+    // (field key + value bytes inside the message, the span field it sits in, where the error points)
+    let varint_time = [0x08, 0x01]; // field 1 as a varint where fixed64 is declared
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // Event.time_unix_nano (fixed64) sent as a varint.
+        (len_field(11, &varint_time), "events[0]"),
+        // Status.code (enum) sent length-delimited.
+        (len_field(15, &len_field(3, b"x")), "status"),
+        // Link.flags (fixed32) sent as a varint.
+        (len_field(13, &[0x30, 0x01]), "links[0]"),
+        // KeyValue.value sent as a varint.
+        (
+            len_field(9, &[0x0a, 0x01, b'k', 0x10, 0x01]),
+            "attributes[3]",
+        ),
+        // AnyValue.int_value sent as fixed64.
+        (
+            len_field(
+                9,
+                &[
+                    [0x0a, 0x01, b'k'].as_slice(),
+                    &len_field(2, &[0x19, 0, 0, 0, 0, 0, 0, 0, 0]),
+                ]
+                .concat(),
+            ),
+            "attributes[3]",
+        ),
+        // ArrayValue.values sent as a varint.
+        (
+            len_field(
+                9,
+                &[
+                    [0x0a, 0x01, b'k'].as_slice(),
+                    &len_field(2, &len_field(5, &[0x08, 0x01])),
+                ]
+                .concat(),
+            ),
+            "attributes[3]",
+        ),
+        // Span.dropped_attributes_count (uint32) sent as fixed32.
+        (vec![0x55, 1, 0, 0, 0], "spans[0]"),
+    ];
+    for (field, place) in cases {
+        let body = with_raw_field_in(&field, |f| f.to_vec());
+        assert!(
+            ExportTraceServiceRequest::decode(body.clone()).is_err(),
+            "prost refuses {field:02x?}"
+        );
+        let e = scan_export_request(&body).expect_err("the scan refuses it too");
+        assert!(
+            e.to_string().contains(place) && e.problem.contains("wire type"),
+            "{place}: {e}"
+        );
+    }
+}
+
+/// Found with the same oracle: a 10-byte varint whose last byte carries more than the 64th bit was
+/// truncated silently; prost refuses it.
+#[test]
+fn varints_overflowing_64_bits_are_refused() {
+    // Span.kind = a varint of ten bytes, the last one 0x02.
+    let mut kind = vec![0x30];
+    kind.extend_from_slice(&[0xff; 9]);
+    kind.push(0x02);
+    let body = with_raw_field_in(&kind, |f| f.to_vec());
+    assert!(ExportTraceServiceRequest::decode(body.clone()).is_err());
+    let e = scan_export_request(&body).expect_err("refused");
+    assert!(e.problem.contains("overflows 64 bits"), "{e}");
+    // The largest valid varint (u64::MAX) is still read.
+    kind.pop();
+    kind.push(0x01);
+    let body = with_raw_field_in(&kind, |f| f.to_vec());
+    assert!(scan_export_request(&body).is_ok());
+}
+
+#[test]
+fn what_the_scan_accepts_prost_decodes() {
+    // Every single-byte corruption of a rich request: the scan may refuse it, but when it accepts,
+    // a prost decoder (what an OTLP downstream is) must accept the same bytes.
+    let body = encode(&sample_request()).to_vec();
+    for i in 0..body.len() {
+        for flip in [0x01u8, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0xff] {
+            let mut b = body.clone();
+            b[i] ^= flip;
+            let b = Bytes::from(b);
+            if scan_export_request(&b).is_ok()
+                && let Err(e) = ExportTraceServiceRequest::decode(b.clone())
+            {
+                panic!("byte {i} ^ {flip:#x}: the scan accepts what prost refuses: {e}");
+            }
+        }
+    }
+}

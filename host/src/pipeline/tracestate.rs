@@ -74,8 +74,10 @@ pub fn update_tracestate(existing: &str, probability: Option<f64>) -> Option<Str
     if !subs.is_empty() {
         out.push(format!("ot={}", subs.join(";")));
     }
-    for (i, e) in entries.iter().enumerate() {
-        if Some(i) != ot_pos {
+    // A key may appear only once in a tracestate; later `ot` entries (invalid) are dropped so that no
+    // stale threshold survives behind the one just written.
+    for e in &entries {
+        if !e.starts_with("ot=") {
             out.push((*e).to_owned());
         }
     }
@@ -145,6 +147,19 @@ mod tests {
         );
         // Existing higher than ours: unchanged.
         assert_eq!(update_tracestate("ot=th:f", Some(0.5)), None);
+    }
+
+    #[test]
+    fn duplicate_ot_entries_cannot_keep_a_stale_threshold() {
+        // Invalid (a key twice), but sent by someone: the second `ot` must not survive the update.
+        assert_eq!(
+            update_tracestate("ot=th:8,v=1,ot=th:4", None).as_deref(),
+            Some("v=1")
+        );
+        assert_eq!(
+            update_tracestate("ot=th:8,ot=th:f", Some(0.25)).as_deref(),
+            Some("ot=th:c")
+        );
     }
 
     #[test]

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs tailgate's cargo-fuzz targets (fuzz/, see docs/fuzzing.md) for a time budget each, and fails on the
+# first crash (its input is left in fuzz/artifacts/<target>/).
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 20 seconds, every target
+# Environment: FUZZ_JOBS (parallel workers per target, default 1), FUZZ_ARGS (extra libFuzzer flags).
+# cargo-fuzz is installed when missing. Only stable Rust is needed: cargo-fuzz passes nightly-only flags
+# (-Zsanitizer=address, sanitizer coverage), which stable rustc accepts under RUSTC_BOOTSTRAP=1.
+# New corpus entries go to a scratch directory; the small seed corpus in fuzz/corpus/ is only read.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+seconds=${1:-20}
+shift || true
+if [[ $seconds == 0 ]]; then
+    echo "fuzzing skipped (0 seconds)"
+    exit 0
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
+export RUSTC_BOOTSTRAP=1
+# The fuzz crate is a workspace of its own with its own target directory.
+unset CARGO_TARGET_DIR
+targets=("$@")
+if [[ ${#targets[@]} -eq 0 ]]; then
+    mapfile -t targets < <(cargo fuzz list)
+fi
+
+cargo fuzz build --target-dir "$root/fuzz/target"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+summary=()
+for t in "${targets[@]}"; do
+    mkdir -p "$scratch/$t"
+    log="$scratch/$t.log"
+    echo "==> fuzzing $t for ${seconds}s"
+    parallel=()
+    if [[ ${FUZZ_JOBS:-1} -gt 1 ]]; then
+        # libFuzzer writes each worker's output to fuzz-<n>.log in the working directory.
+        parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
+    fi
+    # shellcheck disable=SC2086
+    if ! cargo fuzz run --target-dir "$root/fuzz/target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        "${parallel[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1; then
+        cat fuzz-*.log >>"$log" 2>/dev/null || true
+        rm -f fuzz-*.log
+        tail -n 60 "$log"
+        echo "fuzz target $t FAILED: the crashing input is in fuzz/artifacts/$t/"
+        exit 1
+    fi
+    cat fuzz-*.log >>"$log" 2>/dev/null || true
+    rm -f fuzz-*.log
+    execs=$(awk '/stat::number_of_executed_units/ { n += $2 } END { print n + 0 }' "$log")
+    summary+=("$t: $execs executions in ${seconds}s, no crash")
+done
+printf '%s\n' "${summary[@]}"
