@@ -23,12 +23,17 @@ fi
 export RUSTC_BOOTSTRAP=1
 # The fuzz crate is a workspace of its own with its own target directory.
 unset CARGO_TARGET_DIR
+# The instrumented build (the whole tree, wasmtime included, with sanitizer and coverage flags) takes many
+# minutes from scratch, so it lives outside the clone, like an installed tool, and later clones reuse it
+# (only the workspace's own crates rebuild). TAILGATE_FUZZ_TARGET overrides the place.
+fuzz_target="${TAILGATE_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/fuzz-target}"
+mkdir -p "$fuzz_target"
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
 
-cargo fuzz build --target-dir "$root/fuzz/target"
+cargo fuzz build --target-dir "$fuzz_target"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -43,7 +48,7 @@ for t in "${targets[@]}"; do
         parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
     fi
     # shellcheck disable=SC2086
-    if ! cargo fuzz run --target-dir "$root/fuzz/target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
+    if ! cargo fuzz run --target-dir "$fuzz_target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "${parallel[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1; then
         cat fuzz-*.log >>"$log" 2>/dev/null || true

@@ -47,9 +47,9 @@ pub mod config;
 pub mod decisions;
 pub mod explain;
 pub mod export;
-pub mod health;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;
