@@ -202,6 +202,7 @@ pub fn buffer_accounting(batch: SpanBatch) {
         span_count: n,
         ack: None,
         charged: 0,
+        decide_now: Vec::new(),
     };
     let t0 = tokio::time::Instant::now();
     let mut out = Vec::new();
