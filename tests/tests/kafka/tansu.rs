@@ -1,8 +1,8 @@
 //! Against a real Kafka-compatible broker, tansu (in-memory storage, on a loopback port): the ingest tier
 //! publishes what the OpenTelemetry Python SDK sends, two sampler replicas split the partitions, every
 //! trace arrives complete and exactly once, and a graceful stop of one replica moves its partitions with
-//! nothing lost. Runs when `TAILGATE_TANSU` names the tansu binary (scripts/test.sh installs it and sets
-//! it); without it the test says so and passes without running.
+//! nothing lost. Needs `TAILGATE_TANSU` naming the tansu binary (scripts/test.sh installs it and sets
+//! it); without it the test fails, unless `TAILGATE_SKIP_TANSU=1` asks to skip it.
 
 use std::time::Duration;
 use tailgate::app::RunningApp;
@@ -31,7 +31,12 @@ fn exported(app: &RunningApp) -> u64 {
 async fn sdk_traces_through_the_ingest_tier_split_over_two_replicas_and_survive_a_graceful_stop()
 -> anyhow::Result<()> {
     let Some(tansu) = Tansu::start().await? else {
-        eprintln!("TAILGATE_TANSU is not set: skipping the tansu test (scripts/test.sh sets it)");
+        // Not a silent pass: skipping needs an explicit opt-out.
+        anyhow::ensure!(
+            std::env::var_os("TAILGATE_SKIP_TANSU").is_some(),
+            "TAILGATE_TANSU is not set (scripts/test.sh installs tansu and sets it); set TAILGATE_SKIP_TANSU=1 to skip this test"
+        );
+        eprintln!("TAILGATE_SKIP_TANSU is set: skipping the tansu test");
         return Ok(());
     };
     let capture = CaptureServer::start().await?;
