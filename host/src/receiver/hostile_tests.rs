@@ -133,51 +133,11 @@ async fn grpc_export(
     body: Bytes,
     compressed: bool,
 ) -> Result<ExportTraceServiceResponse, tonic::Status> {
-    #[derive(Clone, Copy)]
-    struct RawCodec;
-    struct RawEncoder;
-    impl tonic::codec::Encoder for RawEncoder {
-        type Item = Bytes;
-        type Error = tonic::Status;
-        fn encode(
-            &mut self,
-            item: Bytes,
-            dst: &mut tonic::codec::EncodeBuf<'_>,
-        ) -> Result<(), tonic::Status> {
-            bytes::BufMut::put(dst, item);
-            Ok(())
-        }
-    }
-    impl tonic::codec::Codec for RawCodec {
-        type Encode = Bytes;
-        type Decode = ExportTraceServiceResponse;
-        type Encoder = RawEncoder;
-        type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
-        fn encoder(&mut self) -> RawEncoder {
-            RawEncoder
-        }
-        fn decoder(&mut self) -> Self::Decoder {
-            tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<
-                Bytes,
-                ExportTraceServiceResponse,
-            >::default())
-        }
-    }
     if compressed {
         // tonic compresses on its own; a pre-compressed bomb goes out as a hand-made frame instead.
         return grpc_compressed_frame(addr, body).await;
     }
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
-    let path = ::http::uri::PathAndQuery::from_static(grpc::EXPORT_PATH);
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
+    super::tests::grpc_raw_export(addr, body).await
 }
 
 /// One gRPC frame flagged as gzip-compressed carrying `payload` as it is, over HTTP/2 with hyper's

@@ -171,7 +171,7 @@ fn request_with_bad_ids() -> ExportTraceServiceRequest {
 }
 
 /// Sends raw bytes as the Export message (for malformed input tonic's generated client cannot produce).
-async fn grpc_raw_export(
+pub(super) async fn grpc_raw_export(
     addr: SocketAddr,
     body: Bytes,
 ) -> Result<ExportTraceServiceResponse, tonic::Status> {
