@@ -35,7 +35,7 @@ pub enum AppError {
     Export(#[from] crate::export::ExportError),
     #[error("policy: {0}")]
     Policy(String),
-    #[error("cannot start pipeline threads: {0}")]
+    #[error("cannot start the buffer or pipeline threads: {0}")]
     Threads(std::io::Error),
     #[error(transparent)]
     Load(#[from] ReloadError),
@@ -169,13 +169,14 @@ async fn start_stages(
     let buffer_task = match &cfg.exporters.kafka {
         // The ingest tier: spans go to the Kafka topic instead of the buffer.
         Some(k) => kafka_sink(k, ingest_rx, pressure, metrics.clone())?,
-        None => tokio::spawn(buffer::run(
+        None => buffer::spawn(
             ingest_rx,
             TraceBuffer::new(limits, cache),
             PipelineSender::new(pipeline_tx),
             pressure,
             metrics.clone(),
-        )),
+        )
+        .map_err(AppError::Threads)?,
     };
     let kafka_source = match &cfg.receivers.kafka {
         Some(k) => Some(kafka_source(

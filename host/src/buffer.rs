@@ -7,7 +7,8 @@
 //! trace that was already handed on follow it to the pipeline as late spans (see `decisions`).
 //!
 //! [`TraceBuffer`] is plain synchronous state with an explicit clock, so every trigger is unit-tested
-//! with exact instants; [`run`] is the task around it.
+//! with exact instants; [`run`] is the task around it, and [`spawn`] runs
+//! that task on a thread of its own.
 
 use crate::config::BufferConfig;
 use crate::decisions::DecisionCache;
@@ -366,8 +367,35 @@ impl PipelineSender {
     }
 }
 
+/// Runs [`run`] on a thread of its own, with a single-threaded runtime, so the buffer's timers fire on
+/// time however busy the receivers keep the main runtime (a due trace waiting behind request decoding is
+/// decision latency). The returned task ends when the buffer does.
+pub fn spawn(
+    rx: mpsc::Receiver<SpanBatch>,
+    buffer: TraceBuffer,
+    pipeline: PipelineSender,
+    pressure: Arc<Pressure>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("tailgate-buffer".into())
+        .spawn(move || {
+            rt.block_on(run(rx, buffer, pipeline, pressure, metrics));
+            let _ = done.send(());
+        })?;
+    // Also ends (with an error, ignored) if the thread panicked and dropped `done`.
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
+}
+
 /// Runs the buffer until the ingest queue closes (all receivers stopped), then hands everything still
-/// buffered to the pipeline (shutdown trigger) and returns.
+/// buffered to the pipeline (shutdown trigger) and returns. Blocks its thread for up to `TIMER_SLACK` before
+/// each deadline: run it on a thread of its own ([`spawn`]).
 pub async fn run(
     mut rx: mpsc::Receiver<SpanBatch>,
     mut buffer: TraceBuffer,
@@ -389,7 +417,19 @@ pub async fn run(
                 pressure.dequeued(charged);
                 pressure.dequeued_spans(spans);
             }
-            _ = sleep_until(deadline) => {
+            _ = sleep_until(deadline.map(|d| d.checked_sub(TIMER_SLACK).unwrap_or(d))) => {
+                // The runtime's timers have millisecond resolution and fire up to ~2 ms late; wake that much
+                // early and sleep the rest precisely, so a trace is decided when it is due, not a tick later.
+                // Batches arriving meanwhile wait in the (bounded) ingest queue for at most `TIMER_SLACK`.
+                // (Under a paused test clock the thread sleep does not move time: the timer finishes the wait.)
+                if let Some(d) = deadline {
+                    if let Some(rest) = d.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(rest);
+                    }
+                    if Instant::now() < d {
+                        tokio::time::sleep_until(d).await;
+                    }
+                }
                 buffer.expire(Instant::now(), &mut out);
             }
         }
@@ -434,6 +474,9 @@ async fn flush(out: &mut Vec<BufferOutput>, pipeline: &PipelineSender, metrics: 
     }
     true
 }
+
+/// How early the buffer's timer wakes before a deadline (see [`run`]).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

@@ -105,6 +105,12 @@ impl SpanRecord {
         std::str::from_utf8(&self.raw[off..off + len]).unwrap_or("")
     }
 
+    /// The span name's bytes (UTF-8, checked at scan time), without checking them again: for hashing.
+    pub fn name_bytes(&self) -> &[u8] {
+        let (off, len) = (self.name_at.0 as usize, self.name_at.1 as usize);
+        self.raw.get(off..off + len).unwrap_or_default()
+    }
+
     /// This span with new encoded bytes that `prost` encoded from this span's decoded message after
     /// redaction changed only strings in it (attribute keys and values, names, messages): the ids, times,
     /// kind, status code and origin stay, and the name is located again. Exact without re-scanning,

@@ -224,30 +224,86 @@ impl Drop for DoneGuard {
 }
 
 fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: StageSender) {
-    while let Some(item) = rx.blocking_recv() {
+    // Decisions first: the bookkeeping of dropped traces (most of them) waits until the queue is empty or
+    // `DROPPED_BATCH` of them piled up, so a burst of traces that became due together is decided without
+    // each waiting for the bookkeeping of those ahead of it.
+    let mut dropped: Vec<Dropped> = Vec::new();
+    loop {
+        let item = match rx.try_recv() {
+            Ok(item) => item,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                finish_dropped(&mut dropped, &ctx);
+                match rx.blocking_recv() {
+                    Some(item) => item,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         let n = item.span_count();
         let staged = match item {
-            BufferOutput::Due(t) => decide(t, &ctx, &stage),
+            BufferOutput::Due(t) => match decide(t, &ctx, &stage) {
+                Decided::Kept { staged } => staged,
+                Decided::Dropped(d) => {
+                    dropped.push(d);
+                    if dropped.len() >= DROPPED_BATCH {
+                        finish_dropped(&mut dropped, &ctx);
+                    }
+                    continue;
+                }
+            },
             BufferOutput::Late(l) => late(l, &ctx, &stage),
         };
         // Counted in by the buffer when it handed the item over; by now every span is in the export
         // queue, sampled out, counted lost, or waiting in the redaction stage (which counts it out).
         ctx.metrics.pipeline_spans.dec_by((n - staged) as i64);
     }
+    finish_dropped(&mut dropped, &ctx);
 }
 
-/// Decides a due trace; returns how many of its spans wait in the redaction stage.
-fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> usize {
-    // Every trace, before the decision can drop it.
+/// Most dropped traces a worker holds before doing their bookkeeping.
+const DROPPED_BATCH: usize = 64;
+
+/// A trace the policy dropped, waiting for its bookkeeping. Its decision is already remembered (so its
+/// late spans follow it) and its latency measured.
+struct Dropped {
+    t: DueTrace,
+    decision: Decision,
+    policy: Arc<Policy>,
+}
+
+enum Decided {
+    /// Kept and handed on; `staged` of its spans wait in the redaction stage.
+    Kept { staged: usize },
+    Dropped(Dropped),
+}
+
+/// Does the bookkeeping of the held dropped traces.
+fn finish_dropped(dropped: &mut Vec<Dropped>, ctx: &PipelineContext) {
+    for d in dropped.drain(..) {
+        let n = d.t.spans.len();
+        sample_out(d, ctx);
+        ctx.metrics.pipeline_spans.dec_by(n as i64);
+    }
+}
+
+/// A dropped trace's topology, shadow rules, metrics and explanation; then its spans are freed.
+fn sample_out(d: Dropped, ctx: &PipelineContext) {
+    let Dropped {
+        t,
+        decision,
+        policy,
+    } = d;
+    account(&t, &decision, &policy, ctx);
+    ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
+    ctx.metrics.decision_log.record(explain(&t, &decision));
+}
+
+/// What every decided trace counts in: topology (from every trace, whatever the decision), shadow rules
+/// (after the live decision is fixed: they cannot change it), the decision counter.
+fn account(t: &DueTrace, decision: &Decision, policy: &Policy, ctx: &PipelineContext) {
     ctx.metrics.topology.observe(&t.spans);
-    let policy = ctx.policy.load();
-    let decision = policy.decide(t.trace_id, &t.spans, &ctx.metrics);
-    let now = Instant::now();
-    ctx.metrics
-        .decision_latency
-        .observe(now.duration_since(t.due_at).as_secs_f64());
-    // After the live decision is fixed (and its latency measured): shadow rules cannot change it.
-    policy.evaluate_shadows(t.trace_id, &t.spans, &decision, &ctx.metrics);
+    policy.evaluate_shadows(t.trace_id, &t.spans, decision, &ctx.metrics);
     ctx.metrics
         .decisions
         .get_or_create(&DecisionLabels {
@@ -255,39 +311,56 @@ fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> usize {
             decision: if decision.keep { "keep" } else { "drop" },
         })
         .inc();
-    let why = Explanation::new(
+}
+
+fn explain(t: &DueTrace, decision: &Decision) -> Explanation {
+    Explanation::new(
         t.trace_id,
         t.trigger.as_str(),
         decision.keep,
         decision.rule.clone(),
         decision.probability,
         &t.spans,
-    );
-    if decision.keep {
-        let info = Arc::new(KeepInfo {
-            rule: decision.rule.clone(),
-            probability: decision.probability,
-        });
-        ctx.cache.record_keep(t.trace_id, info.clone(), now);
-        export(
-            KeptTrace {
-                trace_id: t.trace_id,
-                spans: t.spans,
-                info,
-                acks: t.acks,
-                due_at: Some(t.due_at),
-                explain: Explain::Decided(Box::new(why)),
-            },
-            ctx,
-            stage,
-        )
-    } else {
+    )
+}
+
+/// Decides a due trace: a kept trace is handed on at once, a dropped one is remembered and returned for
+/// its bookkeeping.
+fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> Decided {
+    let policy = ctx.policy.load_full();
+    let decision = policy.decide(t.trace_id, &t.spans, &ctx.metrics);
+    let now = Instant::now();
+    ctx.metrics
+        .decision_latency
+        .observe(now.duration_since(t.due_at).as_secs_f64());
+    if !decision.keep {
         ctx.cache.record_drop(t.trace_id, now);
-        ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
-        ctx.metrics.decision_log.record(why);
-        drop(t.acks);
-        0
+        return Decided::Dropped(Dropped {
+            t,
+            decision,
+            policy,
+        });
     }
+    account(&t, &decision, &policy, ctx);
+    let why = explain(&t, &decision);
+    let info = Arc::new(KeepInfo {
+        rule: decision.rule.clone(),
+        probability: decision.probability,
+    });
+    ctx.cache.record_keep(t.trace_id, info.clone(), now);
+    let staged = export(
+        KeptTrace {
+            trace_id: t.trace_id,
+            spans: t.spans,
+            info,
+            acks: t.acks,
+            due_at: Some(t.due_at),
+            explain: Explain::Decided(Box::new(why)),
+        },
+        ctx,
+        stage,
+    );
+    Decided::Kept { staged }
 }
 
 /// Handles spans of an already decided trace; returns how many wait in the redaction stage.
@@ -335,7 +408,7 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
                 })
                 .inc_by(n);
             let now = Instant::now();
-            return decide(
+            let decided = decide(
                 DueTrace {
                     trace_id: l.trace_id,
                     spans: l.spans,
@@ -347,6 +420,13 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
                 ctx,
                 stage,
             );
+            return match decided {
+                Decided::Kept { staged } => staged,
+                Decided::Dropped(d) => {
+                    sample_out(d, ctx);
+                    0
+                }
+            };
         }
     }
     drop(l.acks);

@@ -17,16 +17,16 @@
 //! Series are bounded: past `max_series` operations (or `max_edges` edges) new ones are counted under
 //! `operation="__overflow__"` (resp. dropped from the graph) and in `tailgate_topology_overflow_total`.
 
-use crate::otlp::{SpanRecord, StatusCode};
+use crate::otlp::{KeyFinder, SpanRecord, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 /// `topology:` in the config.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -102,13 +102,6 @@ pub struct Graph {
     pub edges: Vec<Edge>,
 }
 
-#[derive(Default)]
-struct EdgeStats {
-    requests: u64,
-    failed: u64,
-    server_seconds: f64,
-}
-
 /// The metrics and the graph. Shared by the pipeline workers.
 pub struct Topology {
     enabled: bool,
@@ -123,7 +116,8 @@ pub struct Topology {
     edge_client: Family<EdgeLabels, Histogram, Buckets>,
     overflow: Family<OverflowLabels, Counter>,
     series: AtomicUsize,
-    edges: Mutex<HashMap<(String, String, &'static str), EdgeStats>>,
+    ops: HandleMap<OpHandles>,
+    edges: HandleMap<EdgeHandles>,
     registry: Registry,
 }
 
@@ -144,8 +138,83 @@ const PRODUCER: u8 = 4;
 const CONSUMER: u8 = 5;
 const OVERFLOW: &str = "__overflow__";
 
-/// Spans, errors and durations (seconds) of one operation within a trace.
-type OpTally = (u64, u64, Vec<f64>);
+/// The metric handles of one operation, resolved once: a family lookup hashes and compares the label
+/// strings (and allocates them), which done per span cost more than the rest of a decision.
+struct OpHandles {
+    labels: OpLabels,
+    calls: Counter,
+    /// Created at the operation's first error, so operations without errors export no error series.
+    errors: OnceLock<Counter>,
+    durations: Histogram,
+}
+
+/// The metric handles and graph statistics of one service-graph edge.
+struct EdgeHandles {
+    labels: EdgeLabels,
+    requests: Counter,
+    failed: OnceLock<Counter>,
+    server_seconds: Histogram,
+    client_seconds: Histogram,
+    /// Sum of server-side durations, for the graph's mean.
+    server_nanos: AtomicU64,
+}
+
+/// Resolved handles by encoded key (see [`op_key`], [`edge_key`]).
+type HandleMap<T> = RwLock<FastMap<Vec<u8>, Arc<T>>>;
+
+/// `service 0xff name 0xff kind`: 0xff never occurs in UTF-8, so distinct label sets get distinct keys.
+fn op_key(key: &mut Vec<u8>, s: &SpanRecord) {
+    key.clear();
+    key.extend_from_slice(s.origin.service_name.as_bytes());
+    key.push(0xff);
+    key.extend_from_slice(s.name_bytes());
+    key.push(0xff);
+    key.push(s.kind);
+}
+
+fn edge_key(key: &mut Vec<u8>, client: &str, server: &str, conn: &'static str) {
+    key.clear();
+    key.extend_from_slice(client.as_bytes());
+    key.push(0xff);
+    key.extend_from_slice(server.as_bytes());
+    key.push(0xff);
+    key.extend_from_slice(conn.as_bytes());
+}
+
+/// The attributes that name what an uninstrumented client span calls, in [`KeyFinder`] order.
+static PEER_KEYS: LazyLock<KeyFinder> = LazyLock::new(|| {
+    KeyFinder::new(
+        &[
+            "peer.service",
+            "db.system.name",
+            "db.system",
+            "messaging.system",
+            "server.address",
+            "net.peer.name",
+        ]
+        .map(String::from),
+    )
+});
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl OpHandles {
+    fn record(&self, s: &SpanRecord, t: &Topology) {
+        self.calls.inc();
+        if s.status == StatusCode::Error {
+            self.errors
+                .get_or_init(|| t.errors.get_or_create(&self.labels).clone())
+                .inc();
+        }
+        self.durations.observe(s.duration_nanos() as f64 / 1e9);
+    }
+}
 
 impl Topology {
     pub fn new(cfg: &TopologyConfig) -> Topology {
@@ -163,7 +232,8 @@ impl Topology {
             edge_client: Family::new_with_constructor(b),
             overflow: Family::default(),
             series: AtomicUsize::new(0),
-            edges: Mutex::new(HashMap::new()),
+            ops: RwLock::default(),
+            edges: RwLock::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -235,46 +305,64 @@ impl Topology {
     }
 
     fn observe_ops(&self, spans: &[SpanRecord]) {
-        // Aggregate within the trace first, so the shared families see one update per distinct operation.
-        let mut local: HashMap<(&str, &str, u8), OpTally> = HashMap::new();
-        for s in spans {
-            let e = local
-                .entry((&*s.origin.service_name, s.name(), s.kind))
-                .or_default();
-            e.0 += 1;
-            e.1 += u64::from(s.status == StatusCode::Error);
-            e.2.push(s.duration_nanos() as f64 / 1e9);
-        }
-        for ((service, op, kind), (n, errors, durations)) in local {
-            let mut labels = OpLabels {
-                service: service.to_owned(),
-                operation: op.to_owned(),
-                span_kind: kind_name(kind),
-            };
-            if self.calls.get(&labels).is_none() {
-                if self.series.load(Ordering::Relaxed) >= self.max_series {
-                    self.overflow
-                        .get_or_create(&OverflowLabels { kind: "series" })
-                        .inc_by(n);
-                    labels.operation = OVERFLOW.to_owned();
-                } else {
-                    self.series.fetch_add(1, Ordering::Relaxed);
+        let mut key = Vec::with_capacity(64);
+        let mut misses = Vec::new();
+        {
+            let ops = read(&self.ops);
+            for (i, s) in spans.iter().enumerate() {
+                op_key(&mut key, s);
+                match ops.get(key.as_slice()) {
+                    Some(h) => h.record(s, self),
+                    None => misses.push(i),
                 }
             }
-            self.calls.get_or_create(&labels).inc_by(n);
-            if errors > 0 {
-                self.errors.get_or_create(&labels).inc_by(errors);
-            }
-            let h = self.durations.get_or_create(&labels);
-            for d in durations {
-                h.observe(d);
-            }
+        }
+        for i in misses {
+            let s = &spans[i];
+            op_key(&mut key, s);
+            self.resolve_op(&key, s).record(s, self);
         }
     }
 
+    /// The handles of a span's operation on a cache miss: creates its series, or counts it under
+    /// `__overflow__` past `max_series` (such operations are not cached, so the cache stays bounded).
+    fn resolve_op(&self, key: &[u8], s: &SpanRecord) -> Arc<OpHandles> {
+        let mut ops = write(&self.ops);
+        if let Some(h) = ops.get(key) {
+            return h.clone();
+        }
+        let mut labels = OpLabels {
+            service: s.origin.service_name.to_string(),
+            operation: s.name().to_owned(),
+            span_kind: kind_name(s.kind),
+        };
+        let mut cache = true;
+        if self.calls.get(&labels).is_none() {
+            if self.series.load(Ordering::Relaxed) >= self.max_series {
+                self.overflow
+                    .get_or_create(&OverflowLabels { kind: "series" })
+                    .inc();
+                labels.operation = OVERFLOW.to_owned();
+                cache = false;
+            } else {
+                self.series.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let h = Arc::new(OpHandles {
+            calls: self.calls.get_or_create(&labels).clone(),
+            errors: OnceLock::new(),
+            durations: self.durations.get_or_create(&labels).clone(),
+            labels,
+        });
+        if cache {
+            ops.insert(key.to_vec(), h.clone());
+        }
+        h
+    }
+
     fn observe_edges(&self, spans: &[SpanRecord]) {
-        let by_id: HashMap<u64, &SpanRecord> = spans.iter().map(|s| (s.span_id, s)).collect();
-        let mut has_remote_child: HashMap<u64, bool> = HashMap::new();
+        let by_id: FastMap<u64, &SpanRecord> = spans.iter().map(|s| (s.span_id, s)).collect();
+        let mut has_remote_child: FastSet<u64> = FastSet::default();
         for s in spans {
             if !(s.kind == SERVER || s.kind == CONSUMER) || s.parent_span_id == 0 {
                 continue;
@@ -285,7 +373,7 @@ impl Topology {
             if !(p.kind == CLIENT || p.kind == PRODUCER) {
                 continue;
             }
-            has_remote_child.insert(p.span_id, true);
+            has_remote_child.insert(p.span_id);
             if p.origin.service_name == s.origin.service_name {
                 continue;
             }
@@ -307,20 +395,17 @@ impl Topology {
         // Calls into what is not instrumented: a database, a queue, an external service.
         for s in spans {
             if !(s.kind == CLIENT || s.kind == PRODUCER)
-                || has_remote_child.contains_key(&s.span_id)
+                || has_remote_child.contains(&s.span_id)
             {
                 continue;
             }
             let (mut peer, mut db, mut queue, mut addr) = (None, None, None, None);
-            for kv in s.attributes() {
-                match kv.key {
-                    "peer.service" => peer = kv.value.as_str(),
-                    "db.system.name" | "db.system" => db = kv.value.as_str(),
-                    "messaging.system" => queue = kv.value.as_str(),
-                    "server.address" | "net.peer.name" => addr = kv.value.as_str(),
-                    _ => {}
-                }
-            }
+            PEER_KEYS.span_attributes(&s.raw, |i, v| match i {
+                0 => peer = v.as_str(),
+                1 | 2 => db = v.as_str(),
+                3 => queue = v.as_str(),
+                _ => addr = v.as_str(),
+            });
             let target = match (peer, db, queue, addr) {
                 (Some(p), ..) => Some((p, "virtual_node")),
                 (None, Some(d), ..) => Some((d, "database")),
@@ -351,53 +436,71 @@ impl Topology {
         client_ns: u64,
         server_ns: u64,
     ) {
-        {
-            let mut edges = self.edges.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (client.to_owned(), server.to_owned(), conn);
-            if !edges.contains_key(&key) && edges.len() >= self.max_edges {
-                self.overflow
-                    .get_or_create(&OverflowLabels { kind: "edges" })
-                    .inc();
-                return;
+        let mut key = Vec::with_capacity(64);
+        edge_key(&mut key, client, server, conn);
+        let cached = read(&self.edges).get(key.as_slice()).cloned();
+        let h = match cached {
+            Some(h) => h,
+            None => {
+                let mut edges = write(&self.edges);
+                match edges.get(key.as_slice()) {
+                    Some(h) => h.clone(),
+                    None if edges.len() >= self.max_edges => {
+                        self.overflow
+                            .get_or_create(&OverflowLabels { kind: "edges" })
+                            .inc();
+                        return;
+                    }
+                    None => {
+                        let labels = EdgeLabels {
+                            client: client.to_owned(),
+                            server: server.to_owned(),
+                            connection_type: conn,
+                        };
+                        let h = Arc::new(EdgeHandles {
+                            requests: self.edge_requests.get_or_create(&labels).clone(),
+                            failed: OnceLock::new(),
+                            server_seconds: self.edge_server.get_or_create(&labels).clone(),
+                            client_seconds: self.edge_client.get_or_create(&labels).clone(),
+                            server_nanos: AtomicU64::new(0),
+                            labels,
+                        });
+                        edges.insert(key, h.clone());
+                        h
+                    }
+                }
             }
-            let e = edges.entry(key).or_default();
-            e.requests += 1;
-            e.failed += u64::from(failed);
-            e.server_seconds += server_ns as f64 / 1e9;
-        }
-        let labels = EdgeLabels {
-            client: client.to_owned(),
-            server: server.to_owned(),
-            connection_type: conn,
         };
-        self.edge_requests.get_or_create(&labels).inc();
+        h.requests.inc();
         if failed {
-            self.edge_failed.get_or_create(&labels).inc();
+            h.failed
+                .get_or_init(|| self.edge_failed.get_or_create(&h.labels).clone())
+                .inc();
         }
-        self.edge_server
-            .get_or_create(&labels)
-            .observe(server_ns as f64 / 1e9);
-        self.edge_client
-            .get_or_create(&labels)
-            .observe(client_ns as f64 / 1e9);
+        h.server_nanos.fetch_add(server_ns, Ordering::Relaxed);
+        h.server_seconds.observe(server_ns as f64 / 1e9);
+        h.client_seconds.observe(client_ns as f64 / 1e9);
     }
 
     /// The service graph so far.
     pub fn graph(&self) -> Graph {
-        let edges = self.edges.lock().unwrap_or_else(|p| p.into_inner());
+        let edges = read(&self.edges);
         let mut out: Vec<Edge> = edges
-            .iter()
-            .map(|((c, s, conn), st)| Edge {
-                client: c.clone(),
-                server: s.clone(),
-                connection_type: conn,
-                requests: st.requests,
-                failed: st.failed,
-                mean_server_seconds: if st.requests > 0 {
-                    st.server_seconds / st.requests as f64
-                } else {
-                    0.0
-                },
+            .values()
+            .map(|h| {
+                let requests = h.requests.get();
+                Edge {
+                    client: h.labels.client.clone(),
+                    server: h.labels.server.clone(),
+                    connection_type: h.labels.connection_type,
+                    requests,
+                    failed: h.failed.get().map_or(0, Counter::get),
+                    mean_server_seconds: if requests > 0 {
+                        h.server_nanos.load(Ordering::Relaxed) as f64 / 1e9 / requests as f64
+                    } else {
+                        0.0
+                    },
+                }
             })
             .collect();
         out.sort_by(|a, b| (&a.client, &a.server).cmp(&(&b.client, &b.server)));
