@@ -274,7 +274,9 @@ struct Dropped {
 
 enum Decided {
     /// Kept and handed on; `staged` of its spans wait in the redaction stage.
-    Kept { staged: usize },
+    Kept {
+        staged: usize,
+    },
     Dropped(Dropped),
 }
 

@@ -18,13 +18,13 @@
 //! `operation="__overflow__"` (resp. dropped from the graph) and in `tailgate_topology_overflow_total`.
 
 use crate::otlp::{KeyFinder, SpanRecord, StatusCode};
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
@@ -394,9 +394,7 @@ impl Topology {
         }
         // Calls into what is not instrumented: a database, a queue, an external service.
         for s in spans {
-            if !(s.kind == CLIENT || s.kind == PRODUCER)
-                || has_remote_child.contains(&s.span_id)
-            {
+            if !(s.kind == CLIENT || s.kind == PRODUCER) || has_remote_child.contains(&s.span_id) {
                 continue;
             }
             let (mut peer, mut db, mut queue, mut addr) = (None, None, None, None);
