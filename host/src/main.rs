@@ -64,7 +64,12 @@ fn main() -> anyhow::Result<()> {
             command: PluginCommand::Check { file },
         }) => match tailgate::plugin::check(&file) {
             Ok(info) => {
-                println!("{}: {}", file.display(), info.world);
+                println!(
+                    "{}: {}, contract version {}",
+                    file.display(),
+                    info.world,
+                    info.version
+                );
                 println!("  exports  {}", info.export);
                 println!("  imports  {}", info.imports.join(", "));
                 println!(
