@@ -15,7 +15,7 @@
 //!   the set) it evaluates its own predicates by walking the span's encoded attributes with the same
 //!   [`KeyFinder`] and [`test_value`]. A mismatch therefore costs time, never correctness.
 
-use crate::otlp::{AnyValueRef, KeyFinder, Origin, SpanRecord};
+use crate::otlp::{AnyValueRef, KeyFinder, Origin, SpanRecord, len_fields};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -158,13 +158,6 @@ impl LevelIndex {
         }
         bits
     }
-
-    fn bits_of_key(&self, preds: &[Predicate], key: &str, v: AnyValueRef<'_>) -> u32 {
-        match self.keys.iter().position(|k| k == key) {
-            Some(k) => self.bits_of(preds, k, v),
-            None => 0,
-        }
-    }
 }
 
 /// A set of at most [`MAX_PREDICATES`] predicates, indexed by level and key, with a generation number.
@@ -277,6 +270,14 @@ impl PredicateSet {
         !self.span.keys.is_empty()
     }
 
+    /// False when no span-level predicate has a key of `key`'s length: then
+    /// [`PredicateSet::span_attribute_bits`] is 0 for it. A few instructions; the ingest scan asks this
+    /// for every attribute key it has just validated.
+    #[inline(always)]
+    pub fn span_key_length_hit(&self, key: &str) -> bool {
+        self.span.finder.length_hit(key.len())
+    }
+
     /// Bits of the predicates that one encoded span `KeyValue` satisfies (the ingest scan calls this
     /// per attribute: a key-length bitmask rejects most attributes on one byte).
     #[inline]
@@ -299,17 +300,25 @@ impl PredicateSet {
     }
 
     /// Bits of the resource- and scope-level predicates that hold for an origin (its merged resource
-    /// and scope attributes).
+    /// and scope attributes: repeated `resource`/`scope` fields concatenate, as protobuf merges them).
     pub fn origin_bits(&self, origin: &Origin) -> u32 {
         let mut bits = 0;
         if !self.resource.keys.is_empty() {
-            for kv in crate::otlp::merged_resource_attributes(&origin.resource_fields) {
-                bits |= self.resource.bits_of_key(&self.preds, kv.key, kv.value);
+            for resource in len_fields(&origin.resource_fields, 1) {
+                for kv in len_fields(resource, 1) {
+                    if let Some((k, v)) = self.resource.finder.attribute(kv) {
+                        bits |= self.resource.bits_of(&self.preds, k, v);
+                    }
+                }
             }
         }
         if !self.scope.keys.is_empty() {
-            for kv in crate::otlp::merged_scope_attributes(&origin.scope_fields) {
-                bits |= self.scope.bits_of_key(&self.preds, kv.key, kv.value);
+            for scope in len_fields(&origin.scope_fields, 1) {
+                for kv in len_fields(scope, 3) {
+                    if let Some((k, v)) = self.scope.finder.attribute(kv) {
+                        bits |= self.scope.bits_of(&self.preds, k, v);
+                    }
+                }
             }
         }
         bits

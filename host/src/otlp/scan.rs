@@ -284,8 +284,12 @@ fn scan_span(
             (9, WIRE_LEN) => {
                 path.push("attributes", attr_i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
-                validate_key_value(&body[..e], s, 0, path)?;
-                if span_preds {
+                let kv = validate_key_value(&body[..e], s, 0, path)?;
+                // Predicate pushdown: the key was just read; most keys are rejected on their length.
+                if span_preds
+                    && let Some((key, _)) = kv
+                    && preds.span_key_length_hit(key)
+                {
                     pred_bits |= preds.span_attribute_bits(&body[s..e]);
                 }
                 path.pop();

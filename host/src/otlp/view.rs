@@ -269,6 +269,13 @@ impl KeyFinder {
         self.keys.is_empty()
     }
 
+    /// True when one of the keys is `len` bytes long (keys of 63 bytes or more share one bit, so this
+    /// can be true for a length no key has; never false for one that some key has).
+    #[inline(always)]
+    pub fn length_hit(&self, len: usize) -> bool {
+        self.lengths & (1 << len.min(63)) != 0
+    }
+
     /// The key index and value of one encoded `KeyValue` when its key is one of the keys. Used per
     /// attribute by the ingest scan (predicate pushdown) and by [`KeyFinder::span_attributes`].
     #[inline]
