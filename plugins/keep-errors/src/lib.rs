@@ -4,6 +4,10 @@
 //!
 //! Config (all optional): `{"status_error": true, "http_status": ["5xx", 429]}`. An entry of
 //! `http_status` is a class (`"4xx"`, `"5xx"`) or an exact code (`429` or `"429"`).
+//!
+//! A `tailgate:plugin@0.2.0` sampler: each class or code is an integer-range predicate on each status key,
+//! evaluated by tailgate as the spans arrive (ints, and strings holding a decimal integer, as before), so
+//! a call carries only how many spans matched.
 
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::v0_2::{Decision, Predicate, Sampler, SamplerInterest, ValueTest};
