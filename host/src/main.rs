@@ -64,10 +64,14 @@ fn main() -> anyhow::Result<()> {
             command: PluginCommand::Check { file },
         }) => match tailgate::plugin::check(&file) {
             Ok(info) => {
+                let kind = match info.world {
+                    tailgate::plugin::PluginWorld::Sampler => "sampler",
+                    tailgate::plugin::PluginWorld::Redactor => "redactor",
+                };
                 println!(
-                    "{}: {}, contract version {}",
+                    "{}: {kind} ({}, contract version {})",
                     file.display(),
-                    info.world,
+                    info.world_name(),
                     info.version
                 );
                 println!("  exports  {}", info.export);

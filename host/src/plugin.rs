@@ -274,6 +274,17 @@ pub struct PluginInfo {
     pub from_cache: bool,
 }
 
+impl PluginInfo {
+    /// The world with its package version, e.g. `tailgate:plugin/sampler@0.2.0`.
+    pub fn world_name(&self) -> String {
+        let world = match self.world {
+            PluginWorld::Sampler => "sampler",
+            PluginWorld::Redactor => "redactor",
+        };
+        format!("tailgate:plugin/{world}@{}", self.version)
+    }
+}
+
 /// A sampler's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -547,6 +547,7 @@ fn inspect_reports_world_and_imports() {
     assert_eq!(info.world, PluginWorld::Sampler);
     assert_eq!(info.export, "tailgate:plugin/sampling@0.2.0");
     assert_eq!(info.version, "0.2.0");
+    assert_eq!(info.world_name(), "tailgate:plugin/sampler@0.2.0");
     let v1 = runtime()
         .inspect(&plugin_path("keep-slow"))
         .expect("inspects");
