@@ -9,7 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 iters="${1:-200}"
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
-# PLUGIN_CALL_BIN / REDACTION_BIN: profile these bench executables instead of building them (before/after).
+# PLUGIN_CALL_BIN / REDACTION_BIN: profile these bench executables instead of building them (before/after;
+# PROFILE_SKIP_PUSHDOWN=1 for a bench from before predicate pushdown, which lacks those cases).
 if [ -z "${PLUGIN_CALL_BIN:-}" ] || [ -z "${REDACTION_BIN:-}" ]; then
     built="$(cargo bench -p tailgate --bench plugin_call --bench redaction --no-run 2>&1 | tee /dev/stderr)"
 fi
@@ -31,6 +32,16 @@ run sampler-keep-errors "$plugin_call" "keep-errors"
 run sampler-keep-errors-http "$plugin_call" "keep-errors (http 5xx)"
 run sampler-keep-errors-http-absent "$plugin_call" "keep-errors (http 5xx) none present"
 run sampler-attribute-match "$plugin_call" "attribute-match"
+# 0.2 samplers: the cases above count from ingest-time predicate bits; `walk` is the decision-time fallback
+# (spans scanned under another policy generation), and `scan ...` the ingest scan of the 10-span request
+# without predicates and with each sampler's predicate set (the ingest-side cost of the pushdown).
+if [ -z "${PROFILE_SKIP_PUSHDOWN:-}" ]; then
+    run sampler-keep-errors-http-walk "$plugin_call" "keep-errors (http 5xx) walk"
+    run sampler-attribute-match-walk "$plugin_call" "attribute-match walk"
+    run scan-no-predicates "$plugin_call" "scan none"
+    run scan-keep-errors-http "$plugin_call" "scan keep-errors (http 5xx)"
+    run scan-attribute-match "$plugin_call" "scan attribute-match"
+fi
 run host-walk-present "$plugin_call" "host walk present"
 run host-finder-present "$plugin_call" "host finder present"
 run host-walk-absent "$plugin_call" "host walk absent"

@@ -1,6 +1,12 @@
 //! Cost of a plugin call, marshalling included: each standard sampler on a 10- and a 100-span trace, a
 //! full-trace plugin and the Python keep-errors for comparison, a redactor, and plugin load time cold vs
 //! cached. Needs `scripts/build-plugins.sh` first. Run: `cargo bench -p tailgate --bench plugin_call`.
+//!
+//! 0.2 samplers (keep-errors, attribute-match) declare predicates: each is measured as in production, its
+//! trace scanned with the policy's predicate set and the plugin bound to it (the counts come from the
+//! ingest-time bits), and again with the decision-time walk (`... (walk)`: spans scanned under another
+//! generation, as right after a reload). The ingest-side cost is the `scan` rows: the validating scan of
+//! the same request with and without the predicate sets.
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -8,8 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::{Status, status};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tailgate::otlp::{SpanRecord, scan_export_request};
-use tailgate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings};
+use tailgate::otlp::{SpanRecord, scan_export_request, scan_export_request_with};
+use tailgate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings, SamplerPlugin};
+use tailgate::predicate::PredicateSet;
 use tailgate::testing::{kv_int, kv_str, request, span_in};
 
 fn plugin(name: &str) -> PathBuf {
@@ -21,6 +28,28 @@ const TRACE_ID: u128 = 0x5b8e_fff7_9879_8388_3f2a_18d0_1a3b_c4d5;
 /// A trace like the research benchmark's: 17 attributes per span (13 strings, 3 ints, 1 more string),
 /// a 12-attribute resource, an error on the last span.
 fn trace(n: usize) -> Vec<SpanRecord> {
+    scan_with(&trace_body(n), &PredicateSet::default())
+}
+
+/// The spans of an encoded request, scanned with the predicate set `preds`.
+fn scan_with(body: &Bytes, preds: &PredicateSet) -> Vec<SpanRecord> {
+    scan_export_request_with(body, preds)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// The policy set of one plugin's predicates, with the plugin bound to it (as a policy load does).
+fn bind(p: &SamplerPlugin) -> PredicateSet {
+    let set = PredicateSet::for_policy([p.predicates()]).expect("at most 32 predicates");
+    assert!(p.bind_predicates(&set));
+    set
+}
+
+/// The encoded request of [`trace`].
+fn trace_body(n: usize) -> Bytes {
     let t0 = 1_700_000_000_000_000_000u64;
     let spans = (0..n)
         .map(|i| {
@@ -64,13 +93,7 @@ fn trace(n: usize) -> Vec<SpanRecord> {
             ));
         }
     }
-    let body = Bytes::from(req.encode_to_vec());
-    scan_export_request(&body)
-        .expect("valid")
-        .spans
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect()
+    Bytes::from(req.encode_to_vec())
 }
 
 fn trace_without_status_codes(n: usize) -> Vec<SpanRecord> {
@@ -169,6 +192,23 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         let case = std::env::var("TAILGATE_PROFILE_CASE").unwrap_or_else(|_| "keep-errors".into());
+        // The ingest scan of the 10-span request, without predicates or with a sampler's.
+        if let Some(label) = case.strip_prefix("scan ") {
+            let set = match samplers.iter().find(|(l, _, _)| *l == label) {
+                Some((_, file, config)) => bind(
+                    &rt.load_sampler(&PluginSpec::new(label, plugin(file), *config))
+                        .expect("loads"),
+                ),
+                None => PredicateSet::default(),
+            };
+            let body = trace_body(10);
+            profile_loop(
+                &mut || drop(std::hint::black_box(scan_with(&body, &set))),
+                iters,
+            );
+            println!("profiled {iters} scans ({case})");
+            return;
+        }
         // The host's attribute lookup alone, old (walk every attribute) and new (byte search first).
         if let Some(how) = case.strip_prefix("host ") {
             let keys = vec![
@@ -199,9 +239,13 @@ fn main() {
             println!("profiled {iters} lookups ({case})");
             return;
         }
-        let (label, absent) = match case.strip_suffix(" none present") {
+        let (case_name, walk) = match case.strip_suffix(" walk") {
             Some(l) => (l.to_owned(), true),
             None => (case.clone(), false),
+        };
+        let (label, absent) = match case_name.strip_suffix(" none present") {
+            Some(l) => (l.to_owned(), true),
+            None => (case_name.clone(), false),
         };
         let (_, file, config) = samplers
             .iter()
@@ -210,10 +254,14 @@ fn main() {
         let p = rt
             .load_sampler(&PluginSpec::new(label.as_str(), plugin(file), *config))
             .expect("loads");
+        // Bits from the ingest scan, unless `walk` (spans of another generation).
+        let set = bind(&p);
         let t = if absent {
             trace_without_status_codes(10)
-        } else {
+        } else if walk {
             trace(10)
+        } else {
+            scan_with(&trace_body(10), &set)
         };
         profile_loop(
             &mut || drop(std::hint::black_box(p.decide(TRACE_ID, &t))),
@@ -226,26 +274,81 @@ fn main() {
         "{:<32} {:>14} {:>14}",
         "sampler call (median)", "10 spans", "100 spans"
     );
+    let (body10, body100) = (trace_body(10), trace_body(100));
     for (label, file, config) in samplers {
         let p = rt
             .load_sampler(&PluginSpec::new(*label, plugin(file), *config))
             .expect("loads");
         let slow = file.starts_with("python") || file.starts_with("test-hostile");
         let (rounds, per) = if slow { (15, 200) } else { (31, 2000) };
+        let pushdown = !p.predicates().is_empty();
+        // Production: the trace scanned with the policy's predicate set, the plugin bound to it.
+        let set = bind(&p);
+        let (b10, b100) = (scan_with(&body10, &set), scan_with(&body100, &set));
+        let mut runs = vec![(label.to_string(), &b10, &b100)];
+        if pushdown {
+            runs.push((format!("{label} (walk)"), &t10, &t100));
+        }
+        for (name, x10, x100) in runs {
+            let ns10 = measure(
+                || drop(std::hint::black_box(p.decide(TRACE_ID, x10))),
+                rounds,
+                per,
+            );
+            let ns100 = measure(
+                || drop(std::hint::black_box(p.decide(TRACE_ID, x100))),
+                rounds,
+                per / 4,
+            );
+            println!(
+                "{name:<32} {:>11.2} us {:>11.2} us",
+                ns10 / 1e3,
+                ns100 / 1e3
+            );
+        }
+    }
+
+    // The ingest side: the validating scan of the same requests, without and with predicate sets.
+    println!();
+    println!(
+        "{:<32} {:>14} {:>14}",
+        "scan (median, per span)", "10 spans", "100 spans"
+    );
+    let sets: Vec<(&str, PredicateSet)> = [
+        ("scan, no predicates", None),
+        ("scan, keep-errors http preds", Some(1)),
+        ("scan, attribute-match preds", Some(4)),
+    ]
+    .into_iter()
+    .map(|(name, at)| {
+        let set = match at {
+            Some(i) => {
+                let (l, f, c) = samplers[i];
+                bind(
+                    &rt.load_sampler(&PluginSpec::new(l, plugin(f), c))
+                        .expect("loads"),
+                )
+            }
+            None => PredicateSet::default(),
+        };
+        (name, set)
+    })
+    .collect();
+    for (name, set) in &sets {
         let ns10 = measure(
-            || drop(std::hint::black_box(p.decide(TRACE_ID, &t10))),
-            rounds,
-            per,
+            || drop(std::hint::black_box(scan_with(&body10, set))),
+            31,
+            2000,
         );
         let ns100 = measure(
-            || drop(std::hint::black_box(p.decide(TRACE_ID, &t100))),
-            rounds,
-            per / 4,
+            || drop(std::hint::black_box(scan_with(&body100, set))),
+            31,
+            200,
         );
         println!(
-            "{label:<32} {:>11.2} us {:>11.2} us",
-            ns10 / 1e3,
-            ns100 / 1e3
+            "{name:<32} {:>11.1} ns {:>11.1} ns",
+            ns10 / 10.0,
+            ns100 / 100.0
         );
     }
 

@@ -57,6 +57,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;
+pub mod predicate;
 pub mod receiver;
 pub mod record;
 pub mod redact;

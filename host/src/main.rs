@@ -64,7 +64,16 @@ fn main() -> anyhow::Result<()> {
             command: PluginCommand::Check { file },
         }) => match tailgate::plugin::check(&file) {
             Ok(info) => {
-                println!("{}: {}", file.display(), info.world);
+                let kind = match info.world {
+                    tailgate::plugin::PluginWorld::Sampler => "sampler",
+                    tailgate::plugin::PluginWorld::Redactor => "redactor",
+                };
+                println!(
+                    "{}: {kind} ({}, contract version {})",
+                    file.display(),
+                    info.world_name(),
+                    info.version
+                );
                 println!("  exports  {}", info.export);
                 println!("  imports  {}", info.imports.join(", "));
                 println!(

@@ -17,7 +17,7 @@ mod view;
 
 pub use encode::{ExportBuilder, SpanPatch};
 pub use scan::SpanRejection;
-pub use scan::{ScanError, ScannedRequest, scan_export_request};
+pub use scan::{ScanError, ScannedRequest, scan_export_request, scan_export_request_with};
 pub use view::{
     AnyValueRef, AttrIter, KeyFinder, KeyValueRef, attributes_in, event_attributes, event_name,
     len_fields, link_attributes, merged_resource_attributes, merged_scope_attributes,
@@ -95,6 +95,12 @@ pub struct SpanRecord {
     /// OTLP `SpanKind` as on the wire (0 unspecified .. 5 consumer).
     pub kind: u8,
     pub status: StatusCode,
+    /// Predicate pushdown (`crate::predicate`): bit i is set when predicate i of the predicate set of
+    /// generation `pred_gen` holds for this span (or its resource or scope). Fills what was padding:
+    /// the record stays 88 bytes.
+    pred_bits: u32,
+    /// Generation of the predicate set `pred_bits` was computed with; 0 = none.
+    pred_gen: u16,
 }
 
 impl SpanRecord {
@@ -123,6 +129,16 @@ impl SpanRecord {
             name_at,
             ..self.clone()
         }
+    }
+
+    /// Predicate bits computed at scan time (see the field docs); meaningful only with [`Self::pred_gen`].
+    pub fn pred_bits(&self) -> u32 {
+        self.pred_bits
+    }
+
+    /// Generation of the predicate set [`Self::pred_bits`] belongs to (0: none).
+    pub fn pred_gen(&self) -> u16 {
+        self.pred_gen
     }
 
     /// The span's attributes, read lazily from the encoded bytes.

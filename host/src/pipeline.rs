@@ -69,6 +69,18 @@ pub trait Sampler: Send + Sync {
     fn stats(&self) -> Option<crate::plugin::PluginStats> {
         None
     }
+
+    /// The attribute predicates this sampler wants evaluated at ingest (`tailgate:plugin@0.2.0`
+    /// samplers; see [`crate::predicate`]). Default: none.
+    fn predicates(&self) -> &[crate::predicate::Predicate] {
+        &[]
+    }
+
+    /// Binds [`Sampler::predicates`] to the policy-wide set the ingest scan evaluates. Returns false when
+    /// a predicate is missing from it. Default: nothing to bind.
+    fn bind_predicates(&self, _policy: &crate::predicate::PredicateSet) -> bool {
+        true
+    }
 }
 
 /// One rule of the policy.

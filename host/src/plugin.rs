@@ -1,5 +1,6 @@
 //! The WebAssembly plugin host: compiles (with an on-disk cache), instantiates, bounds and calls sampler
-//! and redactor components that implement the `tailgate:plugin@0.1.0` contract (`wit/v0.1.0`).
+//! and redactor components that implement the `tailgate:plugin@0.1.0` contract (`wit/v0.1.0`), and samplers
+//! of `tailgate:plugin@0.2.0` (`wit/v0.2.0`: predicate pushdown, see [`crate::predicate`]).
 //!
 //! # Using it
 //!
@@ -247,7 +248,7 @@ impl PluginWorld {
 impl fmt::Display for PluginWorld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PluginWorld::Sampler => "sampler (tailgate:plugin/sampler@0.1.0)",
+            PluginWorld::Sampler => "sampler (tailgate:plugin/sampler@0.1.0 or @0.2.0)",
             PluginWorld::Redactor => "redactor (tailgate:plugin/redactor@0.1.0)",
         })
     }
@@ -260,6 +261,8 @@ pub struct PluginInfo {
     pub world: PluginWorld,
     /// The exported contract interface, e.g. `tailgate:plugin/sampling@0.1.0`.
     pub export: String,
+    /// The contract version the component implements, e.g. `0.2.0`.
+    pub version: &'static str,
     /// Everything the component imports (WASI interfaces, `tailgate:plugin/host@0.1.0`).
     pub imports: Vec<String>,
     pub size_bytes: u64,
@@ -269,6 +272,17 @@ pub struct PluginInfo {
     pub compile_time: Duration,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
+}
+
+impl PluginInfo {
+    /// The world with its package version, e.g. `tailgate:plugin/sampler@0.2.0`.
+    pub fn world_name(&self) -> String {
+        let world = match self.world {
+            PluginWorld::Sampler => "sampler",
+            PluginWorld::Redactor => "redactor",
+        };
+        format!("tailgate:plugin/{world}@{}", self.version)
+    }
 }
 
 /// A sampler's answer.
@@ -406,6 +420,11 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(|e| runtime_err(format!("{e:#}")))?;
+        bindings::sampler_v2::Sampler::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| runtime_err(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
@@ -438,7 +457,18 @@ impl PluginRuntime {
     /// sampler world, instantiates it and runs `init` with the spec's config.
     pub fn load_sampler(&self, spec: &PluginSpec) -> Result<SamplerPlugin, PluginError> {
         let core = self.load::<SamplerWorld>(spec)?;
-        Ok(SamplerPlugin { core })
+        let own_predicates =
+            crate::predicate::PredicateSet::new(core.predicates.clone()).map_err(|message| {
+                PluginError::Config {
+                    plugin: spec.name.clone(),
+                    message,
+                }
+            })?;
+        Ok(SamplerPlugin {
+            core,
+            own_predicates,
+            binding: Default::default(),
+        })
     }
 
     /// Loads a redactor, like [`PluginRuntime::load_sampler`].
@@ -454,6 +484,7 @@ impl PluginRuntime {
         let name = path.display().to_string();
         let compiled = self.compile(&name, path)?;
         let world = world_of(&name, &compiled.exports, None)?;
+        let version = contract_version(&compiled.exports);
         self.inner
             .linker
             .instantiate_pre(&compiled.component)
@@ -464,7 +495,11 @@ impl PluginRuntime {
         Ok(PluginInfo {
             path: path.to_owned(),
             world,
-            export: world.export().into(),
+            export: match (world, version) {
+                (PluginWorld::Sampler, "0.2.0") => bindings::SAMPLING_EXPORT_V2.into(),
+                _ => world.export().into(),
+            },
+            version,
             imports: compiled.imports,
             size_bytes: compiled.size_bytes,
             sha256: compiled.sha256,
@@ -498,7 +533,7 @@ impl PluginRuntime {
         let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
         let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
         let uses_accessors = ty.imports(engine).any(|(n, item)| {
-            n == bindings::HOST_IMPORT
+            (n == bindings::HOST_IMPORT || n == bindings::HOST_IMPORT_V2)
                 && match item.ty {
                     wasmtime::component::types::ComponentItem::ComponentInstance(i) => {
                         i.exports(engine).any(|(f, _)| {
@@ -533,7 +568,7 @@ impl PluginRuntime {
                 plugin: plugin.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let pre = W::pre(instance_pre).map_err(|e| PluginError::WrongWorld {
+        let pre = W::pre(instance_pre, &compiled.exports).map_err(|e| PluginError::WrongWorld {
             plugin: plugin.clone(),
             expected: W::WORLD,
             found: format!("its exports do not match this tailgate's contract ({e:#})"),
@@ -555,6 +590,7 @@ impl PluginRuntime {
             memory_limit: spec.memory_limit.unwrap_or(settings.default_memory_limit),
             max_calls: settings.max_calls_per_instance,
             projection: Projection::default(),
+            predicates: Vec::new(),
             span_finder: crate::otlp::KeyFinder::default(),
             full_trace: false,
             stateful: false,
@@ -571,7 +607,7 @@ impl PluginRuntime {
                 ..Default::default()
             },
         };
-        let (slot, interest) = core.instantiate().map_err(|e| match e {
+        let (slot, (interest, predicates)) = core.instantiate().map_err(|e| match e {
             InitError::Rejected(message) => PluginError::Config {
                 plugin: plugin.clone(),
                 message,
@@ -581,6 +617,17 @@ impl PluginRuntime {
                 failure,
             },
         })?;
+        core.predicates = predicates
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let described = describe_predicate(&p);
+                crate::predicate::from_wit(p).map_err(|m| PluginError::Config {
+                    plugin: plugin.clone(),
+                    message: format!("predicate {i} ({described}): {m}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         core.span_finder = crate::otlp::KeyFinder::new(&interest.span_attributes);
         core.projection = Projection {
             span_keys: interest.span_attributes,
@@ -625,7 +672,7 @@ fn world_of(
     expected: Option<PluginWorld>,
 ) -> Result<PluginWorld, PluginError> {
     let has = |e: &str| exports.iter().any(|x| x == e);
-    let found = if has(bindings::SAMPLING_EXPORT) {
+    let found = if has(bindings::SAMPLING_EXPORT) || has(bindings::SAMPLING_EXPORT_V2) {
         Some(PluginWorld::Sampler)
     } else if has(bindings::REDACTION_EXPORT) {
         Some(PluginWorld::Redactor)
@@ -660,6 +707,25 @@ fn world_of(
             })
         }
     }
+}
+
+/// The contract version of a component's exports: `0.2.0` for a 0.2 sampler, else `0.1.0`.
+fn contract_version(exports: &[String]) -> &'static str {
+    if exports.iter().any(|e| e == bindings::SAMPLING_EXPORT_V2) {
+        "0.2.0"
+    } else {
+        "0.1.0"
+    }
+}
+
+/// A predicate as a short text for error messages, e.g. `span http.route regex("^/a")`.
+fn describe_predicate(p: &bindings::sampling_v2::Predicate) -> String {
+    let level = match p.level {
+        bindings::types::AttributeLevel::Span => "span",
+        bindings::types::AttributeLevel::Resource => "resource",
+        bindings::types::AttributeLevel::Scope => "scope",
+    };
+    format!("{level} attribute {:?}: {:?}", p.key, p.test)
 }
 
 struct Compiled {
@@ -807,6 +873,37 @@ impl bindings::host::Host for HostState {
     }
 }
 
+/// The 0.2.0 host interface: the same functions as 0.1.0 over the same types.
+impl bindings::host_v2::Host for HostState {
+    fn log(&mut self, level: bindings::host_v2::LogLevel, message: String) {
+        use bindings::host_v2::LogLevel as L;
+        let level = match level {
+            L::Trace => LogLevel::Trace,
+            L::Debug => LogLevel::Debug,
+            L::Info => LogLevel::Info,
+            L::Warn => LogLevel::Warn,
+            L::Error => LogLevel::Error,
+        };
+        bindings::host::Host::log(self, level, message)
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        bindings::host::Host::counter_add(self, name, delta)
+    }
+
+    fn span_attribute(&mut self, span_index: u32, key: String) -> Option<AttributeValue> {
+        bindings::host::Host::span_attribute(self, span_index, key)
+    }
+
+    fn resource_attribute(&mut self, span_index: u32, key: String) -> Option<AttributeValue> {
+        bindings::host::Host::resource_attribute(self, span_index, key)
+    }
+
+    fn span_name(&mut self, span_index: u32) -> Option<String> {
+        bindings::host::Host::span_name(self, span_index)
+    }
+}
+
 /// Locks a mutex, ignoring poisoning: the guarded pools and counters stay consistent even if a holder
 /// panicked (they are only pushed to and popped from).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -819,40 +916,69 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 trait World: Sized + Send + 'static {
     type Pre: Send + Sync;
     const WORLD: PluginWorld;
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    /// `exports`: the component's export names, to pick the contract version.
+    fn pre(ip: InstancePre<HostState>, exports: &[String]) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
     fn init(
         &self,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Interest, String>>;
+    ) -> wasmtime::Result<Result<InitOutput, String>>;
 }
 
-struct SamplerWorld(bindings::sampler::Sampler);
+/// What `init` returned: the projection interest and (0.2 samplers) the predicates.
+type InitOutput = (Interest, Vec<bindings::sampling_v2::Predicate>);
+
+/// A sampler of either contract version.
+enum SamplerWorld {
+    V1(bindings::sampler::Sampler),
+    V2(bindings::sampler_v2::Sampler),
+}
 struct RedactorWorld(bindings::redactor::Redactor);
 
+enum SamplerPre {
+    V1(bindings::sampler::SamplerPre<HostState>),
+    V2(bindings::sampler_v2::SamplerPre<HostState>),
+}
+
 impl World for SamplerWorld {
-    type Pre = bindings::sampler::SamplerPre<HostState>;
+    type Pre = SamplerPre;
     const WORLD: PluginWorld = PluginWorld::Sampler;
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        bindings::sampler::SamplerPre::new(ip)
+    fn pre(ip: InstancePre<HostState>, exports: &[String]) -> wasmtime::Result<Self::Pre> {
+        if contract_version(exports) == "0.2.0" {
+            bindings::sampler_v2::SamplerPre::new(ip).map(SamplerPre::V2)
+        } else {
+            bindings::sampler::SamplerPre::new(ip).map(SamplerPre::V1)
+        }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store).map(SamplerWorld)
+        match pre {
+            SamplerPre::V1(p) => p.instantiate(store).map(SamplerWorld::V1),
+            SamplerPre::V2(p) => p.instantiate(store).map(SamplerWorld::V2),
+        }
     }
     fn init(
         &self,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Interest, String>> {
-        self.0.tailgate_plugin_sampling().call_init(store, config)
+    ) -> wasmtime::Result<Result<InitOutput, String>> {
+        Ok(match self {
+            SamplerWorld::V1(w) => w
+                .tailgate_plugin_sampling()
+                .call_init(store, config)?
+                .map(|i| (i, Vec::new())),
+            SamplerWorld::V2(w) => w
+                .tailgate_plugin_sampling()
+                .call_init(store, config)?
+                .map(|i| (i.projection, i.predicates)),
+        })
     }
 }
 
 impl World for RedactorWorld {
     type Pre = bindings::redactor::RedactorPre<HostState>;
     const WORLD: PluginWorld = PluginWorld::Redactor;
-    fn pre(ip: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+    fn pre(ip: InstancePre<HostState>, _: &[String]) -> wasmtime::Result<Self::Pre> {
         bindings::redactor::RedactorPre::new(ip)
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
@@ -862,8 +988,12 @@ impl World for RedactorWorld {
         &self,
         store: &mut Store<HostState>,
         config: &str,
-    ) -> wasmtime::Result<Result<Interest, String>> {
-        self.0.tailgate_plugin_redaction().call_init(store, config)
+    ) -> wasmtime::Result<Result<InitOutput, String>> {
+        Ok(self
+            .0
+            .tailgate_plugin_redaction()
+            .call_init(store, config)?
+            .map(|i| (i, Vec::new())))
     }
 }
 
@@ -891,6 +1021,8 @@ struct PluginCore<W: World> {
     memory_limit: usize,
     max_calls: u64,
     projection: Projection,
+    /// The predicates a 0.2 sampler declared (empty otherwise).
+    predicates: Vec<crate::predicate::Predicate>,
     /// Finds the projected span keys in encoded spans (built once from `projection.span_keys`).
     span_finder: crate::otlp::KeyFinder,
     full_trace: bool,
@@ -920,7 +1052,7 @@ impl<W: World> PluginCore<W> {
     }
 
     /// A fresh instance with `init` run on it.
-    fn instantiate(&self) -> Result<(Slot<W>, Interest), InitError> {
+    fn instantiate(&self) -> Result<(Slot<W>, InitOutput), InitError> {
         // Grants nothing: no args, env, preopened dirs or network; stdio is closed. The WASI clocks read
         // the call's `now-unix-nano`, frozen during the call; WASI random remains (language runtimes seed
         // their hash maps with it). See the "Sandbox" section of docs/plugins.md.
@@ -1085,6 +1217,10 @@ fn now_unix_nano() -> u64 {
 /// A loaded sampler plugin. `Send + Sync`: share it (e.g. in an `Arc`) between worker threads.
 pub struct SamplerPlugin {
     core: PluginCore<SamplerWorld>,
+    /// The declared predicates as a set (bit i = predicate i), for the decision-time walk.
+    own_predicates: crate::predicate::PredicateSet,
+    /// How the predicates map to the bits of the policy set the spans were scanned with.
+    binding: arc_swap::ArcSwap<crate::predicate::Binding>,
 }
 
 impl fmt::Debug for SamplerPlugin {
@@ -1111,6 +1247,30 @@ impl SamplerPlugin {
         self.core.full_trace
     }
 
+    /// The predicates the plugin declared at `init` (0.2 samplers; empty for 0.1).
+    pub fn predicates(&self) -> &[crate::predicate::Predicate] {
+        &self.core.predicates
+    }
+
+    /// Uses the bits of `policy` (the set the ingest scan evaluates, which must contain this plugin's
+    /// predicates) for spans scanned with it. Returns false, leaving the binding as it was, when a
+    /// predicate is missing from `policy`.
+    pub fn bind_predicates(&self, policy: &crate::predicate::PredicateSet) -> bool {
+        match crate::predicate::Binding::new(&self.core.predicates, policy) {
+            Some(b) => {
+                self.binding.store(Arc::new(b));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// For each declared predicate, the number of spans of `spans` for which it holds: what `decide`
+    /// passes a 0.2 sampler as `predicate-matches`.
+    pub fn predicate_matches(&self, spans: &[SpanRecord]) -> Vec<u32> {
+        crate::predicate::count_matches(&self.own_predicates, &self.binding.load(), spans)
+    }
+
     /// Asks the plugin about one complete trace. Never panics; every failure is a [`PluginFailure`].
     pub fn decide(
         &self,
@@ -1121,10 +1281,32 @@ impl SamplerPlugin {
         let attributes =
             marshal::project_with(&self.core.projection, &self.core.span_finder, spans);
         let full = self.core.full_trace.then(|| marshal::full_trace(spans));
+        let matches = match self.core.pre {
+            SamplerPre::V2(_) => self.predicate_matches(spans),
+            SamplerPre::V1(_) => Vec::new(),
+        };
         let d = self.core.call(spans, |w, store| {
             store.data().clock.set(summary.now_unix_nano);
-            w.0.tailgate_plugin_sampling()
-                .call_decide(store, &summary, &attributes, full.as_ref())
+            match w {
+                SamplerWorld::V1(w) => w.tailgate_plugin_sampling().call_decide(
+                    store,
+                    &summary,
+                    &attributes,
+                    full.as_ref(),
+                ),
+                SamplerWorld::V2(w) => w
+                    .tailgate_plugin_sampling()
+                    .call_decide(store, &summary, &matches, &attributes, full.as_ref())
+                    .map(|d| bindings::sampling::Decision {
+                        verdict: match d.verdict {
+                            bindings::sampling_v2::Verdict::Keep => WitVerdict::Keep,
+                            bindings::sampling_v2::Verdict::Drop => WitVerdict::Drop,
+                            bindings::sampling_v2::Verdict::Abstain => WitVerdict::Abstain,
+                        },
+                        probability: d.probability,
+                        reason: d.reason,
+                    }),
+            }
         })?;
         check_decision(d).map_err(|m| self.core.bad_result(m))
     }

@@ -23,6 +23,8 @@ pub enum PolicyError {
     Config { rule: String, reason: String },
     #[error(transparent)]
     Runtime(PluginError),
+    #[error("policy predicates: {0}")]
+    Predicates(String),
 }
 
 /// The plugin runtime settings from the config.
@@ -113,6 +115,20 @@ pub fn load_reusing(
             redactor: Arc::new(plugin),
         });
     }
+    // Predicate pushdown: the rules' predicates, deduplicated, become the set the ingest scan evaluates
+    // from now on; spans scanned under the previous set are walked at decision time (crate::predicate).
+    let set =
+        crate::predicate::PredicateSet::for_policy(rules.iter().map(|r| r.sampler.predicates()))
+            .map_err(PolicyError::Predicates)?;
+    for r in &rules {
+        if !r.sampler.bind_predicates(&set) {
+            return Err(PolicyError::Predicates(format!(
+                "rule `{}`: its predicates are missing from the policy set",
+                r.name
+            )));
+        }
+    }
+    crate::predicate::install(Arc::new(set));
     let settings = RedactionSettings::from_config(&p.redaction);
     if !redactors.is_empty() && p.redaction.hash_key.is_none() {
         tracing::warn!(
@@ -155,5 +171,13 @@ impl Sampler for WasmSampler {
 
     fn stats(&self) -> Option<plugin::PluginStats> {
         Some(self.0.stats())
+    }
+
+    fn predicates(&self) -> &[crate::predicate::Predicate] {
+        self.0.predicates()
+    }
+
+    fn bind_predicates(&self, policy: &crate::predicate::PredicateSet) -> bool {
+        self.0.bind_predicates(policy)
     }
 }

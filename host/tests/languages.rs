@@ -168,7 +168,13 @@ fn samplers_agree_with_rust_keep_errors() {
                     .unwrap_or_else(|e| panic!("{file} loads with {config}: {e}"))
             };
             let (rust, other) = (load("keep-errors"), load(name));
-            assert_eq!(rust.projection(), other.projection(), "{name} {config}");
+            // The Rust keep-errors is a 0.2 sampler (status classes as host-evaluated predicates);
+            // the others project the status keys (0.1): the decisions must agree.
+            assert_eq!(
+                rust.predicates().is_empty(),
+                other.projection().span_keys.is_empty(),
+                "{name} {config}"
+            );
             for (i, t) in traces.iter().enumerate() {
                 let want = rust.decide(0x42, t).expect("rust decides");
                 let got = other.decide(0x42, t).expect("decides");

@@ -2,6 +2,7 @@
 //! `otlp` for why this is not a `prost` decode).
 
 use super::{Origin, SpanRecord, StatusCode, TraceId};
+use crate::predicate::PredicateSet;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -75,7 +76,17 @@ impl ScannedRequest {
 }
 
 /// Scans and validates a protobuf `ExportTraceServiceRequest`. Span bytes are zero-copy slices of `body`.
+/// Evaluates the active policy's predicates ([`crate::predicate::active`], read once) on the way.
 pub fn scan_export_request(body: &Bytes) -> Result<ScannedRequest, ScanError> {
+    scan_export_request_with(body, &crate::predicate::active())
+}
+
+/// [`scan_export_request`] evaluating the predicates of `preds`: each span's `pred_bits` get the bits of
+/// the predicates that hold for it, its resource or its scope, and `pred_gen` the set's generation.
+pub fn scan_export_request_with(
+    body: &Bytes,
+    preds: &PredicateSet,
+) -> Result<ScannedRequest, ScanError> {
     let mut out = ScannedRequest::default();
     let mut path = Path::default();
     let mut r = Reader::new(body, 0);
@@ -85,7 +96,7 @@ pub fn scan_export_request(body: &Bytes) -> Result<ScannedRequest, ScanError> {
             (1, WIRE_LEN) => {
                 path.push("resource_spans", rs_index);
                 let (start, end) = r.len_delimited().map_err(|p| path.err(p))?;
-                scan_resource_spans(body, start, end, &mut out, &mut path)?;
+                scan_resource_spans(body, start, end, preds, &mut out, &mut path)?;
                 path.pop();
                 rs_index += 1;
             }
@@ -99,6 +110,7 @@ fn scan_resource_spans(
     body: &Bytes,
     start: usize,
     end: usize,
+    preds: &PredicateSet,
     out: &mut ScannedRequest,
     path: &mut Path,
 ) -> Result<(), ScanError> {
@@ -135,18 +147,30 @@ fn scan_resource_spans(
     let resource_fields = Bytes::from(resource_fields);
     for (i, (s, e)) in scopes.into_iter().enumerate() {
         path.push("scope_spans", i);
-        scan_scope_spans(body, s, e, &resource_fields, &service_name, out, path)?;
+        scan_scope_spans(
+            body,
+            s,
+            e,
+            &resource_fields,
+            &service_name,
+            preds,
+            out,
+            path,
+        )?;
         path.pop();
     }
     Ok(())
 }
 
+// The scan's state travels as arguments (no per-call struct on this hot path).
+#[allow(clippy::too_many_arguments)]
 fn scan_scope_spans(
     body: &Bytes,
     start: usize,
     end: usize,
     resource_fields: &Bytes,
     service_name: &str,
+    preds: &PredicateSet,
     out: &mut ScannedRequest,
     path: &mut Path,
 ) -> Result<(), ScanError> {
@@ -186,12 +210,19 @@ fn scan_scope_spans(
         scope_fields: Bytes::from(scope_fields),
         service_name: service_name.into(),
     });
+    // Resource and scope predicates are evaluated once per origin; their bits go into every span.
+    let origin_bits = if preds.is_empty() {
+        0
+    } else {
+        preds.origin_bits(&origin)
+    };
     out.spans.reserve(spans.len());
     for (i, (s, e)) in spans.into_iter().enumerate() {
         path.push("spans", i);
-        match scan_span(body, s, e, path)? {
+        match scan_span(body, s, e, preds, path)? {
             Ok((trace_id, mut rec)) => {
                 rec.origin = origin.clone();
+                rec.pred_bits |= origin_bits;
                 out.spans.push((trace_id, rec));
             }
             Err(why) => out.reject(why),
@@ -208,8 +239,11 @@ fn scan_span(
     body: &Bytes,
     start: usize,
     end: usize,
+    preds: &PredicateSet,
     path: &mut Path,
 ) -> Result<Result<(TraceId, SpanRecord), SpanRejection>, ScanError> {
+    let span_preds = preds.has_span_level();
+    let mut pred_bits = 0u32;
     let mut r = Reader::new(&body[..end], start);
     let mut trace_id: Option<&[u8]> = None;
     let mut span_id: Option<&[u8]> = None;
@@ -252,7 +286,14 @@ fn scan_span(
             (9, WIRE_LEN) => {
                 path.push("attributes", attr_i);
                 let (s, e) = r.len_delimited().map_err(|p| path.err(p))?;
-                validate_key_value(&body[..e], s, 0, path)?;
+                let kv = validate_key_value(&body[..e], s, 0, path)?;
+                // Predicate pushdown: the key was just read; most keys are rejected on their length.
+                if span_preds
+                    && let Some((key, _)) = kv
+                    && preds.span_key_length_hit(key)
+                {
+                    pred_bits |= preds.span_attribute_bits(&body[s..e]);
+                }
                 path.pop();
                 attr_i += 1;
             }
@@ -304,6 +345,8 @@ fn scan_span(
             name_at,
             kind,
             status,
+            pred_bits,
+            pred_gen: preds.generation(),
         },
     )))
 }

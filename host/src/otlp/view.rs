@@ -269,6 +269,45 @@ impl KeyFinder {
         self.keys.is_empty()
     }
 
+    /// True when one of the keys is `len` bytes long (keys of 63 bytes or more share one bit, so this
+    /// can be true for a length no key has; never false for one that some key has).
+    #[inline(always)]
+    pub fn length_hit(&self, len: usize) -> bool {
+        self.lengths & (1 << len.min(63)) != 0
+    }
+
+    /// The key index and value of one encoded `KeyValue` when its key is one of the keys. Used per
+    /// attribute by the ingest scan (predicate pushdown) and by [`KeyFinder::span_attributes`].
+    #[inline]
+    pub fn attribute<'a>(&self, kv: &'a [u8]) -> Option<(usize, AnyValueRef<'a>)> {
+        // Encoders write the key first (tag 0x0a, then its length): reject a non-matching attribute on
+        // the key's length byte, then on its bytes, without reading further.
+        if let [0x0a, len, rest @ ..] = kv
+            && *len < 0x80
+        {
+            let len = usize::from(*len);
+            if self.lengths & (1 << len.min(63)) == 0 {
+                return None;
+            }
+            let key = rest.get(..len)?;
+            if !self.keys.iter().any(|k| k.as_bytes() == key) {
+                return None;
+            }
+        }
+        // Read the whole attribute as protobuf does (the last key and value win).
+        let mut at = 0;
+        let (mut key, mut value): (Option<&[u8]>, &[u8]) = (None, &[]);
+        while let Some((field, wire, s, e)) = next_field(kv, &mut at) {
+            match (field, wire) {
+                (1, WIRE_LEN) => key = Some(&kv[s..e]),
+                (2, WIRE_LEN) => value = &kv[s..e],
+                _ => {}
+            }
+        }
+        let k = key.and_then(|k| self.keys.iter().position(|x| x.as_bytes() == k))?;
+        Some((k, AnyValueRef::decode(value)))
+    }
+
     /// Calls `f(index in keys, value)` for each attribute (field 9) of the encoded `span` whose key is one
     /// of the keys, in attribute order.
     pub fn span_attributes<'a>(&self, span: &'a [u8], mut f: impl FnMut(usize, AnyValueRef<'a>)) {
@@ -277,33 +316,8 @@ impl KeyFinder {
             if field != 9 || wire != WIRE_LEN {
                 continue;
             }
-            let kv = &span[start..end];
-            // Encoders write the key first (tag 0x0a, then its length): reject a non-matching attribute
-            // on the key's length byte, then on its bytes, without reading further.
-            if let [0x0a, len, rest @ ..] = kv
-                && *len < 0x80
-            {
-                let len = usize::from(*len);
-                if self.lengths & (1 << len.min(63)) == 0 {
-                    continue;
-                }
-                let Some(key) = rest.get(..len) else { continue };
-                if !self.keys.iter().any(|k| k.as_bytes() == key) {
-                    continue;
-                }
-            }
-            // Read the whole attribute as protobuf does (the last key and value win).
-            let mut at = 0;
-            let (mut key, mut value): (Option<&[u8]>, &[u8]) = (None, &[]);
-            while let Some((field, wire, s, e)) = next_field(kv, &mut at) {
-                match (field, wire) {
-                    (1, WIRE_LEN) => key = Some(&kv[s..e]),
-                    (2, WIRE_LEN) => value = &kv[s..e],
-                    _ => {}
-                }
-            }
-            if let Some(k) = key.and_then(|k| self.keys.iter().position(|x| x.as_bytes() == k)) {
-                f(k, AnyValueRef::decode(value));
+            if let Some((k, v)) = self.attribute(&span[start..end]) {
+                f(k, v);
             }
         }
     }

@@ -235,10 +235,9 @@ fn keep_errors_decides() {
     );
 
     let http = sampler("keep-errors", r#"{"http_status": ["5xx"]}"#);
-    assert_eq!(
-        http.projection().span_keys,
-        ["http.response.status_code", "http.status_code"]
-    );
+    // 0.2: the status classes are predicates evaluated by the host, nothing is projected.
+    assert!(http.projection().span_keys.is_empty());
+    assert_eq!(http.predicates().len(), 2);
     let t503 = trace(
         3,
         "svc",
@@ -546,7 +545,20 @@ fn inspect_reports_world_and_imports() {
         .inspect(&plugin_path("keep-errors"))
         .expect("inspects");
     assert_eq!(info.world, PluginWorld::Sampler);
-    assert_eq!(info.export, "tailgate:plugin/sampling@0.1.0");
+    assert_eq!(info.export, "tailgate:plugin/sampling@0.2.0");
+    assert_eq!(info.version, "0.2.0");
+    assert_eq!(info.world_name(), "tailgate:plugin/sampler@0.2.0");
+    let v1 = runtime()
+        .inspect(&plugin_path("keep-slow"))
+        .expect("inspects");
+    assert_eq!(
+        (v1.world, v1.export.as_str(), v1.version),
+        (
+            PluginWorld::Sampler,
+            "tailgate:plugin/sampling@0.1.0",
+            "0.1.0"
+        )
+    );
     assert!(info.size_bytes > 0 && info.sha256.len() == 64);
     assert!(
         info.imports.iter().any(|i| i.starts_with("wasi:")),
@@ -557,6 +569,7 @@ fn inspect_reports_world_and_imports() {
         .inspect(&plugin_path("test-redactor"))
         .expect("inspects");
     assert_eq!(info.world, PluginWorld::Redactor);
+    assert_eq!(info.version, "0.1.0");
 }
 
 #[test]
@@ -662,7 +675,13 @@ fn python_keep_errors_agrees_with_rust() {
     ] {
         let rust = sampler("keep-errors", config);
         let py = sampler("python-keep-errors", config);
-        assert_eq!(rust.projection(), py.projection(), "{config}");
+        // The Rust plugin is a 0.2 sampler (status classes as predicates, evaluated by the host), the
+        // Python one a 0.1 sampler (values projected and matched in the guest): same decisions.
+        assert_eq!(
+            rust.predicates().is_empty(),
+            py.projection().span_keys.is_empty(),
+            "{config}"
+        );
         let traces = [
             ok_trace(),
             trace(2, "svc", &[s("GET /", 0, 0, 10), s("db", 1, 1, 5).error()]),
@@ -680,6 +699,14 @@ fn python_keep_errors_agrees_with_rust() {
                 3,
                 "svc",
                 &[s("GET /", 0, 0, 10).attr(kv_str("http.status_code", "404"))],
+            ),
+            trace(
+                3,
+                "svc",
+                &[
+                    s("GET /", 0, 0, 10).attr(kv_int("http.response.status_code", 200)),
+                    s("call", 1, 1, 5).attr(kv_str("http.status_code", "502")),
+                ],
             ),
         ];
         for t in &traces {
@@ -795,5 +822,237 @@ fn packing_lists_every_string() {
     assert_eq!(
         (value(0), value(1), value(2), value(3), value(5)),
         ("svc", "GET /", "boom happened", "5", "v")
+    );
+}
+
+// ---- predicate pushdown (0.2 samplers) ----
+
+/// `trace` scanned with an explicit predicate set (as the ingest scan does with the policy's).
+fn trace_with(set: &crate::predicate::PredicateSet, svc: &str, spans: &[S]) -> Vec<SpanRecord> {
+    let spans = spans
+        .iter()
+        .enumerate()
+        .map(|(i, x)| proto_span(9, i, x))
+        .collect();
+    let body = Bytes::from(request(svc, spans).encode_to_vec());
+    crate::otlp::scan_export_request_with(&body, set)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// The standard 0.2 samplers decide the same whether the counts come from ingest-time bits or from the
+/// decision-time walk, and those decisions are the expected ones.
+#[test]
+fn pushdown_bits_and_walk_decide_alike() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    let val = |k: &str, v: V| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let am = r#"{"conditions": [
+        {"key": "http.route", "regex": "^/admin"},
+        {"key": "deployment.environment", "on": "resource", "equals": "prod"},
+        {"key": "size", "min": 500, "max": 599},
+        {"key": "debug", "bool": true},
+        {"key": "tier", "in": ["gold", "platinum"]}]}"#;
+    let all = r#"{"mode": "all", "action": "drop", "conditions": [
+        {"key": "a", "equals": "x"}, {"key": "b", "bool": true}]}"#;
+    let tiers = V::ArrayValue(ArrayValue {
+        values: ["bronze", "gold"]
+            .iter()
+            .map(|t| AnyValue {
+                value: Some(V::StringValue((*t).into())),
+            })
+            .collect(),
+    });
+    type Case = (&'static str, Vec<S>, Verdict);
+    let cases: Vec<(&str, &str, Vec<Case>)> = vec![
+        (
+            "keep-errors",
+            r#"{"status_error": false, "http_status": ["5xx", 429]}"#,
+            vec![
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_int("http.response.status_code", 503))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_str("http.status_code", "429"))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![
+                        s("a", 0, 0, 1),
+                        s("b", 1, 0, 1).attr(kv_str("http.status_code", "599")),
+                    ],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![
+                        s("a", 0, 0, 1)
+                            .attr(val("http.response.status_code", V::DoubleValue(503.0))),
+                    ],
+                    Verdict::Abstain,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_int("http.response.status_code", 404))],
+                    Verdict::Abstain,
+                ),
+                ("svc", vec![s("a", 0, 0, 1).error()], Verdict::Abstain),
+            ],
+        ),
+        (
+            "attribute-match",
+            am,
+            vec![
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_str("http.route", "/admin/x"))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_str("http.route", "/x/admin"))],
+                    Verdict::Abstain,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(val("size", V::DoubleValue(599.5)))],
+                    Verdict::Abstain,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(val("size", V::DoubleValue(500.0)))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_int("size", 550))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_str("size", "550"))],
+                    Verdict::Abstain,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(val("debug", V::BoolValue(true)))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(val("debug", V::BoolValue(false)))],
+                    Verdict::Abstain,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(val("tier", tiers.clone()))],
+                    Verdict::Keep,
+                ),
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_str("tier", "silver"))],
+                    Verdict::Abstain,
+                ),
+            ],
+        ),
+        (
+            "attribute-match",
+            all,
+            vec![
+                (
+                    "svc",
+                    vec![s("a", 0, 0, 1).attr(kv_str("a", "x"))],
+                    Verdict::Abstain,
+                ),
+                (
+                    "svc",
+                    vec![
+                        s("a", 0, 0, 1).attr(kv_str("a", "x")),
+                        s("b", 1, 0, 1).attr(val("b", V::BoolValue(true))),
+                    ],
+                    Verdict::Drop,
+                ),
+            ],
+        ),
+    ];
+    for (file, config, traces) in cases {
+        let p = sampler(file, config);
+        assert!(!p.predicates().is_empty(), "{file} {config}");
+        // Another rule's predicate first, so the plugin's bits are not its own indexes.
+        let other = [crate::predicate::Predicate::new(
+            crate::predicate::Level::Span,
+            "other".into(),
+            crate::predicate::Test::Exists,
+        )
+        .expect("valid")];
+        let set =
+            crate::predicate::PredicateSet::for_policy([&other[..], p.predicates()]).expect("set");
+        let unbound: Vec<Verdict> = traces
+            .iter()
+            .map(|(svc, spans, _)| verdict(&p, &trace_with(&set, svc, spans)))
+            .collect();
+        assert!(p.bind_predicates(&set));
+        for (i, (svc, spans, expected)) in traces.iter().enumerate() {
+            let t = trace_with(&set, svc, spans);
+            let walked = trace_with(&crate::predicate::PredicateSet::default(), svc, spans);
+            assert_eq!(
+                p.predicate_matches(&t),
+                p.predicate_matches(&walked),
+                "{file} case {i}"
+            );
+            assert_eq!(
+                verdict(&p, &t),
+                *expected,
+                "{file} {config} case {i} (bits)"
+            );
+            assert_eq!(unbound[i], *expected, "{file} {config} case {i} (walk)");
+        }
+    }
+    // A resource-level condition, from the bits.
+    let p = sampler("attribute-match", am);
+    let set = crate::predicate::PredicateSet::for_policy([p.predicates()]).expect("set");
+    assert!(p.bind_predicates(&set));
+    let mut req = request("svc", vec![proto_span(9, 0, &s("a", 0, 0, 1))]);
+    if let Some(r) = req.resource_spans[0].resource.as_mut() {
+        r.attributes.push(kv_str("deployment.environment", "prod"));
+    }
+    let body = Bytes::from(req.encode_to_vec());
+    let spans: Vec<SpanRecord> = crate::otlp::scan_export_request_with(&body, &set)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(spans[0].pred_gen(), set.generation());
+    assert_eq!(p.predicate_matches(&spans), [0, 1, 0, 0, 0]);
+    assert_eq!(verdict(&p, &spans), Verdict::Keep);
+}
+
+#[test]
+fn a_bad_predicate_fails_the_load_naming_it() {
+    let e = runtime()
+        .load_sampler(&PluginSpec::new(
+            "routes",
+            plugin_path("attribute-match"),
+            r#"{"conditions": [{"key": "a", "equals": "x"}, {"key": "http.route", "regex": "(admin"}]}"#,
+        ))
+        .expect_err("bad regex");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("routes")
+            && msg.contains("predicate 1")
+            && msg.contains("http.route")
+            && msg.contains("invalid regex \"(admin\""),
+        "{msg}"
     );
 }

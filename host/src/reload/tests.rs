@@ -452,3 +452,97 @@ async fn sighup_triggers_a_reload() {
     }
     app.shutdown().await;
 }
+
+/// Predicate pushdown under hot reload: spans buffered (scanned) under policy A carry A's predicate bits;
+/// after a reload to policy B with other predicates, B's decisions on them are right (walked), as are its
+/// decisions on spans scanned under B (from the bits); a rule reused by the next reload is rebound.
+#[test]
+fn reload_changes_the_pushed_down_predicates_and_old_spans_are_decided_right() {
+    use crate::testing::kv_int;
+    use crate::testing::kv_str;
+    let dir = scratch("pushdown");
+    let cfg = dir.join("tailgate.yaml");
+    let matcher = |conditions: &str| {
+        format!(
+            "    - name: match\n      plugin: {}\n      config: {{conditions: [{conditions}]}}\n",
+            plugin_path("attribute-match").display()
+        )
+    };
+    let errors = format!(
+        "    - name: errors\n      plugin: {}\n      config: {{http_status: [\"5xx\"]}}\n",
+        plugin_path("keep-errors").display()
+    );
+    let policy_a = format!(
+        "  default: drop\n  rules:\n{}",
+        matcher("{key: http.route, regex: '^/admin'}")
+    );
+    let billing = matcher("{key: service.name, on: resource, equals: billing}");
+    let policy_b = format!("  default: drop\n  rules:\n{billing}");
+    let policy_c = format!("  default: drop\n  rules:\n{billing}{errors}");
+
+    // Traces: an admin route, a billing service, a 503, and a plain one.
+    let make =
+        |id: TraceId, svc: &str, attr: Option<opentelemetry_proto::tonic::common::v1::KeyValue>| {
+            let mut sp = span_in(id, 1, 0, "GET /", 1_000_000_000, 2_000_000_000);
+            sp.attributes.extend(attr);
+            Bytes::from(request(svc, vec![sp]).encode_to_vec())
+        };
+    let bodies = [
+        (
+            11,
+            make(11, "shop", Some(kv_str("http.route", "/admin/users"))),
+        ),
+        (12, make(12, "billing", None)),
+        (
+            13,
+            make(13, "shop", Some(kv_int("http.response.status_code", 503))),
+        ),
+        (14, make(14, "shop", Some(kv_str("http.route", "/users")))),
+    ];
+    let scan_all = || -> Vec<(TraceId, Vec<SpanRecord>)> {
+        bodies
+            .iter()
+            .map(|(id, b)| {
+                let spans = scan_export_request(b).expect("valid").spans;
+                (*id, spans.into_iter().map(|(_, s)| s).collect())
+            })
+            .collect()
+    };
+    let decide = |r: &Reloader, traces: &[(TraceId, Vec<SpanRecord>)]| -> Vec<bool> {
+        let policy = r.policy().load_full();
+        let m = Metrics::new();
+        traces
+            .iter()
+            .map(|(id, spans)| policy.decide(*id, spans, &m).keep)
+            .collect()
+    };
+
+    write(&cfg, &config_text(&policy_a));
+    let r = load(&cfg);
+    let under_a = scan_all();
+    let gen_a = crate::predicate::active().generation();
+    assert!(gen_a != 0 && under_a.iter().all(|(_, s)| s[0].pred_gen() == gen_a));
+    assert_eq!(decide(&r, &under_a), [true, false, false, false]);
+
+    write(&cfg, &config_text(&policy_b));
+    let out = r.reload_blocking(Trigger::Manual);
+    assert!(out.ok, "{out:?}");
+    let gen_b = crate::predicate::active().generation();
+    assert_ne!(gen_a, gen_b);
+    // Spans buffered under A, decided by B: walked, and right.
+    assert_eq!(decide(&r, &under_a), [false, true, false, false]);
+    let under_b = scan_all();
+    assert!(under_b.iter().all(|(_, s)| s[0].pred_gen() == gen_b));
+    assert_eq!(decide(&r, &under_b), [false, true, false, false]);
+
+    // The `match` rule is unchanged, so its instance is reused, and rebound to C's set.
+    write(&cfg, &config_text(&policy_c));
+    let out = r.reload_blocking(Trigger::Manual);
+    assert!(out.ok, "{out:?}");
+    assert!(!out.loaded.contains(&"match".to_owned()), "{out:?}");
+    let under_c = scan_all();
+    assert_ne!(under_c[0].1[0].pred_gen(), gen_b);
+    for traces in [&under_a, &under_b, &under_c] {
+        assert_eq!(decide(&r, traces), [false, true, true, false]);
+    }
+}

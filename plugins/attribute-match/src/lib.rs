@@ -14,13 +14,14 @@
 //! A condition holds when any span (or resource) in the trace has a matching value; string matchers also
 //! look inside string arrays. `mode: all` requires every condition to hold (each possibly on a different
 //! span).
+//!
+//! Each condition is a `tailgate:plugin@0.2.0` predicate: tailgate tests it while it receives the spans,
+//! and a call carries only how many spans matched each condition (no attribute value crosses into the
+//! plugin).
 
-use regex::Regex;
 use tailgate_plugin_sdk::serde::Deserialize;
-use tailgate_plugin_sdk::{
-    AttributeLevel, AttributeValue, Decision, Interest, ProjectedAttribute, Sampler, ScalarValue,
-    Trace, TraceSummary,
-};
+use tailgate_plugin_sdk::v0_2::{Decision, Predicate, Sampler, SamplerInterest, ValueTest};
+use tailgate_plugin_sdk::{ProjectedAttribute, Trace, TraceSummary};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, crate = "tailgate_plugin_sdk::serde")]
@@ -73,82 +74,36 @@ enum Action {
 }
 
 /// How one condition tests a value.
-enum Matcher {
-    Equals(String),
-    OneOf(Vec<String>),
-    Regex(Regex),
-    Range(f64, f64),
-    Bool(bool),
-}
-
-impl Matcher {
-    fn matches_str(&self, s: &str) -> bool {
-        match self {
-            Matcher::Equals(e) => e == s,
-            Matcher::OneOf(v) => v.iter().any(|e| e == s),
-            Matcher::Regex(r) => r.is_match(s),
-            _ => false,
-        }
-    }
-
-    fn matches(&self, v: &AttributeValue) -> bool {
-        match (self, v) {
-            (Matcher::Range(lo, hi), v) => v.as_f64().is_some_and(|x| *lo <= x && x <= *hi),
-            (Matcher::Bool(b), AttributeValue::Boolean(x)) => b == x,
-            (_, AttributeValue::Str(s)) => self.matches_str(s),
-            (_, AttributeValue::Array(items)) => items
-                .iter()
-                .any(|i| matches!(i, ScalarValue::Str(s) if self.matches_str(s))),
-            _ => false,
-        }
-    }
-}
-
-struct Condition {
-    level: AttributeLevel,
-    /// Index of the key in the interest list of its level.
-    key_index: u32,
-    matcher: Matcher,
-}
-
-/// The configured sampler.
+/// The configured conditions, in order: condition i is predicate i of the interest.
 pub struct AttributeMatch {
-    conditions: Vec<Condition>,
+    conditions: usize,
     mode: Mode,
     action: Action,
 }
 
-fn key_index(keys: &mut Vec<String>, key: &str) -> u32 {
-    let at = keys.iter().position(|k| k == key).unwrap_or_else(|| {
-        keys.push(key.to_owned());
-        keys.len() - 1
-    });
-    at as u32
-}
-
 impl AttributeMatch {
     /// Builds the sampler and its interest from the JSON config.
-    pub fn from_config(config: &str) -> Result<(Self, Interest), String> {
+    pub fn from_config(config: &str) -> Result<(Self, SamplerInterest), String> {
         let c: Config = tailgate_plugin_sdk::parse_config(config)?;
         if c.conditions.is_empty() {
             return Err("invalid configuration: `conditions` is empty".into());
         }
-        let mut interest = Interest::summary_only();
-        let mut conditions = Vec::new();
+        let mut interest = SamplerInterest::summary_only();
+        let conditions = c.conditions.len();
         for (i, cc) in c.conditions.into_iter().enumerate() {
             let here = format!("invalid configuration: conditions[{i}] ({})", cc.key);
-            let matcher = match (
+            let test = match (
                 cc.equals,
                 cc.one_of,
                 cc.regex,
                 cc.min.is_some() || cc.max.is_some(),
                 cc.boolean,
             ) {
-                (Some(e), None, None, false, None) => Matcher::Equals(e),
-                (None, Some(v), None, false, None) => Matcher::OneOf(v),
-                (None, None, Some(r), false, None) => {
-                    Matcher::Regex(Regex::new(&r).map_err(|e| format!("{here}: bad regex: {e}"))?)
-                }
+                (Some(e), None, None, false, None) => ValueTest::StrIn(vec![e]),
+                (None, Some(v), None, false, None) => ValueTest::StrIn(v),
+                // The host compiles the expression (the `regex` crate) and fails the load with a message
+                // naming the predicate (its key and pattern) when it is invalid.
+                (None, None, Some(r), false, None) => ValueTest::Regex(r),
                 (None, None, None, true, None) => {
                     let (lo, hi) = (
                         cc.min.unwrap_or(f64::NEG_INFINITY),
@@ -157,30 +112,21 @@ impl AttributeMatch {
                     if lo > hi {
                         return Err(format!("{here}: min is greater than max"));
                     }
-                    Matcher::Range(lo, hi)
+                    ValueTest::double_range(lo, hi)
                 }
-                (None, None, None, false, Some(b)) => Matcher::Bool(b),
+                (None, None, None, false, Some(b)) => ValueTest::BoolIs(b),
                 _ => {
                     return Err(format!(
                         "{here}: set exactly one of `equals`, `in`, `regex`, `min`/`max`, `bool`"
                     ));
                 }
             };
-            let (level, key_index) = match cc.on {
-                Level::Span => (
-                    AttributeLevel::Span,
-                    key_index(&mut interest.span_attributes, &cc.key),
-                ),
-                Level::Resource => (
-                    AttributeLevel::Resource,
-                    key_index(&mut interest.resource_attributes, &cc.key),
-                ),
+            let predicate = match cc.on {
+                Level::Span => Predicate::span(&cc.key, test),
+                Level::Resource => Predicate::resource(&cc.key, test),
             };
-            conditions.push(Condition {
-                level,
-                key_index,
-                matcher,
-            });
+            // One predicate per condition, even for duplicates, so condition i is predicate i.
+            interest.predicates.push(predicate);
         }
         Ok((
             AttributeMatch {
@@ -192,17 +138,12 @@ impl AttributeMatch {
         ))
     }
 
-    fn holds(&self, c: &Condition, attributes: &[ProjectedAttribute]) -> bool {
-        attributes.iter().any(|a| {
-            a.level == c.level && a.key_index == c.key_index && c.matcher.matches(&a.value)
-        })
-    }
-
-    /// The decision for the projected attributes of one trace.
-    pub fn decide_on(&self, attributes: &[ProjectedAttribute]) -> Decision {
+    /// The decision given, per condition, the number of spans for which it holds.
+    pub fn decide_on(&self, predicate_matches: &[u32]) -> Decision {
+        let holds = |i: usize| predicate_matches.get(i).is_some_and(|&n| n > 0);
         let matched = match self.mode {
-            Mode::Any => self.conditions.iter().any(|c| self.holds(c, attributes)),
-            Mode::All => self.conditions.iter().all(|c| self.holds(c, attributes)),
+            Mode::Any => (0..self.conditions).any(holds),
+            Mode::All => (0..self.conditions).all(holds),
         };
         match (matched, self.action) {
             (false, _) => Decision::abstain(),
@@ -213,102 +154,77 @@ impl AttributeMatch {
 }
 
 impl Sampler for AttributeMatch {
-    fn init(config: &str) -> Result<(Self, Interest), String> {
+    fn init(config: &str) -> Result<(Self, SamplerInterest), String> {
         AttributeMatch::from_config(config)
     }
 
     fn decide(
         &mut self,
         _: &TraceSummary,
-        attributes: &[ProjectedAttribute],
+        predicate_matches: &[u32],
+        _: &[ProjectedAttribute],
         _: Option<&Trace>,
     ) -> Decision {
-        self.decide_on(attributes)
+        self.decide_on(predicate_matches)
     }
 }
 
-tailgate_plugin_sdk::export_sampler!(AttributeMatch);
+tailgate_plugin_sdk::export_sampler_v0_2!(AttributeMatch);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tailgate_plugin_sdk::Verdict;
-    use tailgate_plugin_sdk::testing::{resource_attr, span_attr};
-
-    fn s(v: &str) -> AttributeValue {
-        AttributeValue::Str(v.into())
-    }
+    use tailgate_plugin_sdk::v0_2::Verdict;
 
     #[test]
-    fn any_and_all() {
+    fn conditions_become_predicates() {
         let cfg = r#"{"conditions": [
             {"key": "http.route", "regex": "^/admin"},
             {"key": "env", "on": "resource", "equals": "prod"},
             {"key": "code", "min": 500, "max": 599},
             {"key": "debug", "bool": true},
-            {"key": "tier", "in": ["gold", "platinum"]}]}"#;
-        let (p, interest) = AttributeMatch::from_config(cfg).unwrap();
+            {"key": "tier", "in": ["gold", "platinum"]},
+            {"key": "size", "min": 10}]}"#;
+        let (_, interest) = AttributeMatch::from_config(cfg).unwrap();
         assert_eq!(
-            interest.span_attributes,
-            ["http.route", "code", "debug", "tier"]
+            interest.predicates,
+            [
+                Predicate::span("http.route", ValueTest::regex("^/admin")),
+                Predicate::resource("env", ValueTest::equals("prod")),
+                Predicate::span("code", ValueTest::double_range(500.0, 599.0)),
+                Predicate::span("debug", ValueTest::BoolIs(true)),
+                Predicate::span("tier", ValueTest::one_of(&["gold", "platinum"])),
+                Predicate::span("size", ValueTest::double_range(10.0, f64::INFINITY)),
+            ]
         );
-        assert_eq!(interest.resource_attributes, ["env"]);
-        let v = |a: &[ProjectedAttribute]| p.decide_on(a).verdict;
-        assert_eq!(v(&[]), Verdict::Abstain);
-        assert_eq!(v(&[span_attr(0, 0, s("/admin/users"))]), Verdict::Keep);
-        assert_eq!(v(&[span_attr(0, 0, s("/users"))]), Verdict::Abstain);
-        assert_eq!(v(&[resource_attr(0, 0, s("prod"))]), Verdict::Keep);
-        assert_eq!(
-            v(&[span_attr(0, 0, s("prod"))]),
-            Verdict::Abstain,
-            "wrong level"
-        );
-        assert_eq!(
-            v(&[span_attr(3, 1, AttributeValue::Int(503))]),
-            Verdict::Keep
-        );
-        assert_eq!(
-            v(&[span_attr(3, 1, AttributeValue::Double(499.5))]),
-            Verdict::Abstain
-        );
-        assert_eq!(
-            v(&[span_attr(1, 2, AttributeValue::Boolean(true))]),
-            Verdict::Keep
-        );
-        assert_eq!(
-            v(&[span_attr(1, 2, AttributeValue::Boolean(false))]),
-            Verdict::Abstain
-        );
-        let arr = AttributeValue::Array(vec![
-            ScalarValue::Str("bronze".into()),
-            ScalarValue::Str("gold".into()),
-        ]);
-        assert_eq!(v(&[span_attr(1, 3, arr)]), Verdict::Keep);
+        assert!(interest.projection.span_attributes.is_empty());
+    }
 
+    #[test]
+    fn any_and_all() {
+        let (p, _) = AttributeMatch::from_config(
+            r#"{"conditions": [{"key": "a", "equals": "x"}, {"key": "b", "bool": true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.decide_on(&[0, 0]).verdict, Verdict::Abstain);
+        assert_eq!(p.decide_on(&[0, 3]), Decision::keep("attribute_match"));
         let (p, _) = AttributeMatch::from_config(
             r#"{"mode": "all", "action": "drop", "conditions": [{"key": "a", "equals": "x"}, {"key": "b", "bool": true}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            p.decide_on(&[span_attr(0, 0, s("x"))]).verdict,
-            Verdict::Abstain
-        );
-        let both = [
-            span_attr(0, 0, s("x")),
-            span_attr(4, 1, AttributeValue::Boolean(true)),
-        ];
-        assert_eq!(p.decide_on(&both).verdict, Verdict::Drop);
+        assert_eq!(p.decide_on(&[1, 0]).verdict, Verdict::Abstain);
+        assert_eq!(p.decide_on(&[1, 2]), Decision::drop("attribute_match"));
     }
 
     #[test]
     fn bad_config() {
         let e = |c: &str| AttributeMatch::from_config(c).err().unwrap();
         assert!(e(r#"{"conditions": [{"key": "a", "regexp": "x"}]}"#).contains("regexp"));
-        assert!(e(r#"{"conditions": [{"key": "a", "regex": "("}]}"#).contains("bad regex"));
         assert!(
             e(r#"{"conditions": [{"key": "a", "regex": "x", "equals": "y"}]}"#)
                 .contains("exactly one")
         );
         assert!(e(r#"{"conditions": []}"#).contains("empty"));
+        assert!(e(r#"{"conditions": [{"key": "a", "min": 5, "max": 1}]}"#).contains("min"));
     }
 }

@@ -4,9 +4,14 @@
 //!
 //! Config (all optional): `{"status_error": true, "http_status": ["5xx", 429]}`. An entry of
 //! `http_status` is a class (`"4xx"`, `"5xx"`) or an exact code (`429` or `"429"`).
+//!
+//! A `tailgate:plugin@0.2.0` sampler: each class or code is an integer-range predicate on each status key,
+//! evaluated by tailgate as the spans arrive (ints, and strings holding a decimal integer, as before), so
+//! a call carries only how many spans matched.
 
 use tailgate_plugin_sdk::serde::Deserialize;
-use tailgate_plugin_sdk::{Decision, Interest, ProjectedAttribute, Sampler, Trace, TraceSummary};
+use tailgate_plugin_sdk::v0_2::{Decision, Predicate, Sampler, SamplerInterest, ValueTest};
+use tailgate_plugin_sdk::{ProjectedAttribute, Trace, TraceSummary};
 
 /// Semantic-convention keys that carry an HTTP response status.
 const STATUS_KEYS: [&str; 2] = ["http.response.status_code", "http.status_code"];
@@ -56,10 +61,12 @@ impl StatusMatch {
             .map_err(|_| format!("invalid configuration: http_status entry {text:?} is neither a class like \"5xx\" nor a code"))
     }
 
-    fn matches(self, code: i64) -> bool {
+    /// The codes that match, as an inclusive range: `code / 100 == n` for a class (n is 1..=5, so the
+    /// codes n00..=n99), `code == c` for an exact code.
+    fn range(self) -> (i64, i64) {
         match self {
-            StatusMatch::Class(n) => code / 100 == i64::from(n),
-            StatusMatch::Exact(c) => code == i64::from(c),
+            StatusMatch::Class(n) => (i64::from(n) * 100, i64::from(n) * 100 + 99),
+            StatusMatch::Exact(c) => (i64::from(c), i64::from(c)),
         }
     }
 }
@@ -67,69 +74,66 @@ impl StatusMatch {
 /// The configured sampler.
 pub struct KeepErrors {
     status_error: bool,
-    http: Vec<StatusMatch>,
+    /// Whether any HTTP status predicates were declared (then any of them holding keeps the trace).
+    http: bool,
 }
 
 impl KeepErrors {
     /// Builds the sampler from its JSON config.
-    pub fn from_config(config: &str) -> Result<(Self, Interest), String> {
+    /// The plugin and its interest: one predicate per status key and configured class or code, an integer
+    /// range that the host also applies to decimal strings (`"503"`), exactly as 0.1 parsed them.
+    pub fn from_config(config: &str) -> Result<(Self, SamplerInterest), String> {
         let c: Config = tailgate_plugin_sdk::parse_config(config)?;
         let http = c
             .http_status
             .iter()
             .map(StatusMatch::parse)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut interest = Interest::summary_only();
-        if !http.is_empty() {
-            for key in STATUS_KEYS {
-                interest = interest.with_span_attribute(key);
+        let mut interest = SamplerInterest::summary_only();
+        for key in STATUS_KEYS {
+            for m in &http {
+                let (min, max) = m.range();
+                interest.add(Predicate::span(key, ValueTest::int_range(min, max)));
             }
         }
         Ok((
             KeepErrors {
                 status_error: c.status_error,
-                http,
+                http: !http.is_empty(),
             },
             interest,
         ))
     }
 
     /// The decision for a summary and the projected HTTP status attributes.
-    pub fn decide_on(&self, summary: &TraceSummary, attributes: &[ProjectedAttribute]) -> Decision {
+    pub fn decide_on(&self, summary: &TraceSummary, predicate_matches: &[u32]) -> Decision {
         if self.status_error && summary.error_span_count > 0 {
             return Decision::keep("error");
         }
-        for a in attributes {
-            let code = a
-                .value
-                .as_i64()
-                .or_else(|| a.value.as_str().and_then(|s| s.parse().ok()));
-            if let Some(code) = code
-                && self.http.iter().any(|m| m.matches(code))
-            {
-                return Decision::keep("http_status");
-            }
+        if self.http && predicate_matches.iter().any(|&n| n > 0) {
+            return Decision::keep("http_status");
         }
         Decision::abstain()
     }
 }
 
 impl Sampler for KeepErrors {
-    fn init(config: &str) -> Result<(Self, Interest), String> {
+    fn init(config: &str) -> Result<(Self, SamplerInterest), String> {
         KeepErrors::from_config(config)
     }
 
     fn decide(
         &mut self,
         summary: &TraceSummary,
-        attributes: &[ProjectedAttribute],
+        predicate_matches: &[u32],
+        _: &[ProjectedAttribute],
         _: Option<&Trace>,
     ) -> Decision {
-        self.decide_on(summary, attributes)
+        self.decide_on(summary, predicate_matches)
     }
 }
 
-tailgate_plugin_sdk::export_sampler!(KeepErrors);
+tailgate_plugin_sdk::export_sampler_v0_2!(KeepErrors);
 
 #[cfg(test)]
 mod tests;

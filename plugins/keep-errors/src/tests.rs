@@ -1,12 +1,12 @@
 use super::*;
-use tailgate_plugin_sdk::testing::{span_attr, summary};
-use tailgate_plugin_sdk::{AttributeValue, Verdict};
+use tailgate_plugin_sdk::testing::summary;
+use tailgate_plugin_sdk::v0_2::Verdict;
 
 #[test]
 fn keeps_error_traces_and_abstains_otherwise() {
     let (p, interest) = KeepErrors::from_config("{}").unwrap();
     assert!(
-        interest.span_attributes.is_empty(),
+        interest.predicates.is_empty() && interest.projection.span_attributes.is_empty(),
         "status-only config needs no attributes"
     );
     let mut s = summary();
@@ -16,22 +16,32 @@ fn keeps_error_traces_and_abstains_otherwise() {
 }
 
 #[test]
-fn http_classes_and_codes() {
+fn http_classes_and_codes_are_integer_range_predicates() {
     let (p, interest) =
         KeepErrors::from_config(r#"{"status_error": false, "http_status": ["5xx", 429]}"#).unwrap();
-    assert_eq!(interest.span_attributes, STATUS_KEYS);
+    let expected: Vec<Predicate> = STATUS_KEYS
+        .iter()
+        .flat_map(|k| {
+            [
+                Predicate::span(k, ValueTest::int_range(500, 599)),
+                Predicate::span(k, ValueTest::int_range(429, 429)),
+            ]
+        })
+        .collect();
+    assert_eq!(interest.predicates, expected);
+    assert!(interest.projection.span_attributes.is_empty());
     let mut s = summary();
     s.error_span_count = 3;
     assert_eq!(
-        p.decide_on(&s, &[]).verdict,
+        p.decide_on(&s, &[0, 0, 0, 0]).verdict,
         Verdict::Abstain,
         "status_error off"
     );
-    let keep = |v| p.decide_on(&s, &[span_attr(0, 0, v)]).verdict;
-    assert_eq!(keep(AttributeValue::Int(503)), Verdict::Keep);
-    assert_eq!(keep(AttributeValue::Str("500".into())), Verdict::Keep);
-    assert_eq!(keep(AttributeValue::Int(429)), Verdict::Keep);
-    assert_eq!(keep(AttributeValue::Int(404)), Verdict::Abstain);
+    for hit in 0..4 {
+        let mut m = [0; 4];
+        m[hit] = 2;
+        assert_eq!(p.decide_on(&s, &m), Decision::keep("http_status"));
+    }
 }
 
 #[test]

@@ -65,6 +65,28 @@ pub mod bindings {
         });
     }
 
+    /// Bindings of the `tailgate:plugin/sampler@0.2.0` world (predicate pushdown). Its `types` are the
+    /// 0.1.0 ones (the interface is unchanged), so summaries, projected attributes and traces are the
+    /// same Rust types in both versions.
+    pub mod sampler_v0_2 {
+        // The world is included under another name: wit-bindgen names the crate-root export macro after
+        // the world, and the 0.1.0 world is also called `sampler`. The component's imports and exports
+        // are exactly those of `tailgate:plugin/sampler@0.2.0`.
+        wit_bindgen::generate!({
+            inline: "package tailgate:sdk; world sampler-v0-2 { include tailgate:plugin/sampler@0.2.0; }",
+            path: "../../wit/v0.2.0",
+            world: "tailgate:sdk/sampler-v0-2",
+            pub_export_macro: true,
+            export_macro_name: "export_sampler_v0_2_raw",
+            additional_derives: [PartialEq],
+            with: {
+                "tailgate:plugin/types@0.2.0": crate::bindings::sampler::tailgate::plugin::types,
+                "tailgate:plugin/host@0.2.0": generate,
+                "tailgate:plugin/sampling@0.2.0": generate,
+            },
+        });
+    }
+
     /// Bindings of the `tailgate:plugin/redactor@0.1.0` world (shares the types and host imports with
     /// [`sampler`]).
     pub mod redactor {
@@ -120,6 +142,7 @@ pub trait Redactor: Sized + 'static {
 }
 
 pub mod testing;
+pub mod v0_2;
 
 /// Parses a plugin's JSON configuration into `T`. Empty text counts as `{}`. Use
 /// `#[serde(deny_unknown_fields)]` on `T` so that a misspelt key is an error naming it.
@@ -408,6 +431,35 @@ macro_rules! export_sampler {
         // Native builds (unit tests of the plugin's logic) cannot carry the component's export names.
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::sampler::export_sampler_raw!(__TailgateSamplerExport with_types_in $crate::bindings::sampler);
+    };
+}
+
+/// Exports a [`v0_2::Sampler`] implementation as the component's `tailgate:plugin/sampling@0.2.0`
+/// interface (predicate pushdown). Use it once, at the crate root of a `cdylib` crate.
+#[macro_export]
+macro_rules! export_sampler_v0_2 {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        pub struct __TailgateSamplerV02Export;
+
+        impl $crate::bindings::sampler_v0_2::exports::tailgate::plugin::sampling::Guest for __TailgateSamplerV02Export {
+            fn init(config: String) -> Result<$crate::v0_2::SamplerInterest, String> {
+                $crate::v0_2::__private::init::<$ty>(&config)
+            }
+
+            fn decide(
+                summary: $crate::TraceSummary,
+                predicate_matches: Vec<u32>,
+                attributes: Vec<$crate::ProjectedAttribute>,
+                full: Option<$crate::Trace>,
+            ) -> $crate::v0_2::Decision {
+                $crate::v0_2::__private::decide::<$ty>(&summary, &predicate_matches, &attributes, full.as_ref())
+            }
+        }
+
+        // Native builds (unit tests of the plugin's logic) cannot carry the component's export names.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::sampler_v0_2::export_sampler_v0_2_raw!(__TailgateSamplerV02Export with_types_in $crate::bindings::sampler_v0_2);
     };
 }
 
