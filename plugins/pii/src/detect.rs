@@ -324,6 +324,7 @@ const NON_ASCII: u16 = 1 << 9;
 /// Space or dash: the SSN separators.
 const SSN_SEP: u16 = 1 << 10;
 const HEX: u16 = 1 << 11;
+const PERCENT: u16 = 1 << 12;
 
 const fn byte_classes() -> [u16; 256] {
     let mut t = [0u16; 256];
@@ -355,6 +356,7 @@ const fn byte_classes() -> [u16; 256] {
             b'@' => AT,
             b'=' => EQ,
             b'J' => J,
+            b'%' => PERCENT,
             0x80..=0xFF => NON_ASCII,
             _ => 0,
         };
@@ -371,16 +373,14 @@ static BYTE_CLASSES: [u16; 256] = byte_classes();
 /// Also returns the byte classes present.
 fn coarse_candidates(text: &[u8]) -> (u16, u16) {
     let (mut m, mut digits, mut colons) = (0u16, 0u32, 0u32);
-    // `%40`, a percent-encoded `@`, seen (the two bytes before the current one are tracked).
-    let (mut pct40, mut p1, mut p2) = (false, 0u8, 0u8);
     for &b in text {
         m |= BYTE_CLASSES[b as usize];
         digits += u32::from(b.is_ascii_digit());
         colons += u32::from(b == b':');
-        pct40 |= b == b'0' && p1 == b'4' && p2 == b'%';
-        (p2, p1) = (p1, b);
     }
     let has = |c: u16| m & c != 0;
+    // `%40`, a percent-encoded `@`: looked for only in the rare text with a `%`.
+    let pct40 = has(PERCENT) && text.windows(3).any(|w| w == b"%40");
     let mut out = 0u16;
     let mut set = |k: Kind, yes: bool| {
         if yes {
