@@ -97,8 +97,9 @@ fn apply_with(
     let mut span_edits: HashMap<u32, i64> = HashMap::new();
     let mut resource_edits: HashMap<u32, i64> = HashMap::new();
     let mut scope_edits: HashMap<u32, i64> = HashMap::new();
-    // Spans edited in their bytes: only span attribute edits, no audit attribute yet. Their edits are
-    // collected here (in order) and applied when the span is re-encoded below.
+    // Spans edited in their bytes: only span attribute edits. Their edits are collected here (in
+    // order) and applied when the span is re-encoded below (decoded after all if the byte-level path
+    // declines, e.g. for a span that carries audit attributes already).
     let mut not_spliced: HashSet<u32> = HashSet::new();
     if splicing {
         for e in edits {
@@ -165,7 +166,6 @@ fn apply_with(
                 if splicing
                     && f.kind == FieldKind::SpanAttribute
                     && !not_spliced.contains(&f.owner)
-                    && (spliced.contains_key(&f.owner) || splice::can_splice(&record.raw))
                 {
                     spliced.entry(f.owner).or_default().push(e);
                     *span_edits.entry(f.owner).or_default() += 1;

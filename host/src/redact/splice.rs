@@ -30,21 +30,49 @@ fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-/// Whether `hay` contains `needle`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Whether a span's edits can be spliced: the span carries no audit attribute yet (updating one is
-/// left to the general path). `edits` must all be span attribute edits of this span.
-pub(super) fn can_splice(raw: &[u8]) -> bool {
-    !contains(raw, AUDIT_COUNT_KEY.as_bytes()) && !contains(raw, AUDIT_RULES_KEY.as_bytes())
+/// Whether an encoded `KeyValue` has an audit key (any occurrence of its key field): such a span
+/// already went through a rule, and updating its audit attributes is left to the general path.
+fn is_audit(kv: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < kv.len() {
+        let Some(key) = varint(kv, &mut pos) else {
+            return true;
+        };
+        let len = match key & 7 {
+            2 => match varint(kv, &mut pos).and_then(|l| usize::try_from(l).ok()) {
+                Some(l) => l,
+                None => return true,
+            },
+            0 => {
+                if varint(kv, &mut pos).is_none() {
+                    return true;
+                }
+                0
+            }
+            1 => 8,
+            5 => 4,
+            _ => return true,
+        };
+        let Some(end) = pos.checked_add(len).filter(|&e| e <= kv.len()) else {
+            return true;
+        };
+        if key == (1 << 3) | 2 {
+            let k = &kv[pos..end];
+            if k == AUDIT_COUNT_KEY.as_bytes() || k == AUDIT_RULES_KEY.as_bytes() {
+                return true;
+            }
+        }
+        pos = end;
+    }
+    false
 }
 
 /// The span `raw` with the span attribute `edits` (in the order given, all of this span) applied and
 /// the audit attributes (`count` edits by `rule`) added. `Ok(None)` when the bytes are not what this
 /// path handles (malformed, or an edited attribute that does not decode): the caller takes the general
-/// path, which decides what such bytes mean. Errors are the general path's for the same edits.
+/// path, which decides what such bytes mean, and when the span already carries an audit attribute (a
+/// rule before this one edited it: the general path updates it). Errors are the general path's for
+/// the same edits.
 pub(super) fn splice_span(
     raw: &[u8],
     edits: &[&RedactionEdit],
@@ -95,6 +123,9 @@ pub(super) fn splice_span(
             out.extend_from_slice(&raw[start..pos]);
             continue;
         };
+        if is_audit(payload) {
+            return Ok(None);
+        }
         let i = index;
         index += 1;
         if next.peek().is_none_or(|e| e.field.attribute_index != i) {

@@ -107,6 +107,10 @@ fn byte_level_edits_equal_the_decoded_path() {
                 kv_str("note", "card 4111 1111 1111 1111 héllo"),
                 kv_str("plain", "nothing"),
             ];
+            sp.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+                code: 2,
+                message: "failed".into(),
+            });
             sp
         })
         .collect();
