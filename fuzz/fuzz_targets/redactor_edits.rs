@@ -165,7 +165,7 @@ fn check_applied(before: &[SpanRecord], after: &[SpanRecord], edited: &[u64]) {
 
 /// `apply` (span attribute edits spliced into the encoded span) and `apply_without_splicing` (every
 /// edited span decoded and re-encoded by prost) agree: both refuse, or both give the same spans as
-/// decoded messages and the same edited span ids.
+/// decoded messages (re-encoded canonically) and the same edited span ids.
 fn check_same_as_decoded(spans: &[SpanRecord], edits: &[RedactionEdit]) {
     use opentelemetry_proto::tonic::trace::v1::Span;
     use prost::Message;
@@ -173,12 +173,16 @@ fn check_same_as_decoded(spans: &[SpanRecord], edits: &[RedactionEdit]) {
     let b = apply_without_splicing(spans, edits, "fuzz", hasher());
     assert_eq!(a.is_ok(), b.is_ok(), "{:?} vs {:?}", a.as_ref().err(), b.as_ref().err());
     let (Ok(a), Ok(b)) = (a, b) else { return };
+    // Compared as prost's canonical encoding of the decoded spans (a NaN double is not equal to itself).
     let decoded = |out: &[SpanRecord]| {
-        let mut v: Vec<Span> = out
+        let mut v: Vec<(u64, Vec<u8>)> = out
             .iter()
-            .map(|s| Span::decode(&s.raw[..]).expect("applied spans decode"))
+            .map(|s| {
+                let span = Span::decode(&s.raw[..]).expect("applied spans decode");
+                (s.span_id, span.encode_to_vec())
+            })
             .collect();
-        v.sort_by(|x, y| x.span_id.cmp(&y.span_id));
+        v.sort();
         v
     };
     assert_eq!(decoded(&a.spans), decoded(&b.spans), "spliced and decoded edits differ");
