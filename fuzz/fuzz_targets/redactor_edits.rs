@@ -171,7 +171,13 @@ fn check_same_as_decoded(spans: &[SpanRecord], edits: &[RedactionEdit]) {
     use prost::Message;
     let a = apply(spans, edits, "fuzz", hasher());
     let b = apply_without_splicing(spans, edits, "fuzz", hasher());
-    assert_eq!(a.is_ok(), b.is_ok(), "{:?} vs {:?}", a.as_ref().err(), b.as_ref().err());
+    assert_eq!(
+        a.is_ok(),
+        b.is_ok(),
+        "{:?} vs {:?}",
+        a.as_ref().err(),
+        b.as_ref().err()
+    );
     let (Ok(a), Ok(b)) = (a, b) else { return };
     // Compared as prost's canonical encoding of the decoded spans (a NaN double is not equal to itself).
     let decoded = |out: &[SpanRecord]| {
@@ -185,7 +191,11 @@ fn check_same_as_decoded(spans: &[SpanRecord], edits: &[RedactionEdit]) {
         v.sort();
         v
     };
-    assert_eq!(decoded(&a.spans), decoded(&b.spans), "spliced and decoded edits differ");
+    assert_eq!(
+        decoded(&a.spans),
+        decoded(&b.spans),
+        "spliced and decoded edits differ"
+    );
     let (mut x, mut y) = (a.edited_span_ids, b.edited_span_ids);
     x.sort_unstable();
     y.sort_unstable();

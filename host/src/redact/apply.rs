@@ -163,9 +163,7 @@ fn apply_with(
                 let record = spans
                     .get(f.owner as usize)
                     .ok_or_else(|| ApplyError::NoSuchField(what()))?;
-                if splicing
-                    && f.kind == FieldKind::SpanAttribute
-                    && !not_spliced.contains(&f.owner)
+                if splicing && f.kind == FieldKind::SpanAttribute && !not_spliced.contains(&f.owner)
                 {
                     spliced.entry(f.owner).or_default().push(e);
                     *span_edits.entry(f.owner).or_default() += 1;

@@ -139,7 +139,8 @@ pub(super) fn splice_span(
         // (`item` included) that follow it; the attribute goes when any edit removed it.
         let mut removed_by: Vec<u32> = Vec::new();
         while let Some(e) = next.next_if(|e| e.field.attribute_index == i) {
-            if !removed_by.contains(&e.field.item) && edit_kv(&mut kv, &e.field, &e.action, hasher)? {
+            if !removed_by.contains(&e.field.item) && edit_kv(&mut kv, &e.field, &e.action, hasher)?
+            {
                 removed_by.push(e.field.item);
             }
         }

@@ -358,7 +358,11 @@ fn bench_trace(pii: bool) -> PackedTrace {
             ("http.request.method", "GET", ValueType::Str),
             ("http.route", "/api/v1/orders/{id}", ValueType::Str),
             ("http.response.status_code", "200", ValueType::Int),
-            ("server.address", "orders.internal.svc.cluster.local", ValueType::Str),
+            (
+                "server.address",
+                "orders.internal.svc.cluster.local",
+                ValueType::Str,
+            ),
             ("server.port", "8080", ValueType::Int),
             ("network.protocol.version", "1.1", ValueType::Str),
             (
@@ -366,14 +370,26 @@ fn bench_trace(pii: bool) -> PackedTrace {
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0",
                 ValueType::Str,
             ),
-            ("app.request_id", "550e8400-e29b-41d4-a716-446655440000", ValueType::Str),
+            (
+                "app.request_id",
+                "550e8400-e29b-41d4-a716-446655440000",
+                ValueType::Str,
+            ),
             ("app.tenant", "acme-industries", ValueType::Str),
-            ("app.feature_flags", "new-checkout,fast-search,beta-ui", ValueType::Str),
+            (
+                "app.feature_flags",
+                "new-checkout,fast-search,beta-ui",
+                ValueType::Str,
+            ),
             ("app.items", "3", ValueType::Int),
             ("app.region", "eu-west-1", ValueType::Str),
             ("thread.name", "tokio-runtime-worker", ValueType::Str),
             ("thread.id", "17", ValueType::Int),
-            ("code.function.name", "orders::handlers::get_order", ValueType::Str),
+            (
+                "code.function.name",
+                "orders::handlers::get_order",
+                ValueType::Str,
+            ),
             ("app.cache", "miss", ValueType::Str),
         ]);
         if pii {
@@ -389,18 +405,30 @@ fn bench_trace(pii: bool) -> PackedTrace {
                     "SELECT * FROM orders WHERE customer = 'jane' AND id = 42",
                     ValueType::Str,
                 ),
-                ("app.note", "paid with 4111 1111 1111 1111 yesterday", ValueType::Str),
+                (
+                    "app.note",
+                    "paid with 4111 1111 1111 1111 yesterday",
+                    ValueType::Str,
+                ),
             ]);
         } else {
             fields.extend([
                 ("user.tier", "gold", ValueType::Str),
                 ("url.path", "/orders/42", ValueType::Str),
                 ("db.operation.name", "SELECT", ValueType::Str),
-                ("app.note", "paid by card yesterday, no issues", ValueType::Str),
+                (
+                    "app.note",
+                    "paid by card yesterday, no issues",
+                    ValueType::Str,
+                ),
             ]);
         }
         if i == 9 {
-            let m = if pii { "declined for jane.doe@example.org" } else { "declined" };
+            let m = if pii {
+                "declined for jane.doe@example.org"
+            } else {
+                "declined"
+            };
             fields.push(("", m, ValueType::Name));
         }
     }
@@ -452,5 +480,8 @@ fn secret_of_equals_captures() {
             n += 1;
         }
     }
-    assert!(n >= 15, "only {n} matches: the texts no longer exercise the patterns");
+    assert!(
+        n >= 15,
+        "only {n} matches: the texts no longer exercise the patterns"
+    );
 }
