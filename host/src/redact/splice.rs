@@ -6,6 +6,9 @@
 //! at a fraction of the cost: most of a span is a memcpy.
 //!
 //! Unknown fields and the encoder's field order are kept (`prost` would drop the first and reorder).
+//! The result can keep the span's indexed fields (`SpanRecord::reencoded`) as prost's output can: the
+//! copied fields passed the receiver's validating scan and the new ones are written by prost, and ids and
+//! times are never among the edited fields.
 
 use super::apply::{ApplyError, edit_kv};
 use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe};
