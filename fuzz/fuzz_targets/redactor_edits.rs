@@ -14,7 +14,7 @@ use tailgate::otlp::{SpanRecord, TraceId};
 use tailgate::plugin::{EditAction, FieldKind, FieldRef, PluginFailure, RedactionEdit, pack};
 use tailgate::redact::{
     KeyedHasher, Outcome, RedactionSettings, RedactorRule, Redactors, TraceRedactor, apply,
-    strict_scrub,
+    apply_without_splicing, strict_scrub,
 };
 use tailgate_fuzz::trace::{TRACE_ID, TraceSpec};
 
@@ -163,6 +163,45 @@ fn check_applied(before: &[SpanRecord], after: &[SpanRecord], edited: &[u64]) {
     }
 }
 
+/// `apply` (span attribute edits spliced into the encoded span) and `apply_without_splicing` (every
+/// edited span decoded and re-encoded by prost) agree: both refuse, or both give the same spans as
+/// decoded messages (re-encoded canonically) and the same edited span ids.
+fn check_same_as_decoded(spans: &[SpanRecord], edits: &[RedactionEdit]) {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    let a = apply(spans, edits, "fuzz", hasher());
+    let b = apply_without_splicing(spans, edits, "fuzz", hasher());
+    assert_eq!(
+        a.is_ok(),
+        b.is_ok(),
+        "{:?} vs {:?}",
+        a.as_ref().err(),
+        b.as_ref().err()
+    );
+    let (Ok(a), Ok(b)) = (a, b) else { return };
+    // Compared as prost's canonical encoding of the decoded spans (a NaN double is not equal to itself).
+    let decoded = |out: &[SpanRecord]| {
+        let mut v: Vec<(u64, Vec<u8>)> = out
+            .iter()
+            .map(|s| {
+                let span = Span::decode(&s.raw[..]).expect("applied spans decode");
+                (s.span_id, span.encode_to_vec())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        decoded(&a.spans),
+        decoded(&b.spans),
+        "spliced and decoded edits differ"
+    );
+    let (mut x, mut y) = (a.edited_span_ids, b.edited_span_ids);
+    x.sort_unstable();
+    y.sort_unstable();
+    assert_eq!(x, y);
+}
+
 fuzz_target!(|input: Input| {
     let spans = input.trace.spans("");
     if spans.is_empty() {
@@ -199,6 +238,7 @@ fuzz_target!(|input: Input| {
         if let Ok(applied) = apply(&spans, edits, "fuzz", hasher()) {
             check_applied(&spans, &applied.spans, &applied.edited_span_ids);
         }
+        check_same_as_decoded(&spans, edits);
     }
 
     // The whole redaction step, with the fuzzer's result standing in for the plugin's.
@@ -251,4 +291,5 @@ fuzz_target!(|input: Input| {
     if let Ok(applied) = apply(&spans, &raw, "fuzz", hasher()) {
         check_applied(&spans, &applied.spans, &applied.edited_span_ids);
     }
+    check_same_as_decoded(&spans, &raw);
 });

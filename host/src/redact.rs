@@ -27,8 +27,9 @@
 mod apply;
 mod hash;
 mod scrub;
+mod splice;
 
-pub use apply::{ApplyError, apply};
+pub use apply::{ApplyError, apply, apply_without_splicing};
 pub use hash::KeyedHasher;
 pub use scrub::{DEFAULT_STRICT_ALLOW_LIST, strict_scrub};
 

@@ -4,7 +4,7 @@
 //! strings changed keep their record's indexed fields ([`SpanRecord::reencoded`]); untouched spans keep
 //! their records as they are.
 
-use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe};
+use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe, splice};
 use crate::otlp::{ExportBuilder, Origin, SpanRecord, scan_export_request};
 use crate::plugin::{EditAction, FieldKind, FieldRef, RedactionEdit, layout};
 use bytes::Bytes;
@@ -51,11 +51,35 @@ struct Attrs<'a> {
 /// Applies `edits` (from the rule named `rule`) to `spans`. Edits to one field apply in order; an edit
 /// of an attribute an earlier edit removed is a no-op. Returns the spans unchanged (same records) when
 /// `edits` is empty.
+///
+/// Spans whose edits are all of their own attributes are edited in their encoded bytes (see
+/// [`super::splice`]); the rest are decoded, edited and re-encoded with `prost`.
 pub fn apply(
     spans: &[SpanRecord],
     edits: &[RedactionEdit],
     rule: &str,
     hasher: &KeyedHasher,
+) -> Result<Applied, ApplyError> {
+    apply_with(spans, edits, rule, hasher, true)
+}
+
+/// [`apply`] with every edited span decoded and re-encoded by `prost`: the reference the byte-level
+/// path is tested against (unit tests, the `redactor_edits` fuzz target).
+pub fn apply_without_splicing(
+    spans: &[SpanRecord],
+    edits: &[RedactionEdit],
+    rule: &str,
+    hasher: &KeyedHasher,
+) -> Result<Applied, ApplyError> {
+    apply_with(spans, edits, rule, hasher, false)
+}
+
+fn apply_with(
+    spans: &[SpanRecord],
+    edits: &[RedactionEdit],
+    rule: &str,
+    hasher: &KeyedHasher,
+    splicing: bool,
 ) -> Result<Applied, ApplyError> {
     if edits.is_empty() {
         return Ok(Applied {
@@ -73,6 +97,23 @@ pub fn apply(
     let mut span_edits: HashMap<u32, i64> = HashMap::new();
     let mut resource_edits: HashMap<u32, i64> = HashMap::new();
     let mut scope_edits: HashMap<u32, i64> = HashMap::new();
+    // Spans edited in their bytes: only span attribute edits. Their edits are collected here (in
+    // order) and applied when the span is re-encoded below (decoded after all if the byte-level path
+    // declines, e.g. for a span that carries audit attributes already).
+    let mut not_spliced: HashSet<u32> = HashSet::new();
+    if splicing {
+        for e in edits {
+            if e.field.kind != FieldKind::SpanAttribute
+                && !matches!(
+                    e.field.kind,
+                    FieldKind::ResourceAttribute | FieldKind::ScopeAttribute
+                )
+            {
+                not_spliced.insert(e.field.owner);
+            }
+        }
+    }
+    let mut spliced: BTreeMap<u32, Vec<&RedactionEdit>> = BTreeMap::new();
 
     for e in edits {
         let f = &e.field;
@@ -122,6 +163,13 @@ pub fn apply(
                 let record = spans
                     .get(f.owner as usize)
                     .ok_or_else(|| ApplyError::NoSuchField(what()))?;
+                if splicing && f.kind == FieldKind::SpanAttribute && !not_spliced.contains(&f.owner)
+                {
+                    spliced.entry(f.owner).or_default().push(e);
+                    *span_edits.entry(f.owner).or_default() += 1;
+                    continue;
+                }
+                not_spliced.insert(f.owner);
                 let span = decoded
                     .entry(f.owner)
                     .or_insert_with(|| decode_span(record));
@@ -228,12 +276,38 @@ pub fn apply(
             builder.push_raw(&origin, record.raw.clone(), Bytes::new());
             continue;
         }
-        let mut span = decoded
-            .remove(&(i as u32))
-            .unwrap_or_else(|| decode_span(record));
-        add_audit(&mut span.attributes, count, rule);
         edited_span_ids.push(record.span_id);
-        let raw = Bytes::from(span.encode_to_vec());
+        let own = spliced.remove(&(i as u32));
+        let raw = match &own {
+            Some(own) => splice::splice_span(&record.raw, own, count, rule, hasher)?,
+            None => None,
+        };
+        let raw = match raw {
+            Some(raw) => Bytes::from(raw),
+            None => {
+                let mut span = match decoded.remove(&(i as u32)) {
+                    Some(span) => span,
+                    None => {
+                        // The byte-level path declined: the same edits, decoded.
+                        let mut span = decode_span(record);
+                        let mut removed = HashSet::new();
+                        for e in own.iter().flatten() {
+                            let f = &e.field;
+                            let tomb = (f.kind, f.owner, f.item, f.attribute_index);
+                            edit_span_field(&mut span, f, &e.action, &mut removed, tomb, hasher)?;
+                        }
+                        let mut n = 0u32;
+                        span.attributes.retain(|_| {
+                            n += 1;
+                            !removed.iter().any(|t| t.3 == n - 1)
+                        });
+                        span
+                    }
+                };
+                add_audit(&mut span.attributes, count, rule);
+                Bytes::from(span.encode_to_vec())
+            }
+        };
         if origin_changed {
             builder.push_raw(&origin, raw, Bytes::new());
         } else {
@@ -440,10 +514,21 @@ fn edit_attribute(
     if removed.contains(&tomb) {
         return Ok(());
     }
+    if edit_kv(kv, f, action, hasher)? {
+        removed.insert(tomb);
+    }
+    Ok(())
+}
+
+/// Applies one edit to an attribute; `Ok(true)` when the edit removes it.
+pub(super) fn edit_kv(
+    kv: &mut KeyValue,
+    f: &FieldRef,
+    action: &EditAction,
+    hasher: &KeyedHasher,
+) -> Result<bool, ApplyError> {
     match action {
-        EditAction::Remove => {
-            removed.insert(tomb);
-        }
+        EditAction::Remove => return Ok(true),
         EditAction::RenameKey(k) => kv.key = k.clone(),
         EditAction::Replace(s) => {
             kv.value = Some(AnyValue {
@@ -473,7 +558,7 @@ fn edit_attribute(
             kv.value = Some(AnyValue { value: Some(new) });
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A value's text exactly as the redactor saw it in the packed trace (see `value-type` in the WIT).

@@ -76,6 +76,138 @@ fn ids(spans: &[SpanRecord]) -> Vec<(u64, u64, u64, u64, Vec<u8>)> {
     v
 }
 
+/// Spans decoded and sorted by span id (the two apply paths may order spans differently).
+fn by_id(spans: &[SpanRecord]) -> Vec<ProtoSpan> {
+    let mut v = decoded(spans);
+    v.sort_by(|a, b| a.span_id.cmp(&b.span_id));
+    v
+}
+
+/// Span attribute edits of every action, several on one attribute, applied in the encoded bytes: the
+/// same spans as decoding, editing and re-encoding them; untouched spans keep their bytes; a span that
+/// already carries the audit attributes (a second rule) is updated the same way.
+#[test]
+fn byte_level_edits_equal_the_decoded_path() {
+    use crate::testing::{kv_int, kv_str, request, span_in};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    let list: Vec<ProtoSpan> = (0..3u64)
+        .map(|i| {
+            let mut sp = span_in(7, i + 1, if i == 0 { 0 } else { 1 }, "op", 10, 20);
+            sp.attributes = vec![
+                kv_str("user.email", "ada@example.org"),
+                kv_int("http.response.status_code", 200 + i as i64),
+                kv_str("db.query.text", "SELECT 1 WHERE x = 'y'"),
+                KeyValue {
+                    key: "blob".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::BytesValue(vec![0xff, b'a', b'b', 0])),
+                    }),
+                    ..Default::default()
+                },
+                kv_str("note", "card 4111 1111 1111 1111 héllo"),
+                kv_str("plain", "nothing"),
+            ];
+            sp.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+                code: 2,
+                message: "failed".into(),
+            });
+            sp
+        })
+        .collect();
+    let body = bytes::Bytes::from(request("svc", list).encode_to_vec());
+    let s: Vec<SpanRecord> = scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let packed = pack(&s);
+    let attrs: Vec<&FieldRef> = packed
+        .fields
+        .iter()
+        .filter(|f| f.kind == FieldKind::SpanAttribute)
+        .collect();
+    assert!(attrs.len() >= 4, "the sample has too few span attributes");
+    let actions = [
+        EditAction::Hash,
+        EditAction::Replace("[REDACTED]".into()),
+        EditAction::Mask(vec![0..1]),
+        EditAction::RenameKey("renamed".into()),
+        EditAction::Remove,
+    ];
+    let mut edits = Vec::new();
+    for (i, f) in attrs.iter().enumerate() {
+        edits.push(RedactionEdit {
+            field: (*f).clone(),
+            action: actions[i % actions.len()].clone(),
+            reason: None,
+        });
+    }
+    // A second edit of the first attribute, and an edit after a removal (a no-op).
+    edits.push(RedactionEdit {
+        field: attrs[0].clone(),
+        action: EditAction::Replace("again".into()),
+        reason: None,
+    });
+    if let Some(f) = attrs.get(4) {
+        edits.push(RedactionEdit {
+            field: (*f).clone(),
+            action: EditAction::Hash,
+            reason: None,
+        });
+    }
+    let a = apply(&s, &edits, "one", &hasher()).expect("spliced");
+    let b = apply_without_splicing(&s, &edits, "one", &hasher()).expect("decoded");
+    assert_eq!(by_id(&a.spans), by_id(&b.spans));
+    assert!(!a.edited_span_ids.is_empty());
+    // The byte-level path did run: it appends the audit attributes after the span's last field, where
+    // prost writes them among the attributes, before the status.
+    let raw = |out: &[SpanRecord], id: u64| {
+        out.iter()
+            .find(|r| r.span_id == id)
+            .expect("span")
+            .raw
+            .clone()
+    };
+    let id = a.edited_span_ids[0];
+    assert_ne!(raw(&a.spans, id), raw(&b.spans, id));
+    for r in &a.spans {
+        if !a.edited_span_ids.contains(&r.span_id) {
+            let orig = s.iter().find(|o| o.span_id == r.span_id).expect("span");
+            assert_eq!(r.raw, orig.raw);
+        }
+    }
+    // A second rule over the result: the audit attributes exist now (the general path updates them).
+    let packed2 = pack(&a.spans);
+    let f = packed2
+        .fields
+        .iter()
+        .find(|f| f.kind == FieldKind::SpanAttribute)
+        .expect("attribute")
+        .clone();
+    let second = [RedactionEdit {
+        field: f,
+        action: EditAction::Replace("x".into()),
+        reason: None,
+    }];
+    let a2 = apply(&a.spans, &second, "two", &hasher()).expect("spliced");
+    let b2 = apply_without_splicing(&a.spans, &second, "two", &hasher()).expect("decoded");
+    assert_eq!(by_id(&a2.spans), by_id(&b2.spans));
+    // An attribute index past the span's last: refused by both.
+    let mut bad = attrs[0].clone();
+    bad.attribute_index = 1000;
+    let bad = [RedactionEdit {
+        field: bad,
+        action: EditAction::Hash,
+        reason: None,
+    }];
+    assert!(matches!(
+        apply(&s, &bad, "one", &hasher()),
+        Err(ApplyError::NoSuchField(_))
+    ));
+    assert!(apply_without_splicing(&s, &bad, "one", &hasher()).is_err());
+}
+
 #[test]
 fn edits_apply_and_are_audited() {
     let s = spans();
@@ -399,7 +531,19 @@ proptest! {
                 RedactionEdit { field, action, reason: None }
             })
             .collect();
-        if let Ok(out) = apply(&s, &edits, "prop", &hasher()) {
+        // The byte-level path and the decode/re-encode path agree: both refuse, or both give the same
+        // spans (as decoded messages) and the same edited spans.
+        let spliced = apply(&s, &edits, "prop", &hasher());
+        let reference = apply_without_splicing(&s, &edits, "prop", &hasher());
+        prop_assert_eq!(spliced.is_ok(), reference.is_ok(), "{:?} vs {:?}", spliced.as_ref().err(), reference.as_ref().err());
+        if let (Ok(a), Ok(b)) = (&spliced, &reference) {
+            prop_assert_eq!(by_id(&a.spans), by_id(&b.spans));
+            let (mut x, mut y) = (a.edited_span_ids.clone(), b.edited_span_ids.clone());
+            x.sort_unstable();
+            y.sort_unstable();
+            prop_assert_eq!(x, y);
+        }
+        if let Ok(out) = spliced {
             prop_assert_eq!(ids(&s), ids(&out.spans));
             for r in &out.spans {
                 let p = ProtoSpan::decode(&r.raw[..]).expect("re-encoded spans decode");

@@ -347,3 +347,141 @@ fn gate_finds_what_every_pattern_finds() {
         assert_eq!(d.scan(c, false), d.scan_ungated(c), "text {c:?}");
     }
 }
+
+/// The 10-span trace of `host/benches/redaction.rs` as the host packs it (span name, attributes, the last
+/// span's status message), with or without PII.
+fn bench_trace(pii: bool) -> PackedTrace {
+    let mut fields: Vec<(&str, &str, ValueType)> = vec![("service.name", "orders", ValueType::Str)];
+    for i in 0..10 {
+        fields.push(("", "GET /api/v1/orders/{id}", ValueType::Name));
+        fields.extend([
+            ("http.request.method", "GET", ValueType::Str),
+            ("http.route", "/api/v1/orders/{id}", ValueType::Str),
+            ("http.response.status_code", "200", ValueType::Int),
+            (
+                "server.address",
+                "orders.internal.svc.cluster.local",
+                ValueType::Str,
+            ),
+            ("server.port", "8080", ValueType::Int),
+            ("network.protocol.version", "1.1", ValueType::Str),
+            (
+                "user_agent.original",
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0",
+                ValueType::Str,
+            ),
+            (
+                "app.request_id",
+                "550e8400-e29b-41d4-a716-446655440000",
+                ValueType::Str,
+            ),
+            ("app.tenant", "acme-industries", ValueType::Str),
+            (
+                "app.feature_flags",
+                "new-checkout,fast-search,beta-ui",
+                ValueType::Str,
+            ),
+            ("app.items", "3", ValueType::Int),
+            ("app.region", "eu-west-1", ValueType::Str),
+            ("thread.name", "tokio-runtime-worker", ValueType::Str),
+            ("thread.id", "17", ValueType::Int),
+            (
+                "code.function.name",
+                "orders::handlers::get_order",
+                ValueType::Str,
+            ),
+            ("app.cache", "miss", ValueType::Str),
+        ]);
+        if pii {
+            fields.extend([
+                ("user.email", "jane.doe@example.org", ValueType::Str),
+                (
+                    "url.full",
+                    "https://shop.example.com/orders/42?access_token=abc123def456&page=2",
+                    ValueType::Str,
+                ),
+                (
+                    "db.query.text",
+                    "SELECT * FROM orders WHERE customer = 'jane' AND id = 42",
+                    ValueType::Str,
+                ),
+                (
+                    "app.note",
+                    "paid with 4111 1111 1111 1111 yesterday",
+                    ValueType::Str,
+                ),
+            ]);
+        } else {
+            fields.extend([
+                ("user.tier", "gold", ValueType::Str),
+                ("url.path", "/orders/42", ValueType::Str),
+                ("db.operation.name", "SELECT", ValueType::Str),
+                (
+                    "app.note",
+                    "paid by card yesterday, no issues",
+                    ValueType::Str,
+                ),
+            ]);
+        }
+        if i == 9 {
+            let m = if pii {
+                "declined for jane.doe@example.org"
+            } else {
+                "declined"
+            };
+            fields.push(("", m, ValueType::Name));
+        }
+    }
+    packed(&fields)
+}
+
+/// Profiling loop for callgrind (`TAILGATE_PII_PROFILE=pii|nopii`); ignored in normal runs.
+#[test]
+#[ignore]
+fn profile_bench_trace() {
+    let case = std::env::var("TAILGATE_PII_PROFILE").unwrap_or_else(|_| "pii".into());
+    let t = bench_trace(case != "nopii");
+    let p = pii("{}");
+    let mut n = 0;
+    for _ in 0..200 {
+        n += std::hint::black_box(p.edits(&t)).len();
+    }
+    println!("{n} edits");
+}
+
+/// The secret's place found from the pattern's shape equals the regex engine's capture group, on
+/// crafted texts (Unicode whitespace and case folding, quotes, several matches, near-misses).
+#[test]
+fn secret_of_equals_captures() {
+    let d = Detectors::new(&[Kind::Bearer, Kind::Password, Kind::UrlUserinfo]).expect("compiles");
+    let texts = [
+        "Authorization: Bearer abcdefgh12345678",
+        "bearer\t\u{00a0} abc.def/ghi+jkl==",
+        "BASIC  dXNlcjpwYXNzd29yZA== and token xyzxyzxyz",
+        "to\u{212a}en\u{2003}abcdefghijk",
+        "di\u{017f}gest\nAAAAAAAAAAAA",
+        "password=hunter2",
+        "db_password = 'hunter2' user=x",
+        "{\"api_key\": \"sk_abcdef\", \"secret\":\"s3cr3t\"}",
+        "PWD :\u{3000}\"x\" Passwd:y apikey=z&token=w;api-key=q",
+        "my_token\"=\"abc\" secret\u{2028}=\u{2028}'v'",
+        "pa\u{017f}\u{017f}word=ſecret",
+        "https://user:pass@host/x and ftp://a:b@c s3+x://u%20:p@h",
+        "HTTPS://Ada:Lovelace@example.com:443/p",
+        "redis://:onlypass@h",
+        "password=",
+        "token    ",
+        "x://a:b@c@d",
+    ];
+    let mut n = 0;
+    for t in texts {
+        for (want, got) in d.secret_pairs(t) {
+            assert_eq!(want, got, "text {t:?}");
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 15,
+        "only {n} matches: the texts no longer exercise the patterns"
+    );
+}

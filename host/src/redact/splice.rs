@@ -1,0 +1,164 @@
+//! Span attribute edits applied to the encoded span in place: the span's top-level fields are copied as
+//! they are, except the edited attributes (field 9), each decoded alone, edited and re-encoded (or
+//! dropped), and the audit attributes, appended as two more field-9 entries. Equal in meaning to decoding
+//! the whole span with `prost`, editing and re-encoding it (`apply`'s general path, which this replaces
+//! for the common case; tested against it in `redact::tests` and by the `redactor_edits` fuzz target),
+//! at a fraction of the cost: most of a span is a memcpy.
+//!
+//! Unknown fields and the encoder's field order are kept (`prost` would drop the first and reorder).
+//! The result can keep the span's indexed fields (`SpanRecord::reencoded`) as prost's output can: the
+//! copied fields passed the receiver's validating scan and the new ones are written by prost, and ids and
+//! times are never among the edited fields.
+
+use super::apply::{ApplyError, edit_kv};
+use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe};
+use crate::plugin::RedactionEdit;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use prost::Message;
+
+/// Field number of `Span.attributes`.
+const ATTRIBUTES: u64 = 9;
+
+/// A varint at `*pos`, advancing it; `None` when truncated or longer than 10 bytes.
+fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Whether an encoded `KeyValue` has an audit key (any occurrence of its key field): such a span
+/// already went through a rule, and updating its audit attributes is left to the general path.
+fn is_audit(kv: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < kv.len() {
+        let Some(key) = varint(kv, &mut pos) else {
+            return true;
+        };
+        let len = match key & 7 {
+            2 => match varint(kv, &mut pos).and_then(|l| usize::try_from(l).ok()) {
+                Some(l) => l,
+                None => return true,
+            },
+            0 => {
+                if varint(kv, &mut pos).is_none() {
+                    return true;
+                }
+                0
+            }
+            1 => 8,
+            5 => 4,
+            _ => return true,
+        };
+        let Some(end) = pos.checked_add(len).filter(|&e| e <= kv.len()) else {
+            return true;
+        };
+        if key == (1 << 3) | 2 {
+            let k = &kv[pos..end];
+            if k == AUDIT_COUNT_KEY.as_bytes() || k == AUDIT_RULES_KEY.as_bytes() {
+                return true;
+            }
+        }
+        pos = end;
+    }
+    false
+}
+
+/// The span `raw` with the span attribute `edits` (in the order given, all of this span) applied and
+/// the audit attributes (`count` edits by `rule`) added. `Ok(None)` when the bytes are not what this
+/// path handles (malformed, or an edited attribute that does not decode): the caller takes the general
+/// path, which decides what such bytes mean, and when the span already carries an audit attribute (a
+/// rule before this one edited it: the general path updates it). Errors are the general path's for
+/// the same edits.
+pub(super) fn splice_span(
+    raw: &[u8],
+    edits: &[&RedactionEdit],
+    count: i64,
+    rule: &str,
+    hasher: &KeyedHasher,
+) -> Result<Option<Vec<u8>>, ApplyError> {
+    // Edits by attribute index, each index's edits in their order.
+    let mut by_index: Vec<&RedactionEdit> = edits.to_vec();
+    by_index.sort_by_key(|e| e.field.attribute_index);
+    let mut next = by_index.iter().peekable();
+    let mut out = Vec::with_capacity(raw.len() + 96);
+    let (mut pos, mut index) = (0usize, 0u32);
+    while pos < raw.len() {
+        let start = pos;
+        let Some(key) = varint(raw, &mut pos) else {
+            return Ok(None);
+        };
+        let (field, wire) = (key >> 3, key & 7);
+        let payload = match wire {
+            0 => {
+                if varint(raw, &mut pos).is_none() {
+                    return Ok(None);
+                }
+                None
+            }
+            1 | 5 => {
+                pos += if wire == 1 { 8 } else { 4 };
+                if pos > raw.len() {
+                    return Ok(None);
+                }
+                None
+            }
+            2 => {
+                let Some(len) = varint(raw, &mut pos).and_then(|l| usize::try_from(l).ok()) else {
+                    return Ok(None);
+                };
+                let Some(end) = pos.checked_add(len).filter(|&e| e <= raw.len()) else {
+                    return Ok(None);
+                };
+                let p = &raw[pos..end];
+                pos = end;
+                Some(p)
+            }
+            _ => return Ok(None),
+        };
+        let (ATTRIBUTES, Some(payload)) = (field, payload) else {
+            out.extend_from_slice(&raw[start..pos]);
+            continue;
+        };
+        if is_audit(payload) {
+            return Ok(None);
+        }
+        let i = index;
+        index += 1;
+        if next.peek().is_none_or(|e| e.field.attribute_index != i) {
+            out.extend_from_slice(&raw[start..pos]);
+            continue;
+        }
+        let Ok(mut kv) = KeyValue::decode(payload) else {
+            return Ok(None);
+        };
+        // As the general path's tombstones: a removal ends the edits of the same field reference
+        // (`item` included) that follow it; the attribute goes when any edit removed it.
+        let mut removed_by: Vec<u32> = Vec::new();
+        while let Some(e) = next.next_if(|e| e.field.attribute_index == i) {
+            if !removed_by.contains(&e.field.item) && edit_kv(&mut kv, &e.field, &e.action, hasher)?
+            {
+                removed_by.push(e.field.item);
+            }
+        }
+        if removed_by.is_empty() {
+            prost::encoding::message::encode(ATTRIBUTES as u32, &kv, &mut out);
+        }
+    }
+    // An edit past the last attribute names no field (as in the general path).
+    if let Some(e) = next.next() {
+        return Err(ApplyError::NoSuchField(describe(&e.field)));
+    }
+    let mut audit: Vec<KeyValue> = Vec::with_capacity(2);
+    super::apply::add_audit(&mut audit, count, rule);
+    for kv in &audit {
+        prost::encoding::message::encode(ATTRIBUTES as u32, kv, &mut out);
+    }
+    Ok(Some(out))
+}
