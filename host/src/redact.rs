@@ -29,7 +29,7 @@ mod hash;
 mod scrub;
 mod splice;
 
-pub use apply::{ApplyError, apply, apply_without_splicing};
+pub use apply::{ApplyError, SPLICE_SPAN_EDITS, apply, apply_without_splicing};
 pub use hash::KeyedHasher;
 pub use scrub::{DEFAULT_STRICT_ALLOW_LIST, strict_scrub};
 

@@ -52,16 +52,23 @@ struct Attrs<'a> {
 /// of an attribute an earlier edit removed is a no-op. Returns the spans unchanged (same records) when
 /// `edits` is empty.
 ///
-/// Spans whose edits are all of their own attributes are edited in their encoded bytes (see
-/// [`super::splice`]); the rest are decoded, edited and re-encoded with `prost`.
+/// Edited spans are decoded, edited and re-encoded with `prost`. (Editing span attributes in the encoded
+/// bytes, [`super::splice`], is switched off: see [`SPLICE_SPAN_EDITS`].)
 pub fn apply(
     spans: &[SpanRecord],
     edits: &[RedactionEdit],
     rule: &str,
     hasher: &KeyedHasher,
 ) -> Result<Applied, ApplyError> {
-    apply_with(spans, edits, rule, hasher, true)
+    apply_with(spans, edits, rule, hasher, SPLICE_SPAN_EDITS)
 }
+
+/// Whether [`apply`] edits span attributes in the encoded span ([`super::splice`]) instead of decoding
+/// and re-encoding it (about 45 % fewer instructions to apply the edits of a 10-span trace). Off: the
+/// `redactor_edits` fuzz target found an input on which the two paths give different spans (one empty
+/// attribute more after the spliced edit), kept as
+/// `fuzz/corpus/redactor_edits/splice-disagrees-with-decoded`; the cause is not found yet.
+pub const SPLICE_SPAN_EDITS: bool = false;
 
 /// [`apply`] with every edited span decoded and re-encoded by `prost`: the reference the byte-level
 /// path is tested against (unit tests, the `redactor_edits` fuzz target).

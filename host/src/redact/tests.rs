@@ -170,7 +170,10 @@ fn byte_level_edits_equal_the_decoded_path() {
             .clone()
     };
     let id = a.edited_span_ids[0];
-    assert_ne!(raw(&a.spans, id), raw(&b.spans, id));
+    // The spliced bytes keep the sender's field order, so they differ from prost's (while splicing is on).
+    if crate::redact::SPLICE_SPAN_EDITS {
+        assert_ne!(raw(&a.spans, id), raw(&b.spans, id));
+    }
     for r in &a.spans {
         if !a.edited_span_ids.contains(&r.span_id) {
             let orig = s.iter().find(|o| o.span_id == r.span_id).expect("span");
