@@ -67,7 +67,7 @@ pub fn apply(
 /// and re-encoding it (about 45 % fewer instructions to apply the edits of a 10-span trace). Off: the
 /// `redactor_edits` fuzz target found an input on which the two paths give different spans (one empty
 /// attribute more after the spliced edit), kept as
-/// `fuzz/corpus/redactor_edits/splice-disagrees-with-decoded`; the cause is not found yet.
+/// `fuzz/corpus/redactor_edits/seed-splice-disagrees-with-decoded`; the cause is not found yet.
 pub const SPLICE_SPAN_EDITS: bool = false;
 
 /// [`apply`] with every edited span decoded and re-encoded by `prost`: the reference the byte-level
