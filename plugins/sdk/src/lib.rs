@@ -166,40 +166,48 @@ pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::E
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
-impl Decision {
-    /// Keep the trace, with a short reason.
-    pub fn keep(reason: &str) -> Self {
-        Decision {
-            verdict: Verdict::Keep,
-            probability: None,
-            reason: Some(reason.to_owned()),
-        }
-    }
+/// The constructors of a contract version's `Decision` (each version's bindings generate their own type).
+macro_rules! decision_constructors {
+    ($decision:ty, $verdict:ident) => {
+        impl $decision {
+            /// Keep the trace, with a short reason.
+            pub fn keep(reason: &str) -> Self {
+                Self {
+                    verdict: $verdict::Keep,
+                    probability: None,
+                    reason: Some(reason.to_owned()),
+                }
+            }
 
-    /// Drop the trace, with a short reason.
-    pub fn drop(reason: &str) -> Self {
-        Decision {
-            verdict: Verdict::Drop,
-            probability: None,
-            reason: Some(reason.to_owned()),
-        }
-    }
+            /// Drop the trace, with a short reason.
+            pub fn drop(reason: &str) -> Self {
+                Self {
+                    verdict: $verdict::Drop,
+                    probability: None,
+                    reason: Some(reason.to_owned()),
+                }
+            }
 
-    /// No opinion: the next rule decides.
-    pub fn abstain() -> Self {
-        Decision {
-            verdict: Verdict::Abstain,
-            probability: None,
-            reason: None,
-        }
-    }
+            /// No opinion: the next rule decides.
+            pub fn abstain() -> Self {
+                Self {
+                    verdict: $verdict::Abstain,
+                    probability: None,
+                    reason: None,
+                }
+            }
 
-    /// The same decision, recording the sampling probability that was applied.
-    pub fn with_probability(mut self, probability: f64) -> Self {
-        self.probability = Some(probability);
-        self
-    }
+            /// The same decision, recording the sampling probability that was applied.
+            pub fn with_probability(mut self, probability: f64) -> Self {
+                self.probability = Some(probability);
+                self
+            }
+        }
+    };
 }
+pub(crate) use decision_constructors;
+
+decision_constructors!(Decision, Verdict);
 
 impl Interest {
     /// Nothing beyond the trace summary: the cheapest call.

@@ -136,40 +136,7 @@ impl ValueTest {
     }
 }
 
-impl Decision {
-    /// Keep the trace, with a short reason.
-    pub fn keep(reason: &str) -> Self {
-        Decision {
-            verdict: Verdict::Keep,
-            probability: None,
-            reason: Some(reason.to_owned()),
-        }
-    }
-
-    /// Drop the trace, with a short reason.
-    pub fn drop(reason: &str) -> Self {
-        Decision {
-            verdict: Verdict::Drop,
-            probability: None,
-            reason: Some(reason.to_owned()),
-        }
-    }
-
-    /// No opinion: the next rule decides.
-    pub fn abstain() -> Self {
-        Decision {
-            verdict: Verdict::Abstain,
-            probability: None,
-            reason: None,
-        }
-    }
-
-    /// The same decision, recording the sampling probability that was applied.
-    pub fn with_probability(mut self, probability: f64) -> Self {
-        self.probability = Some(probability);
-        self
-    }
-}
+crate::decision_constructors!(Decision, Verdict);
 
 #[doc(hidden)]
 pub mod __private {
