@@ -25,7 +25,18 @@ step() {
     echo "==> [$((SECONDS - started))s] $*"
 }
 
+# A test run is a from-scratch build: incremental compilation only costs disk (~1.5 GB) and time here.
+export CARGO_INCREMENTAL=0
+
 step "toolchain"
+# The whole run needs about 10 GB of disk on a fresh machine (the debug build ~3 GB, the instrumented
+# fuzz build ~4 GB, tansu's build while it installs); a full disk fails the build with "No space left
+# on device", so say up front what there is.
+df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 " (" $6 ")" }'
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [[ $free_kb -lt $((10 * 1024 * 1024)) ]]; then
+    echo "warning: less than 10 GB free; the build may run out of disk"
+fi
 # rustup installs the toolchain, components and targets named in rust-toolchain.toml on first use.
 rustup show active-toolchain
 cargo --version

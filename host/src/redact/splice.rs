@@ -138,16 +138,15 @@ pub(super) fn splice_span(
         let Ok(mut kv) = KeyValue::decode(payload) else {
             return Ok(None);
         };
-        // As the general path's tombstones: a removal ends the edits of the same field reference
-        // (`item` included) that follow it; the attribute goes when any edit removed it.
-        let mut removed_by: Vec<u32> = Vec::new();
+        // As the general path's tombstones: a removal makes the attribute's later edits no-ops (whatever
+        // `item` they carry: it means nothing for a span attribute).
+        let mut removed = false;
         while let Some(e) = next.next_if(|e| e.field.attribute_index == i) {
-            if !removed_by.contains(&e.field.item) && edit_kv(&mut kv, &e.field, &e.action, hasher)?
-            {
-                removed_by.push(e.field.item);
+            if !removed && edit_kv(&mut kv, &e.field, &e.action, hasher)? {
+                removed = true;
             }
         }
-        if removed_by.is_empty() {
+        if !removed {
             prost::encoding::message::encode(ATTRIBUTES as u32, &kv, &mut out);
         }
     }

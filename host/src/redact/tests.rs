@@ -156,7 +156,7 @@ fn byte_level_edits_equal_the_decoded_path() {
             reason: None,
         });
     }
-    let a = apply(&s, &edits, "one", &hasher()).expect("spliced");
+    let a = spliced(&s, &edits, "one").expect("spliced");
     let b = apply_without_splicing(&s, &edits, "one", &hasher()).expect("decoded");
     assert_eq!(by_id(&a.spans), by_id(&b.spans));
     assert!(!a.edited_span_ids.is_empty());
@@ -170,10 +170,8 @@ fn byte_level_edits_equal_the_decoded_path() {
             .clone()
     };
     let id = a.edited_span_ids[0];
-    // The spliced bytes keep the sender's field order, so they differ from prost's (while splicing is on).
-    if crate::redact::SPLICE_SPAN_EDITS {
-        assert_ne!(raw(&a.spans, id), raw(&b.spans, id));
-    }
+    // The spliced bytes keep the sender's field order, so they differ from prost's.
+    assert_ne!(raw(&a.spans, id), raw(&b.spans, id));
     for r in &a.spans {
         if !a.edited_span_ids.contains(&r.span_id) {
             let orig = s.iter().find(|o| o.span_id == r.span_id).expect("span");
@@ -193,7 +191,7 @@ fn byte_level_edits_equal_the_decoded_path() {
         action: EditAction::Replace("x".into()),
         reason: None,
     }];
-    let a2 = apply(&a.spans, &second, "two", &hasher()).expect("spliced");
+    let a2 = spliced(&a.spans, &second, "two").expect("spliced");
     let b2 = apply_without_splicing(&a.spans, &second, "two", &hasher()).expect("decoded");
     assert_eq!(by_id(&a2.spans), by_id(&b2.spans));
     // An attribute index past the span's last: refused by both.
@@ -205,10 +203,112 @@ fn byte_level_edits_equal_the_decoded_path() {
         reason: None,
     }];
     assert!(matches!(
-        apply(&s, &bad, "one", &hasher()),
+        spliced(&s, &bad, "one"),
         Err(ApplyError::NoSuchField(_))
     ));
     assert!(apply_without_splicing(&s, &bad, "one", &hasher()).is_err());
+}
+
+/// [`apply`] with span attribute edits spliced into the encoded span, whatever `SPLICE_SPAN_EDITS` says.
+fn spliced(
+    spans: &[SpanRecord],
+    edits: &[RedactionEdit],
+    rule: &str,
+) -> Result<apply::Applied, ApplyError> {
+    apply::apply_with(spans, edits, rule, &hasher(), true)
+}
+
+#[test]
+fn renaming_a_key_to_an_audit_key_is_refused_spliced_or_decoded() {
+    // Found by the `redactor_edits` fuzz target: renamed into an audit key, an attribute was updated by
+    // the decoded path's audit and duplicated by the spliced one. Neither may happen: the audit is the
+    // host's.
+    let s = spans();
+    for key in [AUDIT_COUNT_KEY, AUDIT_RULES_KEY] {
+        let edits = [edit(
+            &s,
+            |f| f.kind == FieldKind::SpanAttribute,
+            EditAction::RenameKey(key.into()),
+        )];
+        for out in [
+            spliced(&s, &edits, "one"),
+            apply_without_splicing(&s, &edits, "one", &hasher()),
+        ] {
+            match out {
+                Err(ApplyError::ReservedKey(_, k)) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn removals_remove_exactly_the_attributes_named() {
+    // Found by the `redactor_edits` fuzz target comparing the spliced and decoded paths: two removals in
+    // one attribute list removed more than two attributes, and a removal named with a stray `item`
+    // counted as a second removal.
+    let s = spans();
+    let packed = pack(&s);
+    let owner = packed
+        .fields
+        .iter()
+        .filter(|f| f.kind == FieldKind::SpanAttribute)
+        .map(|f| f.owner)
+        .max_by_key(|o| {
+            packed
+                .fields
+                .iter()
+                .filter(|f| f.kind == FieldKind::SpanAttribute && f.owner == *o)
+                .count()
+        })
+        .expect("a span with attributes");
+    let attrs: Vec<&FieldRef> = packed
+        .fields
+        .iter()
+        .filter(|f| f.kind == FieldKind::SpanAttribute && f.owner == owner)
+        .collect();
+    assert!(attrs.len() >= 3, "the sample's span has too few attributes");
+    let remove = |f: &FieldRef, item: u32| RedactionEdit {
+        field: FieldRef { item, ..f.clone() },
+        action: EditAction::Remove,
+        reason: None,
+    };
+    let edits = [
+        remove(attrs[0], 0),
+        remove(attrs[2], 0),
+        remove(attrs[2], 1),
+        // After its removal, an edit that would fail is a no-op, whatever its item.
+        RedactionEdit {
+            field: FieldRef {
+                item: 3,
+                ..attrs[2].clone()
+            },
+            action: EditAction::Mask(vec![0..100_000]),
+            reason: None,
+        },
+    ];
+    let keys = |out: &[SpanRecord]| -> Vec<String> {
+        let id = s[owner as usize].span_id;
+        let r = out.iter().find(|r| r.span_id == id).expect("span");
+        ProtoSpan::decode(&r.raw[..])
+            .expect("span")
+            .attributes
+            .into_iter()
+            .map(|kv| kv.key)
+            .filter(|k| !k.starts_with("tailgate.redacted"))
+            .collect()
+    };
+    let want: Vec<String> = attrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 0 && *i != 2)
+        .map(|(_, f)| f.key.clone())
+        .collect();
+    let a = spliced(&s, &edits, "one").expect("spliced");
+    let b = apply_without_splicing(&s, &edits, "one", &hasher()).expect("decoded");
+    assert_eq!(keys(&a.spans), want);
+    assert_eq!(keys(&b.spans), want);
+    assert_eq!(by_id(&a.spans), by_id(&b.spans));
 }
 
 #[test]
