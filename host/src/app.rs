@@ -146,17 +146,18 @@ async fn start_stages(
         .plugins
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let (pipeline_tx, pipeline_done) = pipeline::start(
-        workers,
-        256,
-        PipelineContext {
-            policy: policy.clone(),
-            cache: cache.clone(),
-            export,
-            metrics: metrics.clone(),
-        },
-    )
-    .map_err(AppError::Threads)?;
+    let pipeline_ctx = PipelineContext {
+        policy: policy.clone(),
+        cache: cache.clone(),
+        export,
+        metrics: metrics.clone(),
+    };
+    let (pipeline_tx, pipeline_done) =
+        pipeline::start(workers, 256, pipeline_ctx.clone()).map_err(AppError::Threads)?;
+    let mut pipeline_tx = PipelineSender::new(pipeline_tx);
+    if cfg.plugins.decide_on_buffer_thread {
+        pipeline_tx = pipeline_tx.deciding_inline(pipeline::InlineDecider::new(pipeline_ctx));
+    }
 
     let limits = BufferLimits::from(&cfg.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
@@ -172,7 +173,7 @@ async fn start_stages(
         None => buffer::spawn(
             ingest_rx,
             TraceBuffer::new(limits, cache),
-            PipelineSender::new(pipeline_tx),
+            pipeline_tx,
             pressure,
             metrics.clone(),
         )

@@ -73,7 +73,10 @@ pub struct LateSpans {
 /// What the buffer hands to the pipeline.
 #[derive(Debug)]
 pub enum BufferOutput {
+    /// A trace to decide.
     Due(DueTrace),
+    /// A trace decided on the buffer's thread ([`crate::pipeline::InlineDecider`]), to hand on.
+    Decided(Box<crate::pipeline::DecidedTrace>),
     Late(LateSpans),
 }
 
@@ -81,6 +84,7 @@ impl BufferOutput {
     pub fn trace_id(&self) -> TraceId {
         match self {
             BufferOutput::Due(t) => t.trace_id,
+            BufferOutput::Decided(d) => d.trace_id(),
             BufferOutput::Late(l) => l.trace_id,
         }
     }
@@ -89,6 +93,7 @@ impl BufferOutput {
     pub fn span_count(&self) -> usize {
         match self {
             BufferOutput::Due(t) => t.spans.len(),
+            BufferOutput::Decided(d) => d.span_count(),
             BufferOutput::Late(l) => l.spans.len(),
         }
     }
@@ -354,15 +359,29 @@ impl TraceBuffer {
 #[derive(Clone)]
 pub struct PipelineSender {
     workers: Vec<mpsc::Sender<BufferOutput>>,
+    inline: Option<Arc<crate::pipeline::InlineDecider>>,
 }
 
 impl PipelineSender {
     pub fn new(workers: Vec<mpsc::Sender<BufferOutput>>) -> PipelineSender {
-        PipelineSender { workers }
+        PipelineSender {
+            workers,
+            inline: None,
+        }
     }
 
-    async fn send(&self, o: BufferOutput) -> bool {
+    /// Due traces are decided on the sending (buffer) thread before they go to their worker.
+    pub fn deciding_inline(mut self, decider: crate::pipeline::InlineDecider) -> PipelineSender {
+        self.inline = Some(Arc::new(decider));
+        self
+    }
+
+    pub(crate) async fn send(&self, o: BufferOutput) -> bool {
         let i = (o.trace_id() as usize) % self.workers.len();
+        let o = match (o, &self.inline) {
+            (BufferOutput::Due(t), Some(d)) => d.decide(t),
+            (o, _) => o,
+        };
         self.workers[i].send(o).await.is_ok()
     }
 }

@@ -533,6 +533,10 @@ pub struct PluginRuntimeConfig {
     pub memory_limit: ByteSize,
     /// Threads that run plugin calls. Default: the number of cores.
     pub workers: Option<usize>,
+    /// Run the samplers on the buffer's thread, which is awake when a trace becomes due, instead of
+    /// waking a worker for them (the worker still does the rest). Default true; after a decision that
+    /// takes over 1 ms, traces are decided on the workers for 10 s.
+    pub decide_on_buffer_thread: bool,
 }
 
 impl Default for PluginRuntimeConfig {
@@ -542,6 +546,7 @@ impl Default for PluginRuntimeConfig {
             call_timeout: Duration::from_millis(5),
             memory_limit: ByteSize::mib(64),
             workers: None,
+            decide_on_buffer_thread: true,
         }
     }
 }

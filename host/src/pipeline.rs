@@ -4,7 +4,10 @@
 //! the remembered decision of their trace.
 //!
 //! Runs on dedicated worker threads (plugin code never runs on a tokio worker); the buffer routes each trace
-//! id to one worker, so a trace's late spans are handled after its decision. When the policy has
+//! id to one worker, so a trace's late spans are handled after its decision. The samplers themselves run
+//! on the buffer's thread by default ([`InlineDecider`]): the thread that is awake at a trace's deadline
+//! decides it at once, and the worker does the rest (topology, shadow rules, export), so a decision waits
+//! for one thread's wake-up, not two. When the policy has
 //! redactors, kept spans are redacted and exported by the threads of the redaction stage ([`stage`]), so
 //! a slow redaction never delays the decisions of the traces behind it.
 
@@ -239,7 +242,7 @@ fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: Sta
     // Decisions first: the bookkeeping of dropped traces (most of them) waits until the queue is empty or
     // `DROPPED_BATCH` of them piled up, so a burst of traces that became due together is decided without
     // each waiting for the bookkeeping of those ahead of it.
-    let mut dropped: Vec<Dropped> = Vec::new();
+    let mut dropped: Vec<DecidedTrace> = Vec::new();
     loop {
         let item = match rx.try_recv() {
             Ok(item) => item,
@@ -253,18 +256,22 @@ fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: Sta
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         let n = item.span_count();
-        let staged = match item {
-            BufferOutput::Due(t) => match decide(t, &ctx, &stage) {
-                Decided::Kept { staged } => staged,
-                Decided::Dropped(d) => {
-                    dropped.push(d);
-                    if dropped.len() >= DROPPED_BATCH {
-                        finish_dropped(&mut dropped, &ctx);
-                    }
-                    continue;
-                }
+        let decided = match item {
+            BufferOutput::Due(t) => decide(t, &ctx, &stage),
+            BufferOutput::Decided(d) => hand_on(*d, &ctx, &stage),
+            BufferOutput::Late(l) => Decided::Kept {
+                staged: late(l, &ctx, &stage),
             },
-            BufferOutput::Late(l) => late(l, &ctx, &stage),
+        };
+        let staged = match decided {
+            Decided::Kept { staged } => staged,
+            Decided::Dropped(d) => {
+                dropped.push(d);
+                if dropped.len() >= DROPPED_BATCH {
+                    finish_dropped(&mut dropped, &ctx);
+                }
+                continue;
+            }
         };
         // Counted in by the buffer when it handed the item over; by now every span is in the export
         // queue, sampled out, counted lost, or waiting in the redaction stage (which counts it out).
@@ -276,24 +283,44 @@ fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: Sta
 /// Most dropped traces a worker holds before doing their bookkeeping.
 const DROPPED_BATCH: usize = 64;
 
-/// A trace the policy dropped, waiting for its bookkeeping. Its decision is already remembered (so its
-/// late spans follow it) and its latency measured.
-struct Dropped {
+/// A decided trace: its decision is remembered (so its late spans follow it) and its latency measured;
+/// what is left is to hand it on (kept) or do its bookkeeping (dropped), on a pipeline worker.
+pub struct DecidedTrace {
     t: DueTrace,
     decision: Decision,
     policy: Arc<Policy>,
+    /// What kept spans are annotated with; `None` when dropped.
+    kept: Option<Arc<KeepInfo>>,
+}
+
+impl std::fmt::Debug for DecidedTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecidedTrace")
+            .field("trace", &self.t)
+            .field("decision", &self.decision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecidedTrace {
+    pub fn trace_id(&self) -> TraceId {
+        self.t.trace_id
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.t.spans.len()
+    }
 }
 
 enum Decided {
     /// Kept and handed on; `staged` of its spans wait in the redaction stage.
-    Kept {
-        staged: usize,
-    },
-    Dropped(Dropped),
+    Kept { staged: usize },
+    /// Dropped, waiting for its bookkeeping.
+    Dropped(DecidedTrace),
 }
 
 /// Does the bookkeeping of the held dropped traces.
-fn finish_dropped(dropped: &mut Vec<Dropped>, ctx: &PipelineContext) {
+fn finish_dropped(dropped: &mut Vec<DecidedTrace>, ctx: &PipelineContext) {
     for d in dropped.drain(..) {
         let n = d.t.spans.len();
         sample_out(d, ctx);
@@ -302,11 +329,12 @@ fn finish_dropped(dropped: &mut Vec<Dropped>, ctx: &PipelineContext) {
 }
 
 /// A dropped trace's topology, shadow rules, metrics and explanation; then its spans are freed.
-fn sample_out(d: Dropped, ctx: &PipelineContext) {
-    let Dropped {
+fn sample_out(d: DecidedTrace, ctx: &PipelineContext) {
+    let DecidedTrace {
         t,
         decision,
         policy,
+        ..
     } = d;
     account(&t, &decision, &policy, ctx);
     ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
@@ -343,25 +371,51 @@ fn explain(t: &DueTrace, decision: &Decision) -> Explanation {
 fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> Decided {
     let policy = ctx.policy.load_full();
     let decision = policy.decide(t.trace_id, &t.spans, &ctx.metrics);
+    hand_on(remember(t, decision, policy, ctx), ctx, stage)
+}
+
+/// Measures a fresh decision's latency and remembers it, so the trace's late spans follow it.
+fn remember(
+    t: DueTrace,
+    decision: Decision,
+    policy: Arc<Policy>,
+    ctx: &PipelineContext,
+) -> DecidedTrace {
     let now = Instant::now();
     ctx.metrics
         .decision_latency
         .observe(now.duration_since(t.due_at).as_secs_f64());
-    if !decision.keep {
-        ctx.cache.record_drop(t.trace_id, now);
-        return Decided::Dropped(Dropped {
-            t,
-            decision,
-            policy,
-        });
+    let kept = decision.keep.then(|| {
+        Arc::new(KeepInfo {
+            rule: decision.rule.clone(),
+            probability: decision.probability,
+        })
+    });
+    match &kept {
+        Some(info) => ctx.cache.record_keep(t.trace_id, info.clone(), now),
+        None => ctx.cache.record_drop(t.trace_id, now),
     }
+    DecidedTrace {
+        t,
+        decision,
+        policy,
+        kept,
+    }
+}
+
+/// Hands a kept trace on (redaction stage or exporter); a dropped one is returned for its bookkeeping.
+fn hand_on(d: DecidedTrace, ctx: &PipelineContext, stage: &StageSender) -> Decided {
+    let Some(info) = d.kept.clone() else {
+        return Decided::Dropped(d);
+    };
+    let DecidedTrace {
+        t,
+        decision,
+        policy,
+        ..
+    } = d;
     account(&t, &decision, &policy, ctx);
     let why = explain(&t, &decision);
-    let info = Arc::new(KeepInfo {
-        rule: decision.rule.clone(),
-        probability: decision.probability,
-    });
-    ctx.cache.record_keep(t.trace_id, info.clone(), now);
     let staged = export(
         KeptTrace {
             trace_id: t.trace_id,
@@ -375,6 +429,58 @@ fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> Decided {
         stage,
     );
     Decided::Kept { staged }
+}
+
+/// Longest an inline decision may take before the [`InlineDecider`] stops deciding on the buffer's thread
+/// for [`INLINE_PAUSE`]. Samplers answer in microseconds; one that runs into its call timeout would
+/// otherwise hold up span intake and the buffer's timers.
+pub const INLINE_DECISION_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How long due traces go to the workers after an inline decision over [`INLINE_DECISION_BUDGET`]. A
+/// pause, not a switch: a decision can be slow because the thread was preempted, not the samplers.
+pub const INLINE_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the samplers of due traces on the buffer's thread (`plugins.decide_on_buffer_thread`), which is
+/// awake at the trace's deadline anyway; the worker the trace is routed to does the rest. After a
+/// decision slower than [`INLINE_DECISION_BUDGET`], traces are decided on the workers for
+/// [`INLINE_PAUSE`] (with a warning).
+pub struct InlineDecider {
+    ctx: PipelineContext,
+    /// Until when due traces go to the workers undecided.
+    paused_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl InlineDecider {
+    pub fn new(ctx: PipelineContext) -> InlineDecider {
+        InlineDecider {
+            ctx,
+            paused_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Decides a due trace now, or hands it back as it is while inline decisions are paused.
+    pub fn decide(&self, t: DueTrace) -> BufferOutput {
+        let paused_until = || self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if paused_until().is_some_and(|until| Instant::now() < until) {
+            return BufferOutput::Due(t);
+        }
+        let policy = self.ctx.policy.load_full();
+        // Real time (the buffer's clock, tokio's, stands still in tests with a paused clock).
+        let started = std::time::Instant::now();
+        let decision = policy.decide(t.trace_id, &t.spans, &self.ctx.metrics);
+        let took = started.elapsed();
+        if took > INLINE_DECISION_BUDGET {
+            tracing::warn!(
+                took_us = took.as_micros() as u64,
+                budget_us = INLINE_DECISION_BUDGET.as_micros() as u64,
+                pause_s = INLINE_PAUSE.as_secs(),
+                "a decision on the buffer's thread took longer than its budget: traces are decided on \
+                 the pipeline workers for a while"
+            );
+            *paused_until() = Some(Instant::now() + INLINE_PAUSE);
+        }
+        BufferOutput::Decided(Box::new(remember(t, decision, policy, &self.ctx)))
+    }
 }
 
 /// Handles spans of an already decided trace; returns how many wait in the redaction stage.

@@ -38,7 +38,8 @@ fn due(out: &mut Vec<BufferOutput>) -> Vec<(TraceId, Trigger, usize)> {
     out.drain(..)
         .filter_map(|o| match o {
             BufferOutput::Due(t) => Some((t.trace_id, t.trigger, t.spans.len())),
-            BufferOutput::Late(_) => None,
+            // Only `PipelineSender` decides inline; the buffer itself hands out due traces.
+            BufferOutput::Late(_) | BufferOutput::Decided(_) => None,
         })
         .collect()
 }

@@ -192,6 +192,16 @@ mod workers {
         policy: Policy,
         items: Vec<BufferOutput>,
     ) -> (Vec<ExportTraceServiceRequest>, Arc<Metrics>) {
+        run_pipeline_with(policy, items, false).await
+    }
+
+    /// [`run_pipeline`], with the due traces decided by an [`InlineDecider`] as the buffer's thread does
+    /// (`plugins.decide_on_buffer_thread`) when `inline`.
+    async fn run_pipeline_with(
+        policy: Policy,
+        items: Vec<BufferOutput>,
+        inline: bool,
+    ) -> (Vec<ExportTraceServiceRequest>, Arc<Metrics>) {
         let dir = std::env::temp_dir().join(format!(
             "tailgate-pipeline-test-{}-{}",
             std::process::id(),
@@ -212,11 +222,18 @@ mod workers {
             export,
             metrics: metrics.clone(),
         };
-        let (senders, done) = start(1, 16, ctx).expect("threads");
-        for i in items {
-            senders[0].send(i).await.expect("worker alive");
+        let (senders, done) = start(1, 16, ctx.clone()).expect("threads");
+        let mut sender = crate::buffer::PipelineSender::new(senders);
+        if inline {
+            sender = sender.deciding_inline(InlineDecider::new(ctx));
+        } else {
+            // The exporter's shutdown waits for every handle of it to go.
+            drop(ctx);
         }
-        drop(senders);
+        for i in items {
+            assert!(sender.send(i).await, "worker alive");
+        }
+        drop(sender);
         done.await.expect("workers finish");
         exporter.shutdown(Duration::from_secs(10)).await;
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -274,7 +291,7 @@ mod workers {
                 })
             }
         }
-        let policy = Policy {
+        let policy = || Policy {
             rules: vec![Rule {
                 name: "odd".into(),
                 sampler: Arc::new(Odd),
@@ -284,13 +301,19 @@ mod workers {
             on_sampler_failure: SamplerFailurePolicy::Keep,
             redactors: Default::default(),
         };
+        for inline in [false, true] {
+            late_spans_follow(policy(), inline).await;
+        }
+    }
+
+    async fn late_spans_follow(policy: Policy, inline: bool) {
         let items = vec![
             due(1, trace_spans(1, &[(10, 0), (11, 10)])),
             due(2, trace_spans(2, &[(20, 0)])),
             late(1, trace_spans(1, &[(12, 10)])),
             late(2, trace_spans(2, &[(21, 20), (22, 20)])),
         ];
-        let (reqs, metrics) = run_pipeline(policy, items).await;
+        let (reqs, metrics) = run_pipeline_with(policy, items, inline).await;
         let got = exported_span_ids(&reqs);
         let want: Vec<(Vec<u8>, String, String)> = [10u64, 11, 12]
             .iter()
@@ -314,6 +337,68 @@ mod workers {
             "{text}"
         );
         assert!(text.contains("tailgate_spans_exported_total 3"), "{text}");
+        assert!(
+            text.contains("tailgate_decision_latency_seconds_count 2"),
+            "both traces' decisions measured once (inline: {inline}): {text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_inline_decision_pauses_inline_deciding() {
+        // Keeps every trace; the first call takes longer than the inline budget (in real time, which
+        // the budget is measured in; the pause is on the test's paused clock).
+        struct SlowOnce(AtomicUsize);
+        impl Sampler for SlowOnce {
+            fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+                if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+                    std::thread::sleep(INLINE_DECISION_BUDGET * 3);
+                }
+                Ok(RuleVerdict {
+                    verdict: Verdict::Keep,
+                    probability: None,
+                    reason: None,
+                })
+            }
+        }
+        let policy = Policy {
+            rules: vec![Rule {
+                name: "slow".into(),
+                sampler: Arc::new(SlowOnce(AtomicUsize::new(0))),
+                shadow: false,
+            }],
+            ..Policy::with_default(DefaultDecision::Drop)
+        };
+        let out =
+            std::env::temp_dir().join(format!("tailgate-inline-{}.jsonl", std::process::id()));
+        let (export, _exporter) = crate::export::Exporter::start(
+            &OtlpExporter {
+                protocol: ExportProtocol::File,
+                endpoint: out.display().to_string(),
+                ..OtlpExporter::default()
+            },
+            Metrics::new(),
+        )
+        .expect("exporter");
+        let cache = Arc::new(DecisionCache::new(100, 100, Duration::from_secs(60)));
+        let decider = InlineDecider::new(PipelineContext {
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            cache: cache.clone(),
+            export,
+            metrics: Metrics::new(),
+        });
+        let t = |id| match due(id, trace_spans(id, &[(1, 0)])) {
+            BufferOutput::Due(t) => t,
+            other => panic!("expected a due trace, got {other:?}"),
+        };
+        // The slow decision stands (and is remembered); then due traces go to the workers undecided,
+        // until the pause is over.
+        assert!(matches!(decider.decide(t(1)), BufferOutput::Decided(_)));
+        assert!(cache.lookup(1, Instant::now()).is_some());
+        assert!(matches!(decider.decide(t(2)), BufferOutput::Due(_)));
+        assert!(cache.lookup(2, Instant::now()).is_none());
+        tokio::time::advance(INLINE_PAUSE).await;
+        assert!(matches!(decider.decide(t(3)), BufferOutput::Decided(_)));
+        let _ = std::fs::remove_file(out);
     }
 
     #[tokio::test]
@@ -359,7 +444,7 @@ mod workers {
         let items = (1..=100u128)
             .map(|t| due(t, trace_spans(t, &[(1, 0), (2, 1)])))
             .collect();
-        let (reqs, metrics) = run_pipeline(policy, items).await;
+        let (reqs, metrics) = run_pipeline_with(policy, items, true).await;
         assert_eq!(
             exported_span_ids(&reqs).len(),
             20,

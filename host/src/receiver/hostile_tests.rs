@@ -736,6 +736,7 @@ fn two_hundred_thousand_tiny_spans_of_one_trace_are_bounded_and_all_accounted() 
                 due += t.spans.len();
             }
             BufferOutput::Late(l) => late += l.spans.len(),
+            BufferOutput::Decided(_) => unreachable!("the buffer itself does not decide"),
         }
     }
     assert_eq!(due, PER_REQUEST as usize, "decided once, at the size bound");
