@@ -15,7 +15,7 @@ fn pii_policy() -> String {
         p.display()
     );
     format!(
-        "  default: keep\n  redactors:\n    - name: pii\n      plugin: {}\n  redaction:\n    hash_key: e2e-test-key-0123456789\n",
+        "  default: keep\n  redactors:\n    - name: pii\n      plugin: {}\n      call_timeout: 1s\n  redaction:\n    hash_key: e2e-test-key-0123456789\n",
         p.display()
     )
 }

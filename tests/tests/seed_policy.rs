@@ -17,8 +17,11 @@ async fn errors_and_slow_traces_are_kept_complete_and_ten_percent_of_the_rest() 
 {
     let capture = CaptureServer::start().await?;
     let mut cfg = TestConfig::passthrough_to(capture.grpc_endpoint());
+    // Generous call deadlines: on a loaded 2-core machine a preempted call can run past the default
+    // 5 ms and be decided by the failure policy (`errors:failure`), which is not what this test is about
+    // (tests/tests/e2e/plugin_faults.rs is).
     cfg.policy = format!(
-        "  default: drop\n  rules:\n    - name: errors\n      plugin: {}\n    - name: slow\n      plugin: {}\n      config: {{threshold: 1s}}\n    - name: sample-10pct\n      plugin: {}\n      config: {{probability: 0.1}}\n",
+        "  default: drop\n  rules:\n    - name: errors\n      plugin: {}\n      call_timeout: 1s\n    - name: slow\n      plugin: {}\n      config: {{threshold: 1s}}\n      call_timeout: 1s\n    - name: sample-10pct\n      plugin: {}\n      config: {{probability: 0.1}}\n      call_timeout: 1s\n",
         plugin("keep-errors"),
         plugin("keep-slow"),
         plugin("probabilistic")
