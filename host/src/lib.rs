@@ -16,7 +16,8 @@
 //! - [`ingest`]: the bounded way into the buffer for any source, with completion acks (for Kafka offsets).
 //! - [`buffer`]: groups spans by trace until a trigger fires (settle, idle, max wait, size, memory).
 //! - [`decisions`]: remembered keep/drop decisions so late spans follow their trace.
-//! - [`pipeline`]: decides each trace with the ordered rules, annotates kept spans, runs redactors.
+//! - [`pipeline`]: decides each trace with the ordered rules (by default on the buffer's thread, at the
+//!   trace's deadline: [`pipeline::InlineDecider`]), annotates kept spans, runs redactors.
 //! - [`plugin`]: the WebAssembly host: loads, bounds and calls sampler and redactor components.
 //! - [`redact`]: applies redactors' edits to kept traces (re-encoding only what changed), audits them, and
 //!   fails closed (strict scrub or drop) when a redactor fails.
