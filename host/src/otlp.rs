@@ -18,6 +18,7 @@ mod view;
 pub use encode::{ExportBuilder, SpanPatch};
 pub use scan::SpanRejection;
 pub use scan::{ScanError, ScannedRequest, scan_export_request, scan_export_request_with};
+pub(crate) use view::next_field;
 pub use view::{
     AnyValueRef, AttrIter, KeyFinder, KeyValueRef, attributes_in, event_attributes, event_name,
     len_fields, link_attributes, merged_resource_attributes, merged_scope_attributes,

@@ -225,9 +225,10 @@ fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// The next field of a message at `*pos`: `(field, wire type, payload range)`; the range is empty for
-/// varints and fixed-width fields. `None` at the end or on malformed bytes.
+/// varints and fixed-width fields. `None` at the end or on malformed bytes (a caller that needs to tell
+/// them apart checks `*pos < buf.len()` first).
 #[inline(always)]
-fn next_field(buf: &[u8], pos: &mut usize) -> Option<(u64, u8, usize, usize)> {
+pub(crate) fn next_field(buf: &[u8], pos: &mut usize) -> Option<(u64, u8, usize, usize)> {
     if *pos >= buf.len() {
         return None;
     }

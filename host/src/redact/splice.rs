@@ -12,6 +12,7 @@
 
 use super::apply::{ApplyError, edit_kv};
 use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe};
+use crate::otlp::next_field;
 use crate::plugin::RedactionEdit;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
@@ -19,53 +20,22 @@ use prost::Message;
 /// Field number of `Span.attributes`.
 const ATTRIBUTES: u64 = 9;
 
-/// A varint at `*pos`, advancing it; `None` when truncated or longer than 10 bytes.
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
 /// Whether an encoded `KeyValue` has an audit key (any occurrence of its key field): such a span
 /// already went through a rule, and updating its audit attributes is left to the general path.
 fn is_audit(kv: &[u8]) -> bool {
     let mut pos = 0;
     while pos < kv.len() {
-        let Some(key) = varint(kv, &mut pos) else {
-            return true;
-        };
-        let len = match key & 7 {
-            2 => match varint(kv, &mut pos).and_then(|l| usize::try_from(l).ok()) {
-                Some(l) => l,
-                None => return true,
-            },
-            0 => {
-                if varint(kv, &mut pos).is_none() {
+        match next_field(kv, &mut pos) {
+            // Field 1, `key`.
+            Some((1, 2, start, end)) => {
+                let k = &kv[start..end];
+                if k == AUDIT_COUNT_KEY.as_bytes() || k == AUDIT_RULES_KEY.as_bytes() {
                     return true;
                 }
-                0
             }
-            1 => 8,
-            5 => 4,
-            _ => return true,
-        };
-        let Some(end) = pos.checked_add(len).filter(|&e| e <= kv.len()) else {
-            return true;
-        };
-        if key == (1 << 3) | 2 {
-            let k = &kv[pos..end];
-            if k == AUDIT_COUNT_KEY.as_bytes() || k == AUDIT_RULES_KEY.as_bytes() {
-                return true;
-            }
+            Some(_) => {}
+            None => return true,
         }
-        pos = end;
     }
     false
 }
@@ -91,41 +61,15 @@ pub(super) fn splice_span(
     let (mut pos, mut index) = (0usize, 0u32);
     while pos < raw.len() {
         let start = pos;
-        let Some(key) = varint(raw, &mut pos) else {
+        // Malformed bytes (the loop condition rules out the end): the general path decides.
+        let Some((field, wire, p_start, p_end)) = next_field(raw, &mut pos) else {
             return Ok(None);
         };
-        let (field, wire) = (key >> 3, key & 7);
-        let payload = match wire {
-            0 => {
-                if varint(raw, &mut pos).is_none() {
-                    return Ok(None);
-                }
-                None
-            }
-            1 | 5 => {
-                pos += if wire == 1 { 8 } else { 4 };
-                if pos > raw.len() {
-                    return Ok(None);
-                }
-                None
-            }
-            2 => {
-                let Some(len) = varint(raw, &mut pos).and_then(|l| usize::try_from(l).ok()) else {
-                    return Ok(None);
-                };
-                let Some(end) = pos.checked_add(len).filter(|&e| e <= raw.len()) else {
-                    return Ok(None);
-                };
-                let p = &raw[pos..end];
-                pos = end;
-                Some(p)
-            }
-            _ => return Ok(None),
-        };
-        let (ATTRIBUTES, Some(payload)) = (field, payload) else {
+        if (field, wire) != (ATTRIBUTES, 2) {
             out.extend_from_slice(&raw[start..pos]);
             continue;
-        };
+        }
+        let payload = &raw[p_start..p_end];
         if is_audit(payload) {
             return Ok(None);
         }
