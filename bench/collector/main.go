@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/processor/batchprocessor"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
 func components() (otelcol.Factories, error) {
@@ -50,6 +51,8 @@ func components() (otelcol.Factories, error) {
 	); err != nil {
 		return otelcol.Factories{}, err
 	}
+	// The Collector's own logs and metrics (service::telemetry); without it no config loads.
+	factories.Telemetry = otelconftelemetry.NewFactory()
 	return factories, nil
 }
 
