@@ -22,6 +22,15 @@ want=("$@")
 
 key() { cat "$@" | sha256sum | cut -c1-16; }
 
+# prune NAME KEEP: removes the cached builds of NAME other than KEEP (older pins), to bound the disk.
+prune() {
+    local d
+    for d in "$cache/$1"-*; do
+        [[ -d $d && $d != "$2" && $d != *.tmp ]] && rm -rf "$d"
+    done
+    return 0
+}
+
 # go_peer NAME MODULE_DIR PACKAGE: builds PACKAGE in MODULE_DIR into $cache/NAME-<key>/NAME.
 go_peer() {
     local name=$1 dir=$2 pkg=$3
@@ -38,6 +47,7 @@ go_peer() {
         (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$out.tmp/$name" "$pkg")
         mv "$out.tmp" "$out"
         echo "peers: built $name in $((SECONDS - t))s" >&2
+        prune "$name" "$out"
     else
         echo "peers: $name cached at $out/$name" >&2
     fi
@@ -58,6 +68,7 @@ kafka_libs() {
             -DoutputDirectory="$out/libs" >&2
         touch "$out/.complete"
         echo "peers: fetched Kafka in $((SECONDS - t))s" >&2
+        prune kafka "$out"
     else
         echo "peers: Kafka cached at $out" >&2
     fi
