@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tailgate_bench::workload::Workload;
@@ -196,20 +196,106 @@ pub async fn drive(
     Ok(())
 }
 
+/// Sends every request of one round of `w` once (round `round`), `concurrency` at a time, retrying a
+/// refused request after 50 ms (up to 100 times), and returns the spans accepted.
+pub async fn send_round(
+    target: &str,
+    w: Arc<Workload>,
+    round: u64,
+    concurrency: usize,
+) -> anyhow::Result<u64> {
+    let ch = tonic::transport::Endpoint::from_shared(target.to_owned())?
+        .connect()
+        .await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (ch, w, next, accepted) = (ch.clone(), w.clone(), next.clone(), accepted.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = tonic::client::Grpc::new(ch);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(body) = w.bodies.get(i) else {
+                    return anyhow::Ok(());
+                };
+                let bytes = Bytes::from(body.for_round(round));
+                let mut tries = 0;
+                loop {
+                    c.ready().await?;
+                    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                    match c
+                        .unary(tonic::Request::new(bytes.clone()), path, ClientCodec)
+                        .await
+                    {
+                        Ok(r) => {
+                            let rejected = r
+                                .get_ref()
+                                .partial_success
+                                .as_ref()
+                                .map_or(0, |p| p.rejected_spans);
+                            accepted
+                                .fetch_add(body.spans as u64 - rejected as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(s) if tries < 100 => {
+                            tries += 1;
+                            if tries == 1 {
+                                eprintln!("  request refused ({}), retrying", s.code());
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(s) => anyhow::bail!("request refused 100 times: {s}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(accepted.load(Ordering::Relaxed))
+}
+
+/// Sends one encoded request and fails unless it is accepted.
+pub async fn send_one(target: &str, body: Bytes) -> anyhow::Result<()> {
+    let ch = tonic::transport::Endpoint::from_shared(target.to_owned())?
+        .connect()
+        .await?;
+    let mut c = tonic::client::Grpc::new(ch);
+    c.ready().await?;
+    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+    c.unary(tonic::Request::new(body), path, ClientCodec)
+        .await?;
+    Ok(())
+}
+
 /// The counting sink.
 pub struct Sink {
     pub addr: SocketAddr,
     spans: Arc<AtomicU64>,
+    recorded: Option<Arc<Mutex<Vec<Bytes>>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl Sink {
     pub async fn start() -> anyhow::Result<Sink> {
+        Self::start_with(false).await
+    }
+
+    /// A sink that also keeps every request body it receives (the `leaks` measurement).
+    pub async fn start_recording() -> anyhow::Result<Sink> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(record: bool) -> anyhow::Result<Sink> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let spans = Arc::new(AtomicU64::new(0));
+        let recorded = record.then(|| Arc::new(Mutex::new(Vec::new())));
         let svc = SinkService {
             spans: spans.clone(),
+            recorded: recorded.clone(),
         };
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -220,8 +306,22 @@ impl Sink {
         Ok(Sink {
             addr,
             spans,
+            recorded,
             _task: task,
         })
+    }
+
+    /// Spans received so far.
+    pub fn spans(&self) -> u64 {
+        self.spans.load(Ordering::Relaxed)
+    }
+
+    /// The request bodies received so far (empty unless started with [`Sink::start_recording`]).
+    pub fn recorded(&self) -> Vec<Bytes> {
+        self.recorded
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// Waits until no span arrived for `quiet` (at most `max`), returns the count.
@@ -246,6 +346,7 @@ impl Sink {
 #[derive(Clone)]
 struct SinkService {
     spans: Arc<AtomicU64>,
+    recorded: Option<Arc<Mutex<Vec<Bytes>>>>,
 }
 
 impl tonic::server::NamedService for SinkService {
@@ -263,10 +364,17 @@ impl tower::Service<http::Request<tonic::body::Body>> for SinkService {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let spans = self.spans.clone();
+        let recorded = self.recorded.clone();
         Box::pin(async move {
             let handler = tower::service_fn(move |r: tonic::Request<Bytes>| {
                 let spans = spans.clone();
+                let recorded = recorded.clone();
                 async move {
+                    if let Some(rec) = &recorded {
+                        rec.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(r.get_ref().clone());
+                    }
                     let n = tailgate::otlp::scan_export_request(r.get_ref())
                         .map_err(|e| Status::invalid_argument(e.to_string()))?
                         .spans
