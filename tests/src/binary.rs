@@ -34,6 +34,10 @@ fn locate() -> anyhow::Result<PathBuf> {
     let mut cmd = std::process::Command::new(cargo);
     cmd.current_dir(crate::repo_root())
         .args(["build", "--quiet", "-p", "tailgate", "--bin", "tailgate"]);
+    // The Kafka tests run replicas as processes: the binary needs the feature the tests were built with.
+    if cfg!(feature = "kafka") {
+        cmd.args(["--features", "kafka"]);
+    }
     cmd.env("CARGO_TARGET_DIR", target_dir);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
