@@ -3,7 +3,8 @@
 //! machine two replicas share the same cores, so this shows the cost of the split (correctness is what the
 //! tests check), not a gain; see the capacity model in docs/kafka.md for N machines.
 //!
-//! Broker: tansu when `TAILGATE_TANSU` names its binary, else librdkafka's mock cluster.
+//! Broker: Apache Kafka (one broker started from the jars in `TAILGATE_KAFKA_LIBS`, see
+//! `scripts/peers.sh kafka`) when that is set, else librdkafka's mock cluster.
 //! Run: `cargo build -p tailgate-e2e --features kafka --bench kafka_scale` and run the binary it names
 //! (`target/debug/deps/kafka_scale-*`), or `cargo bench -p tailgate-e2e --features kafka --bench
 //! kafka_scale` for an optimized build. `KAFKA_SCALE_TRACES` sets the backlog (default 10 000 traces).
@@ -11,17 +12,22 @@
 use std::time::{Duration, Instant};
 use tailgate::config::Config;
 use tailgate_e2e::capture::CaptureServer;
-use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally, Tansu};
+use tailgate_e2e::kafka::{
+    self as support, KafkaCluster, LIBS_ENV, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally,
+};
 
 enum Broker {
-    Tansu(Tansu),
+    Kafka(KafkaCluster),
     Mock(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
 }
 
 impl Broker {
     async fn start() -> anyhow::Result<Broker> {
-        if let Some(t) = Tansu::start().await? {
-            return Ok(Broker::Tansu(t));
+        if std::env::var_os(LIBS_ENV).is_some()
+            && let Some(k) = KafkaCluster::start(1).await?
+        {
+            k.create_topic(TOPIC, PARTITIONS).await?;
+            return Ok(Broker::Kafka(k));
         }
         let m = rdkafka::mocking::MockCluster::new(1)?;
         m.create_topic(TOPIC, PARTITIONS, 1)?;
@@ -30,14 +36,14 @@ impl Broker {
 
     fn brokers(&self) -> String {
         match self {
-            Broker::Tansu(t) => t.brokers.clone(),
+            Broker::Kafka(k) => k.bootstrap(),
             Broker::Mock(m) => m.bootstrap_servers(),
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Broker::Tansu(_) => "tansu",
+            Broker::Kafka(_) => "Apache Kafka (1 broker)",
             Broker::Mock(_) => "librdkafka mock cluster",
         }
     }
@@ -128,7 +134,11 @@ async fn run(replicas: usize, traces: u64) -> anyhow::Result<(f64, &'static str)
         spans as f64 / secs,
         tally.duplicates()
     );
-    Ok((spans as f64 / secs, broker.name()))
+    let name = broker.name();
+    if let Broker::Kafka(k) = broker {
+        k.stop();
+    }
+    Ok((spans as f64 / secs, name))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,10 @@
-//! Kafka test helpers (feature `kafka`): replica configurations, a test producer of OTLP messages keyed by trace id, and span
-//! bookkeeping for the sent / received / duplicated counts.
+//! Kafka test helpers (feature `kafka`): Apache Kafka brokers as child processes ([`KafkaCluster`]),
+//! replica configurations, a test producer of OTLP messages keyed by trace id, and span bookkeeping for
+//! the sent / received / duplicated counts.
+
+mod cluster;
+
+pub use cluster::{KafkaCluster, LIBS_ENV, SKIP_ENV};
 
 use crate::otlp::FlatSpan;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -15,9 +20,16 @@ use std::time::Duration;
 pub const TOPIC: &str = "otlp_spans";
 pub const PARTITIONS: i32 = 4;
 
-/// A sampler replica's configuration: reads `brokers`, exports OTLP/gRPC to `export_to`, no OTLP
+/// `a,b,c` as a YAML flow list `["a", "b", "c"]`.
+fn broker_list(brokers: &str) -> String {
+    let quoted: Vec<String> = brokers.split(',').map(|b| format!("\"{b}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A sampler replica's configuration: reads `brokers` (comma-separated), exports OTLP/gRPC to `export_to`, no OTLP
 /// receivers. `policy` is the YAML of the `policy:` section indented by two spaces.
 pub fn replica_yaml(brokers: &str, export_to: &str, admin: &str, policy: &str) -> String {
+    let brokers = broker_list(brokers);
     format!(
         r#"receivers:
   otlp:
@@ -25,7 +37,7 @@ pub fn replica_yaml(brokers: &str, export_to: &str, admin: &str, policy: &str) -
       grpc: null
       http: null
   kafka:
-    brokers: ["{brokers}"]
+    brokers: {brokers}
     topic: {TOPIC}
     group_id: tailgate-e2e
     commit_interval: 200ms
@@ -60,6 +72,7 @@ service:
 
 /// The ingest tier's configuration: OTLP receivers on port 0, spans published to `brokers`.
 pub fn ingest_yaml(brokers: &str) -> String {
+    let brokers = broker_list(brokers);
     format!(
         r#"receivers:
   otlp:
@@ -70,7 +83,7 @@ pub fn ingest_yaml(brokers: &str) -> String {
         endpoint: 127.0.0.1:0
 exporters:
   kafka:
-    brokers: ["{brokers}"]
+    brokers: {brokers}
     topic: {TOPIC}
 admin:
   endpoint: 127.0.0.1:0
@@ -131,11 +144,19 @@ pub const SPANS_PER_TRACE: usize = 4;
 
 /// A producer for the test's own messages.
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    producer_with(brokers, &[])
+}
+
+/// [`producer`] with extra librdkafka properties (`enable.idempotence`, `linger.ms`, ...).
+pub fn producer_with(brokers: &str, extra: &[(&str, &str)]) -> anyhow::Result<FutureProducer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "2")
-        .create()?)
+        .set("linger.ms", "2");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    Ok(c.create()?)
 }
 
 /// Publishes traces `from..to` of `run`, each as two messages keyed by trace id, the second half of each
@@ -241,53 +262,145 @@ pub async fn metric(admin: &str, name: &str) -> anyhow::Result<f64> {
     Ok(crate::otlp::metric_sum(&text, name))
 }
 
-/// A tansu broker (in-memory storage) on a loopback port with the topic created, killed on drop.
-pub struct Tansu {
-    _child: tokio::process::Child,
-    /// `127.0.0.1:PORT`.
-    pub brokers: String,
+/// Polls (async) every 100 ms until `f` is true, or fails after `timeout` naming `what`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f().await {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
-impl Tansu {
-    /// Starts tansu from `$TAILGATE_TANSU` (`None` when it is not set) and creates [`TOPIC`] with
-    /// [`PARTITIONS`] partitions (tansu creates no topic by itself).
-    pub async fn start() -> anyhow::Result<Option<Tansu>> {
+/// A sampler replica as a `tailgate` process of its own (so it can be killed with SIGKILL), with its
+/// admin endpoint on a free port; killed on drop.
+pub struct ReplicaProcess {
+    pub child: tokio::process::Child,
+    /// `127.0.0.1:PORT` of its admin endpoint (`/metrics`).
+    pub admin: String,
+    dir: std::path::PathBuf,
+}
+
+impl ReplicaProcess {
+    /// Starts `tailgate --config` on [`replica_yaml`] for `brokers` with `default: keep`, exporting to
+    /// `export_to`; `group_size` is written into the configuration.
+    pub async fn spawn(
+        name: &str,
+        brokers: &str,
+        export_to: &str,
+        group_size: usize,
+    ) -> anyhow::Result<ReplicaProcess> {
         use std::process::Stdio;
-        let Some(bin) = std::env::var_os("TAILGATE_TANSU") else {
-            return Ok(None);
-        };
-        let port = crate::free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = tokio::process::Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env("RUST_LOG", "warn")
+        let admin = format!("127.0.0.1:{}", crate::free_port()?);
+        let dir = std::env::temp_dir().join(format!(
+            "tailgate-kafka-{name}-{}-{}",
+            std::process::id(),
+            crate::free_port()?
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("tailgate.yaml");
+        std::fs::write(
+            &config,
+            replica_yaml(brokers, export_to, &admin, "  default: keep\n")
+                .replace("group_size: 2", &format!("group_size: {group_size}")),
+        )?;
+        let child = tokio::process::Command::new(crate::binary::tailgate_bin()?)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "tailgate=info,librdkafka=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()?;
-        let addr = format!("127.0.0.1:{port}");
-        crate::poll_until("tansu to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&addr).ok()
-        })
-        .await?;
-        let status = tokio::process::Command::new(&bin)
-            .args(["topic", "create", TOPIC, "--broker", &url])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .stdin(Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "tansu topic create failed: {status}");
-        Ok(Some(Tansu {
-            _child: child,
-            brokers: addr,
-        }))
+        Ok(ReplicaProcess { child, admin, dir })
     }
+
+    /// A metric's sum from its `/metrics`, `-1` while it does not answer.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(&self.admin, name).await.unwrap_or(-1.0)
+    }
+
+    /// Partitions it owns (`-1` while it does not answer).
+    pub async fn partitions(&self) -> f64 {
+        self.metric("tailgate_kafka_partitions_assigned").await
+    }
+
+    /// True once nothing is buffered or waiting for the exporter.
+    pub async fn settled(&self) -> bool {
+        self.metric("tailgate_buffer_spans").await == 0.0
+            && self.metric("tailgate_export_queue_spans").await == 0.0
+    }
+
+    /// SIGKILL: no final commit, no LeaveGroup.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        anyhow::ensure!(status.success(), "replica exits cleanly: {status}");
+        Ok(())
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The first copy of each (trace, span) in `spans`, in arrival order: what arrived, duplicates aside.
+pub fn first_copies(spans: &[FlatSpan]) -> Vec<FlatSpan> {
+    let mut seen = std::collections::BTreeSet::new();
+    spans
+        .iter()
+        .filter(|s| seen.insert((s.span.trace_id.clone(), s.span.span_id.clone())))
+        .cloned()
+        .collect()
+}
+
+/// Per partition of [`TOPIC`]: the offset committed by `group` (-1: none) and the high watermark, for
+/// error messages about what a group has not read.
+pub fn group_offsets(brokers: &str, group: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let md = c.fetch_metadata(Some(TOPIC), Duration::from_secs(5))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(TOPIC, p.id());
+        }
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
+    let mut out = Vec::new();
+    for e in committed.elements_for_topic(TOPIC) {
+        let (_, high) = c.fetch_watermarks(TOPIC, e.partition(), Duration::from_secs(5))?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        };
+        out.push((e.partition(), at, high));
+    }
+    out.sort_unstable();
+    Ok(out)
 }

@@ -1,140 +1,88 @@
-//! Crash failover against librdkafka's mock cluster: two tailgate processes share four partitions; one is
+//! Crash failover on Apache Kafka (one broker): three tailgate processes share six partitions; one is
 //! killed with SIGKILL mid-stream (no final commit, no LeaveGroup), the group evicts it after the session
-//! timeout, the survivor takes its partitions over and re-reads from the last committed offset - the
+//! timeout, the survivors take its partitions over and re-read from the last committed offset - the
 //! oldest message the dead replica had not decided. Every trace arrives complete; spans delivered twice are
-//! at most the replays the survivor counted.
+//! at most the replays the survivors counted.
 
-use rdkafka::mocking::MockCluster;
-use std::process::Stdio;
 use std::time::Duration;
 use tailgate_e2e::capture::CaptureServer;
-use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
-use tailgate_e2e::{binary::tailgate_bin, free_port, poll_until};
+use tailgate_e2e::kafka::{
+    self as support, KafkaCluster, ReplicaProcess, SPANS_PER_TRACE, TOPIC, Tally, wait_until,
+};
+use tailgate_e2e::poll_until;
 
-struct Replica {
-    child: tokio::process::Child,
-    admin: String,
-    _dir: std::path::PathBuf,
-}
+/// Six partitions: two per replica while all three run, three per survivor after the crash.
+const PARTITIONS: i32 = 6;
 
-async fn spawn_replica(name: &str, brokers: &str, export_to: &str) -> anyhow::Result<Replica> {
-    let admin = format!("127.0.0.1:{}", free_port()?);
-    let dir = std::env::temp_dir().join(format!(
-        "tailgate-kafka-{name}-{}-{}",
-        std::process::id(),
-        free_port()?
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("tailgate.yaml");
-    std::fs::write(
-        &config,
-        support::replica_yaml(brokers, export_to, &admin, "  default: keep\n"),
-    )?;
-    let child = tokio::process::Command::new(tailgate_bin()?)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "tailgate=info,librdkafka=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    Ok(Replica {
-        child,
-        admin,
-        _dir: dir,
-    })
-}
-
-async fn partitions(r: &Replica) -> f64 {
-    support::metric(&r.admin, "tailgate_kafka_partitions_assigned")
-        .await
-        .unwrap_or(-1.0)
-}
-
-/// Polls (async) until `f` is true.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !f().await {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+async fn owned(replicas: &[&ReplicaProcess]) -> Vec<f64> {
+    let mut v = Vec::new();
+    for r in replicas {
+        v.push(r.partitions().await);
     }
-    Ok(())
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_replica_loses_nothing_and_duplicates_are_counted() -> anyhow::Result<()> {
+async fn killed_replica_of_three_loses_nothing_and_duplicates_are_counted() -> anyhow::Result<()> {
     tailgate_e2e::init_logging();
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, PARTITIONS, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let Some(kafka) = KafkaCluster::start(1).await? else {
+        return Ok(());
+    };
+    kafka.create_topic(TOPIC, PARTITIONS).await?;
+    let brokers = kafka.bootstrap();
     let capture = CaptureServer::start().await?;
+    let export = capture.grpc_endpoint();
 
-    let mut a = spawn_replica("a", &brokers, &capture.grpc_endpoint()).await?;
-    let b = spawn_replica("b", &brokers, &capture.grpc_endpoint()).await?;
+    let mut a = ReplicaProcess::spawn("a", &brokers, &export, 3).await?;
+    let b = ReplicaProcess::spawn("b", &brokers, &export, 3).await?;
+    let c = ReplicaProcess::spawn("c", &brokers, &export, 3).await?;
     wait_until(
-        "both replicas to own partitions",
-        Duration::from_secs(60),
+        "all three replicas to own partitions",
+        Duration::from_secs(90),
         || async {
-            let (pa, pb) = (partitions(&a).await, partitions(&b).await);
-            pa >= 1.0 && pb >= 1.0 && pa + pb == f64::from(PARTITIONS)
+            let o = owned(&[&a, &b, &c]).await;
+            o.iter().all(|n| *n >= 1.0) && o.iter().sum::<f64>() == f64::from(PARTITIONS)
         },
     )
     .await?;
 
     let producer = support::producer(&brokers)?;
     let first = 300;
-    let mut sent = support::publish(&producer, 1, 0, first).await?;
+    let mut sent = support::publish(&producer, 11, 0, first).await?;
     // Mid-stream: some traces are decided and exported, others still buffered or unread.
     poll_until("some traces exported", Duration::from_secs(30), || {
         (capture.spans().len() >= 200).then_some(())
     })
     .await?;
-    a.child.start_kill()?; // SIGKILL: no final commit, no LeaveGroup
-    a.child.wait().await?;
-    sent += support::publish(&producer, 1, first, 2 * first).await?;
+    let a_owned = a.partitions().await;
+    a.kill().await?;
+    sent += support::publish(&producer, 11, first, 2 * first).await?;
 
-    // The survivor owns every partition once the group has evicted the dead member.
     wait_until(
-        "the survivor to take every partition",
-        Duration::from_secs(60),
-        || async { partitions(&b).await == f64::from(PARTITIONS) },
+        "the survivors to take every partition",
+        Duration::from_secs(90),
+        || async { owned(&[&b, &c]).await.iter().sum::<f64>() == f64::from(PARTITIONS) },
     )
     .await?;
     poll_until("every sent span to arrive", Duration::from_secs(60), || {
         (Tally::of(&capture.spans()).unique() >= sent).then_some(())
     })
     .await?;
-    // The survivor has nothing undecided left: every replayed message is decided and exported.
     wait_until(
-        "the survivor to settle",
+        "the survivors to settle",
         Duration::from_secs(30),
-        || async {
-            support::metric(&b.admin, "tailgate_buffer_spans")
-                .await
-                .unwrap_or(1.0)
-                == 0.0
-                && support::metric(&b.admin, "tailgate_export_queue_spans")
-                    .await
-                    .unwrap_or(1.0)
-                    == 0.0
-        },
+        || async { b.settled().await && c.settled().await },
     )
     .await?;
-    let replayed = support::metric(&b.admin, "tailgate_kafka_replayed_spans_total").await?;
-    let tally = Tally::of(&capture.spans());
-    let received = capture.spans().len();
+    let replayed = b.metric("tailgate_kafka_replayed_spans_total").await
+        + c.metric("tailgate_kafka_replayed_spans_total").await;
+    let spans = capture.spans();
+    let tally = Tally::of(&spans);
     eprintln!(
-        "crash failover: sent {sent} spans ({} traces), received {received}, unique {}, duplicated {}, \
-         replays counted by the survivor {replayed}",
+        "Apache Kafka, replica crash (1 of 3, it owned {a_owned} partitions): sent {sent} spans ({} traces), \
+         received {}, unique {}, duplicated {}, replays counted by the survivors {replayed}",
         sent / SPANS_PER_TRACE,
+        spans.len(),
         tally.unique(),
         tally.duplicates()
     );
@@ -150,17 +98,11 @@ async fn killed_replica_loses_nothing_and_duplicates_are_counted() -> anyhow::Re
         "duplicates ({}) are bounded by the replays counted ({replayed})",
         tally.duplicates()
     );
-    // Spans that were never read twice are never exported twice: the duplicates are a small share.
     assert!(tally.duplicates() < sent, "duplicates stay bounded");
 
-    // The survivor stops gracefully and commits everything.
-    let mut b = b;
-    if let Some(pid) = b.child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await??;
-    assert!(status.success(), "survivor exits cleanly: {status}");
+    let (mut b, mut c) = (b, c);
+    b.terminate().await?;
+    c.terminate().await?;
+    kafka.stop();
     Ok(())
 }

@@ -1,20 +1,23 @@
 //! A cluster-wide budget holds across the consumer group: a rate-limit rule with `burst: 10` marked
 //! `split_across_group` keeps 5 traces on each of two replicas (`group_size: 2`), 10 in all, however the
-//! partitions are spread (librdkafka's mock cluster as the broker).
+//! partitions are spread (Apache Kafka, one broker).
 
-use rdkafka::mocking::MockCluster;
 use std::time::Duration;
 use tailgate::config::Config;
 use tailgate_e2e::capture::CaptureServer;
-use tailgate_e2e::kafka::{self as support, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally};
+use tailgate_e2e::kafka::{
+    self as support, KafkaCluster, PARTITIONS, SPANS_PER_TRACE, TOPIC, Tally,
+};
 use tailgate_e2e::poll_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_keep_the_group_budget_not_twice_it() -> anyhow::Result<()> {
     tailgate_e2e::init_logging();
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, PARTITIONS, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let Some(kafka) = KafkaCluster::start(1).await? else {
+        return Ok(());
+    };
+    kafka.create_topic(TOPIC, PARTITIONS).await?;
+    let brokers = kafka.bootstrap();
     let capture = CaptureServer::start().await?;
     let plugin = tailgate::testing::built_plugin("rate-limit");
     // Almost no refill: only the burst is kept within the test.
@@ -64,5 +67,6 @@ async fn two_replicas_keep_the_group_budget_not_twice_it() -> anyhow::Result<()>
     assert_eq!((ka, kb), (5, 5), "each replica keeps half");
     a.shutdown().await;
     b.shutdown().await;
+    kafka.stop();
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! Kafka scale-out end to end (feature `kafka`): tailgate replicas in one consumer group behind a
-//! librdkafka mock cluster (crash failover with `kill -9`) and, when `TAILGATE_TANSU` names a tansu
-//! binary (scripts/test.sh installs one), a real broker (the ingest tier with the Python SDK, two replicas
-//! splitting the partitions, a graceful stop, the group-wide rate limit).
+//! Kafka scale-out end to end (feature `kafka`), against Apache Kafka brokers started by the tests from
+//! the jars `scripts/peers.sh kafka` fetches (`TAILGATE_KAFKA_LIBS`; the tests fail without it unless
+//! `TAILGATE_SKIP_KAFKA=1`): the ingest tier with the Python SDK and a graceful stop, a replica killed
+//! with SIGKILL, the partition leader broker killed under load, a rebalance over a pre-published backlog,
+//! and the group-wide rate limit; plus the Kubernetes manifests' configurations.
 
+mod backlog_rebalance;
+mod broker_failover;
 mod crash_failover;
 mod group_budget;
+mod ingest_tier;
 mod manifests;
-mod tansu;
