@@ -48,7 +48,7 @@ go_peer() {
         rm -rf "$out.tmp" && mkdir -p "$out.tmp"
         # -trimpath and no debug info: a smaller binary. Go's module and build caches for these builds are
         # private and removed at the end (gocaches): ~5 GB that only a rebuild with a new pin would use.
-        (cd "$dir" && GOMODCACHE="$gocaches/mod" GOCACHE="$gocaches/build" GOFLAGS="${GOFLAGS:-} -modcacherw" \
+        (cd "$dir" && GOMODCACHE="$gocaches/mod" GOCACHE="$gocaches/build" GOFLAGS="$(go env GOFLAGS) -modcacherw" \
             go build -trimpath -ldflags='-s -w' -o "$out.tmp/$name" "$pkg")
         mv "$out.tmp" "$out"
         echo "peers: built $name in $((SECONDS - t))s" >&2

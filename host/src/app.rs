@@ -266,6 +266,26 @@ async fn start_stages(
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "tailgate is listening");
 
     let grace = cfg.service.shutdown_grace;
+    // The grace is counted from the shutdown request, not from when the pipeline has drained: with the
+    // downstream unreachable, the export queue is full and the pipeline, the buffer and the receivers all
+    // wait on it, so a clock started after them would never start. When it runs out, the exporter
+    // abandons what it holds (counted as lost to `shutdown`, or left in the persistent queue) and every
+    // stage upstream drains at once.
+    let abandon = exporter.abandon_handle();
+    let grace_clock = stopped();
+    tokio::spawn(async move {
+        grace_clock.await;
+        tokio::select! {
+            _ = abandon.cancelled() => {}
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(
+                    ?grace,
+                    "shutdown grace ran out before every stage drained; abandoning undelivered spans"
+                );
+                abandon.cancel();
+            }
+        }
+    });
     let done_metrics = metrics.clone();
     let done = tokio::spawn(async move {
         for r in receivers {
@@ -295,8 +315,17 @@ async fn start_stages(
         tracing::info!("pipeline finished; draining exporter");
         exporter.shutdown(grace).await;
         let _ = admin_task.await;
-        let _ = done_metrics;
-        tracing::info!("tailgate stopped");
+        let lost_to_shutdown = done_metrics
+            .spans_lost
+            .get_or_create(&crate::metrics::ReasonLabels { reason: "shutdown" })
+            .get();
+        tracing::info!(
+            spans_exported = done_metrics.spans_exported.get(),
+            spans_sampled_out = done_metrics.spans_sampled_out.get(),
+            spans_lost_to_shutdown = lost_to_shutdown,
+            persistent_queue_spans = done_metrics.persistent_queue_spans.get(),
+            "tailgate stopped"
+        );
     });
     Ok(RunningApp {
         grpc_addr,

@@ -475,6 +475,15 @@ impl Exporter {
         ))
     }
 
+    /// A handle that abandons what is still undelivered when cancelled, as the end of `shutdown`'s
+    /// grace does: in-flight and queued batches settle as `spans_lost{reason="shutdown"}` (or stay in
+    /// the persistent queue), and `ExportHandle::send` fails from then on, so nothing upstream waits on
+    /// the downstream any more. The app cancels it when the shutdown grace, counted from the moment
+    /// shutdown was requested, runs out, whatever stage is still draining.
+    pub fn abandon_handle(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Waits until every queued span is delivered or given up on, at most `grace`; call after all
     /// `ExportHandle`s are dropped. What is still undelivered at the deadline is counted in
     /// `spans_lost{reason="shutdown"}`.

@@ -1,7 +1,7 @@
 """One trace too large for one export request to Jaeger, sent with the OpenTelemetry Python SDK over
-OTLP/gRPC: a SERVER root with an ERROR status (so the seed policy keeps it) and SPANS children, each with
-a `app.payload` attribute of PAYLOAD bytes of harmless text plus an email address (PII the redactor must
-mask in every span).
+OTLP/gRPC: a SERVER root and SPANS children, the first child and the root with an ERROR status (so the
+seed policy keeps it), each child with an `app.payload` attribute of PAYLOAD bytes of harmless text plus
+an email address (PII the redactor must mask in every span).
 
 usage: jaeger_large_trace.py --endpoint http://127.0.0.1:PORT [--spans 2500] [--payload 2048]
 
@@ -46,6 +46,10 @@ def main() -> None:
             with tracer.start_as_current_span(f"render row {i}") as row:
                 row.set_attribute("app.row", i)
                 row.set_attribute("app.payload", f"{filler} contact {EMAIL}")
+                if i == 0:
+                    # The first span to leave already marks the trace as an error, so that any decision,
+                    # even an early one on part of the trace, keeps it.
+                    row.set_status(Status(StatusCode.ERROR, "first row failed"))
         root.set_status(Status(StatusCode.ERROR, "report too large"))
 
     provider.force_flush()

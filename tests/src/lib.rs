@@ -11,8 +11,10 @@
 //!
 //! - [`binary`]: the built `tailgate` executable, for command-line tests.
 //! - [`capture`]: an OTLP/gRPC + OTLP/HTTP server that records every request and can refuse the first N.
+//! - [`collector`]: the OpenTelemetry Collector of `bench/collector/` (`$TAILGATE_COLLECTOR`), the decision oracle.
 //! - [`demo`]: the demo stack of `examples/demo/` (tailgate binary, Python user-service, Node.js
 //!   api-service) as local processes.
+//! - [`jaeger`]: a real Jaeger v2 (memory storage, free loopback ports) and a client of its query API.
 //! - [`proxy`]: tailgate configurations with short timings, started through `tailgate::app`.
 //! - [`python`]: runs the scripts in `tests/python/` with the project's virtualenv.
 //! - [`rotel`]: runs the rotel collector shipped in the `rotel` Python package.
@@ -23,7 +25,9 @@
 
 pub mod binary;
 pub mod capture;
+pub mod collector;
 pub mod demo;
+pub mod jaeger;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod otlp;

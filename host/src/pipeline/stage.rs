@@ -147,8 +147,9 @@ pub(crate) fn finish(t: KeptTrace, ctx: &PipelineContext) {
     // `None`: a redactor failed under `on_redactor_failure: drop`; already counted as lost.
     if let Some(kept) = kept {
         let n = kept.spans.len() as u64;
+        // The exporter refuses only once the shutdown grace has run out (see `app`'s grace clock).
         if ctx.export.blocking_send(kept).is_err() {
-            ctx.metrics.lost("exporter_closed", n);
+            ctx.metrics.lost("shutdown", n);
         }
     }
     if let Some(due) = due_at {

@@ -5,15 +5,20 @@
 //! without it they fail with a message saying so, they never skip.
 
 mod admin;
+mod collector_oracle;
 mod demo_stack;
 mod exporter_retry;
 mod graceful_shutdown;
+mod jaeger_demo;
+mod jaeger_faults;
+mod jaeger_seed;
 mod json_and_gzip;
 mod overload;
 mod persistent_queue;
 mod plugin_faults;
 mod replay;
 mod sdk_roundtrip;
+mod shutdown_outage;
 mod status_page;
 mod support;
 mod through_rotel;
