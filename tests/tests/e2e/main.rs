@@ -6,6 +6,7 @@
 
 mod admin;
 mod collector_oracle;
+mod collector_oracle;
 mod demo_stack;
 mod exporter_retry;
 mod graceful_shutdown;
