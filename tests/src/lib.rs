@@ -12,7 +12,6 @@
 //! - [`binary`]: the built `tailgate` executable, for command-line tests.
 //! - [`capture`]: an OTLP/gRPC + OTLP/HTTP server that records every request and can refuse the first N.
 //! - [`collector`]: the OpenTelemetry Collector (`$TAILGATE_COLLECTOR`), the decision oracle.
-//! - [`collector`]: the OpenTelemetry Collector (`$TAILGATE_COLLECTOR`), the decision oracle.
 //! - [`demo`]: the demo stack of `examples/demo/` (tailgate binary, Python user-service, Node.js
 //!   api-service) as local processes.
 //! - [`jaeger`]: a real Jaeger v2 (memory storage, free loopback ports) and a client of its query API.
