@@ -6,7 +6,6 @@
 
 mod admin;
 mod collector_oracle;
-mod collector_oracle;
 mod demo_stack;
 mod exporter_retry;
 mod graceful_shutdown;
