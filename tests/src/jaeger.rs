@@ -180,6 +180,26 @@ impl Jaeger {
         self.spawn().await
     }
 
+    /// Adds a receiver to the traces pipeline beside `otlp` and restarts Jaeger with it (empty, on the
+    /// same ports): `name` and its YAML, the lines under `receivers:` indented by two spaces (the Kafka
+    /// tests add Jaeger's `kafka` receiver this way).
+    pub async fn add_receiver(&mut self, name: &str, yaml: &str) -> anyhow::Result<()> {
+        let path = self.dir.join("config.yaml");
+        let config = std::fs::read_to_string(&path)?;
+        anyhow::ensure!(
+            config.contains("      receivers: [otlp]\n") && config.contains("\nreceivers:\n"),
+            "tests/src/jaeger.rs: the configuration no longer has the shape add_receiver edits"
+        );
+        let config = config
+            .replace(
+                "      receivers: [otlp]\n",
+                &format!("      receivers: [otlp, {name}]\n"),
+            )
+            .replace("\nreceivers:\n", &format!("\nreceivers:\n{yaml}"));
+        std::fs::write(&path, config)?;
+        self.restart().await
+    }
+
     /// Whether the process is running (not stopped, not exited).
     pub fn is_running(&mut self) -> bool {
         self.child
