@@ -9,4 +9,5 @@ mod broker_failover;
 mod crash_failover;
 mod group_budget;
 mod ingest_tier;
+mod jaeger;
 mod manifests;
