@@ -1,17 +1,31 @@
-//! Jaeger v2 reads tailgate's Kafka messages: the OpenTelemetry Python SDK sends to a tailgate with
-//! `exporters.kafka`, which publishes each trace's spans as an `otlp_proto` message keyed by trace id to
-//! `jaeger_spans` on Apache Kafka; a real Jaeger v2 (`tailgate_e2e::jaeger`, memory storage) consumes the
-//! topic with its `kafka` receiver (the Collector's kafkareceiver, `encoding: otlp_proto`). Every trace is
-//! then in Jaeger's query API with every span the SDK sent, once. Needs `TAILGATE_KAFKA_LIBS` and
-//! `TAILGATE_JAEGER` (scripts/peers.sh).
+//! Jaeger v2 behind Kafka (Apache Kafka, one broker; a real Jaeger v2 from `tailgate_e2e::jaeger`
+//! consuming `jaeger_spans` with its `kafka` receiver, the Collector's kafkareceiver with
+//! `encoding: otlp_proto`, into memory storage; checked through Jaeger's query API):
+//!
+//! - tailgate's Kafka messages are what Jaeger reads: the Python SDK sends to a tailgate with
+//!   `exporters.kafka` publishing to `jaeger_spans`; every trace is in Jaeger with every span, once;
+//! - kept, redacted traces through Kafka, the topology large Jaeger deployments run: a sampling tailgate
+//!   (keep errors, drop the rest, the PII redactor) exports OTLP to a Jaeger v2 collector whose `kafka`
+//!   exporter publishes to the topic that the storage-side Jaeger consumes. The error traces arrive with
+//!   the email pseudonymised, the others never.
+//!
+//! Needs `TAILGATE_KAFKA_LIBS` and `TAILGATE_JAEGER` (scripts/peers.sh).
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
 use tailgate::config::Config;
-use tailgate_e2e::jaeger::Jaeger;
+use tailgate_e2e::jaeger::{Jaeger, jaeger_binary};
 use tailgate_e2e::kafka::{self as support, KafkaCluster, TOPIC};
 use tailgate_e2e::otlp::{decode_hex_request, flatten, hex};
-use tailgate_e2e::proxy::RunningAppExt;
+use tailgate_e2e::proxy::{RunningAppExt, TestConfig};
 use tailgate_e2e::python::run_script;
+use tailgate_e2e::{WAIT, free_port};
 
 /// The topic Jaeger's Kafka receiver and exporter use by default for traces in Jaeger's own examples.
 const JAEGER_TOPIC: &str = "jaeger_spans";
@@ -101,6 +115,224 @@ async fn run(kafka: &KafkaCluster, jaeger: &mut Jaeger) -> anyhow::Result<()> {
         "Jaeger through Kafka: {} traces, {} spans sent, all in Jaeger's query API",
         per_trace.len(),
         expected.len()
+    );
+    tailgate.shutdown().await;
+    Ok(())
+}
+
+/// A Jaeger v2 in the collector role: OTLP/gRPC in, its `kafka` exporter out to [`JAEGER_TOPIC`]
+/// (`otlp_proto`), nothing else; killed on drop.
+struct JaegerCollector {
+    child: tokio::process::Child,
+    otlp_grpc: u16,
+    dir: std::path::PathBuf,
+}
+
+impl JaegerCollector {
+    async fn start(brokers: &str) -> anyhow::Result<JaegerCollector> {
+        let otlp_grpc = free_port()?;
+        let dir = std::env::temp_dir().join(format!(
+            "tailgate-kafka-jaeger-collector-{}-{otlp_grpc}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [kafka]\n  \
+                 telemetry:\n    metrics:\n      level: none\n\
+                 receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{otlp_grpc}\n\
+                 exporters:\n  kafka:\n    brokers: [\"{brokers}\"]\n    traces:\n      topic: {JAEGER_TOPIC}\n      \
+                 encoding: otlp_proto\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("collector.log"))?;
+        let child = tokio::process::Command::new(jaeger_binary()?)
+            .arg("--config")
+            .arg(dir.join("config.yaml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut c = JaegerCollector {
+            child,
+            otlp_grpc,
+            dir,
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", otlp_grpc)).is_err() {
+            if let Some(status) = c.child.try_wait()? {
+                anyhow::bail!("the Jaeger collector exited ({status}):\n{}", c.log());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the Jaeger collector did not listen within {WAIT:?}:\n{}",
+                c.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(c)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for JaegerCollector {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Traces of two spans each; the roots of the even ones end with status ERROR; every root carries a
+/// customer's email.
+fn traces_with_errors(n: u64) -> (ExportTraceServiceRequest, Vec<(String, bool)>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut spans = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let trace = support::trace_id(77, i).to_be_bytes().to_vec();
+        let error = i % 2 == 0;
+        ids.push((hex(&trace), error));
+        spans.push(Span {
+            trace_id: trace.clone(),
+            span_id: (2 * i + 1).to_be_bytes().to_vec(),
+            name: "checkout".into(),
+            kind: 2,
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 2_000_000,
+            attributes: vec![KeyValue {
+                key: "user.email".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(EMAIL.into())),
+                }),
+                ..Default::default()
+            }],
+            status: error.then(|| Status {
+                code: 2,
+                message: "payment declined".into(),
+            }),
+            ..Default::default()
+        });
+        spans.push(Span {
+            trace_id: trace,
+            span_id: (2 * i + 2).to_be_bytes().to_vec(),
+            parent_span_id: (2 * i + 1).to_be_bytes().to_vec(),
+            name: "charge card".into(),
+            kind: 3,
+            start_time_unix_nano: now + 500_000,
+            end_time_unix_nano: now + 1_500_000,
+            ..Default::default()
+        });
+    }
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("shop".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    (request, ids)
+}
+
+const EMAIL: &str = "alice@example.com";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_redacted_traces_reach_jaeger_through_kafka() -> anyhow::Result<()> {
+    tailgate_e2e::init_logging();
+    let Some(kafka) = KafkaCluster::start(1).await? else {
+        return Ok(());
+    };
+    kafka.create_topic(JAEGER_TOPIC, 4).await?;
+    let mut jaeger = Jaeger::start().await?;
+    let collector = JaegerCollector::start(&kafka.bootstrap()).await?;
+    let result = through_collector(&kafka, &mut jaeger, &collector).await;
+    let result = result.map_err(|e| {
+        e.context(format!(
+            "{}\n--- Jaeger collector ---\n{}",
+            jaeger.logs(),
+            collector.log()
+        ))
+    });
+    if result.is_ok() {
+        kafka.stop();
+    }
+    result
+}
+
+async fn through_collector(
+    kafka: &KafkaCluster,
+    jaeger: &mut Jaeger,
+    collector: &JaegerCollector,
+) -> anyhow::Result<()> {
+    jaeger
+        .add_receiver("kafka", &kafka_receiver(&kafka.bootstrap()))
+        .await?;
+    let mut config =
+        TestConfig::passthrough_to(format!("http://127.0.0.1:{}", collector.otlp_grpc));
+    config.policy = format!(
+        "  default: drop\n  rules:\n    - name: errors\n      plugin: \"{}\"\n      call_timeout: 1s\n  \
+         redactors:\n    - name: pii\n      plugin: \"{}\"\n      call_timeout: 1s\n",
+        tailgate::testing::built_plugin("keep-errors").display(),
+        tailgate::testing::built_plugin("pii").display()
+    );
+    let tailgate = config.start().await?;
+    let (request, ids) = traces_with_errors(10);
+    let mut client = TraceServiceClient::connect(tailgate.grpc_endpoint()).await?;
+    client.export(request).await?;
+
+    for (trace, error) in ids.iter().filter(|(_, e)| *e) {
+        anyhow::ensure!(*error);
+        let (raw, got) = jaeger.wait_for_trace(trace, 2).await?;
+        assert!(
+            !raw.contains(EMAIL),
+            "trace {trace}: the email never reaches Jaeger: {raw}"
+        );
+        let root = got
+            .spans
+            .iter()
+            .find(|s| s.operation == "checkout")
+            .ok_or_else(|| anyhow::anyhow!("trace {trace}: no root span"))?;
+        let email = root.tags.get("user.email").cloned().unwrap_or_default();
+        assert!(
+            !email.is_empty() && email != EMAIL,
+            "trace {trace}: user.email is pseudonymised, not removed or kept: {email:?}"
+        );
+        assert!(
+            got.spans.iter().all(|s| s.service == "shop"),
+            "trace {trace}: service.name survived"
+        );
+    }
+    // Every trace decided: the five without an error were dropped and never reach Jaeger.
+    tailgate_e2e::poll_until("every trace decided", WAIT, || {
+        (tailgate.metrics.spans_sampled_out.get() == 10).then_some(())
+    })
+    .await?;
+    for (trace, _) in ids.iter().filter(|(_, e)| !*e) {
+        assert!(
+            jaeger.trace(trace).await?.is_none(),
+            "trace {trace} had no error: dropped, not in Jaeger"
+        );
+    }
+    eprintln!(
+        "Jaeger through Kafka behind a Jaeger collector: 5 error traces kept and redacted, 5 dropped"
     );
     tailgate.shutdown().await;
     Ok(())
