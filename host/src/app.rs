@@ -176,6 +176,7 @@ async fn start_stages(
             pipeline_tx,
             pressure,
             metrics.clone(),
+            exporter.abandon_handle(),
         )
         .map_err(AppError::Threads)?,
     };
@@ -273,10 +274,13 @@ async fn start_stages(
     // stage upstream drains at once.
     let abandon = exporter.abandon_handle();
     let grace_clock = stopped();
+    let finished = tokio_util::sync::CancellationToken::new();
+    let shutdown_finished = finished.clone();
     tokio::spawn(async move {
         grace_clock.await;
         tokio::select! {
             _ = abandon.cancelled() => {}
+            _ = finished.cancelled() => {}
             _ = tokio::time::sleep(grace) => {
                 tracing::warn!(
                     ?grace,
@@ -287,12 +291,25 @@ async fn start_stages(
         }
     });
     let done_metrics = metrics.clone();
+    let receivers_abandon = exporter.abandon_handle();
     let done = tokio::spawn(async move {
-        for r in receivers {
-            match r.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "receiver stopped with an error"),
-                Err(e) => tracing::error!(error = %e, "receiver task failed"),
-                Ok(Ok(())) => {}
+        for mut r in receivers {
+            // A receiver waits for its open connections to end; past the grace it is stopped outright
+            // (the buffer has closed the ingest queue by then, so nothing more is accepted).
+            let ended = tokio::select! {
+                ended = &mut r => Some(ended),
+                _ = receivers_abandon.cancelled() => None,
+            };
+            match ended {
+                Some(Ok(Err(e))) => tracing::error!(error = %e, "receiver stopped with an error"),
+                Some(Err(e)) => tracing::error!(error = %e, "receiver task failed"),
+                Some(Ok(Ok(()))) => {}
+                None => {
+                    tracing::warn!(
+                        "a receiver still had open connections when the shutdown grace ran out; closing it"
+                    );
+                    r.abort();
+                }
             }
         }
         ready.store(false, Ordering::Relaxed);
@@ -326,6 +343,7 @@ async fn start_stages(
             persistent_queue_spans = done_metrics.persistent_queue_spans.get(),
             "tailgate stopped"
         );
+        shutdown_finished.cancel();
     });
     Ok(RunningApp {
         grpc_addr,

@@ -20,6 +20,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Why a trace became due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -395,6 +396,7 @@ pub fn spawn(
     pipeline: PipelineSender,
     pressure: Arc<Pressure>,
     metrics: Arc<Metrics>,
+    closing: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -403,7 +405,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("tailgate-buffer".into())
         .spawn(move || {
-            rt.block_on(run(rx, buffer, pipeline, pressure, metrics));
+            rt.block_on(run(rx, buffer, pipeline, pressure, metrics, closing));
             let _ = done.send(());
         })?;
     // Also ends (with an error, ignored) if the thread panicked and dropped `done`.
@@ -415,20 +417,34 @@ pub fn spawn(
 /// Runs the buffer until the ingest queue closes (all receivers stopped), then hands everything still
 /// buffered to the pipeline (shutdown trigger) and returns. Blocks its thread for up to `TIMER_SLACK` before
 /// each deadline: run it on a thread of its own ([`spawn`]).
+///
+/// `closing` closes the ingest queue from this side: when the shutdown grace runs out while a receiver
+/// still holds an ingest handle (a client connection that never ends), the queue refuses new batches
+/// (`Refused::ShuttingDown`), what it holds is taken in, and the buffer ends as if every handle had gone.
 pub async fn run(
     mut rx: mpsc::Receiver<SpanBatch>,
     mut buffer: TraceBuffer,
     pipeline: PipelineSender,
     pressure: Arc<Pressure>,
     metrics: Arc<Metrics>,
+    closing: CancellationToken,
 ) {
     metrics
         .buffer_bytes_limit
         .set(buffer.limits.max_buffer_bytes as i64);
     let mut out = Vec::new();
+    // Pinned once: polling a registered cancellation future costs no new registration per batch.
+    let closing = closing.cancelled_owned();
+    tokio::pin!(closing);
+    let mut closed = false;
     loop {
         let deadline = buffer.next_deadline();
         tokio::select! {
+            _ = &mut closing, if !closed => {
+                rx.close();
+                closed = true;
+                continue;
+            }
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 let (charged, spans) = (batch.charged, batch.span_count);
