@@ -51,6 +51,13 @@ enum Cli {
         #[arg(long, default_value = "redact,collector-redact")]
         systems: String,
     },
+    /// Writes one round of the workload's encoded requests to FILE (each preceded by its length as a
+    /// 4-byte little-endian integer), for experiments outside the harness (e.g. compression).
+    DumpWorkload {
+        file: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        traces: usize,
+    },
 }
 
 /// Where the systems' binaries and configurations are.
@@ -160,6 +167,23 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Cli::DumpWorkload { file, traces } = &cli {
+        let w = workload::generate(*traces, 42);
+        let mut out = Vec::new();
+        for b in &w.bodies {
+            out.extend_from_slice(&(b.bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&b.bytes);
+        }
+        std::fs::write(file, &out)?;
+        eprintln!(
+            "wrote {} requests, {} spans, {} bytes to {}",
+            w.bodies.len(),
+            w.spans,
+            out.len(),
+            file.display()
+        );
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -173,7 +197,7 @@ fn main() -> anyhow::Result<()> {
                 systems,
             } => hold::run(&bins.binaries(), traces, &systems).await,
             Cli::Leaks { bins, systems } => hold::leaks(&bins.binaries(), &systems).await,
-            Cli::Overhead { .. } => Ok(()),
+            Cli::Overhead { .. } | Cli::DumpWorkload { .. } => Ok(()),
         }
     })
 }
