@@ -115,6 +115,24 @@ if [[ -x scripts/build-plugins.sh ]]; then
     ./scripts/build-plugins.sh
 fi
 
+# The workspace's build directory lives outside the clone, like the instrumented fuzz build: a later
+# clone (CI's fresh one included) reuses the compiled dependencies and rebuilds only the workspace's own
+# crates. Each clone path adds its own copy of those (cargo hashes path dependencies by location), so the
+# directory is emptied when it grows past TAILGATE_TARGET_MAX_GB (default 8). CARGO_TARGET_DIR, when
+# set, is used as it is.
+if [[ -z ${CARGO_TARGET_DIR:-} ]]; then
+    CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/target"
+    mkdir -p "$CARGO_TARGET_DIR"
+    used_kb=$(du -sk "$CARGO_TARGET_DIR" | cut -f1)
+    if [[ $used_kb -gt $((${TAILGATE_TARGET_MAX_GB:-8} * 1024 * 1024)) ]]; then
+        echo "build directory $CARGO_TARGET_DIR holds $((used_kb / 1024 / 1024)) GB; emptying it"
+        rm -rf "$CARGO_TARGET_DIR"
+        mkdir -p "$CARGO_TARGET_DIR"
+    fi
+fi
+export CARGO_TARGET_DIR
+echo "build directory: $CARGO_TARGET_DIR"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -142,7 +160,7 @@ CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 cargo build --workspace --all-targets --features tailgate-e2e/kafka
 cargo test --workspace --features tailgate-e2e/kafka --no-run
-export TAILGATE_BIN="$root/target/debug/tailgate"
+export TAILGATE_BIN="$CARGO_TARGET_DIR/debug/tailgate"
 
 step "Jaeger, the Collector and Apache Kafka (scripts/peers.sh, started in the background)"
 wait "$peers_pid" || { cat "$scratch/peers.log"; echo "scripts/peers.sh failed (log above)"; exit 1; }
@@ -162,7 +180,7 @@ cargo test --workspace --features tailgate-e2e/kafka "$@" 2>&1 | tee -a "$log"
 if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"
     # The plugins are a workspace of their own, linted by clippy the same way.
-    (cd plugins && cargo test) 2>&1 | tee -a "$log"
+    (cd plugins && env -u CARGO_TARGET_DIR cargo test) 2>&1 | tee -a "$log"
 fi
 
 step "fuzz targets, ${TAILGATE_FUZZ_SECONDS:-20}s each (scripts/fuzz.sh; docs/fuzzing.md runs them longer)"
