@@ -121,7 +121,8 @@ async fn run(kafka: &KafkaCluster, jaeger: &mut Jaeger) -> anyhow::Result<()> {
 }
 
 /// A Jaeger v2 in the collector role: OTLP/gRPC in, its `kafka` exporter out to [`JAEGER_TOPIC`]
-/// (`otlp_proto`), nothing else; killed on drop.
+/// (`otlp_proto`, keyed by trace id), nothing else, as in
+/// `examples/kubernetes/kafka/60-jaeger-kafka.yaml`; killed on drop.
 struct JaegerCollector {
     child: tokio::process::Child,
     otlp_grpc: u16,
@@ -139,11 +140,13 @@ impl JaegerCollector {
         std::fs::write(
             dir.join("config.yaml"),
             format!(
-                "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [kafka]\n  \
-                 telemetry:\n    metrics:\n      level: none\n\
+                "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      \
+                 exporters: [kafka]\n  telemetry:\n    metrics:\n      level: none\n\
                  receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{otlp_grpc}\n\
+                 processors:\n  batch: {{}}\n\
                  exporters:\n  kafka:\n    brokers: [\"{brokers}\"]\n    traces:\n      topic: {JAEGER_TOPIC}\n      \
-                 encoding: otlp_proto\n"
+                 encoding: otlp_proto\n    \
+                 partition_traces_by_id: true\n"
             ),
         )?;
         let log = std::fs::File::create(dir.join("collector.log"))?;
