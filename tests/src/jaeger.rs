@@ -652,16 +652,6 @@ pub fn format_rfc3339(secs: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_of_known_instants() {
-        assert_eq!(super::format_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(super::format_rfc3339(1_798_819_445), "2027-01-01T16:04:05Z");
-    }
-}
-
 /// `GET url` (any server: tailgate's admin API, Jaeger's): fails unless it answers 200 with JSON.
 pub async fn http_json(url: &str) -> anyhow::Result<Value> {
     let r = reqwest::Client::new()
@@ -673,4 +663,14 @@ pub async fn http_json(url: &str) -> anyhow::Result<Value> {
     let body = r.text().await?;
     anyhow::ensure!(status.is_success(), "GET {url}: {status} {body}");
     serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("GET {url}: not JSON ({e}): {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(super::format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::format_rfc3339(1_798_819_445), "2027-01-01T16:04:05Z");
+    }
 }
