@@ -41,7 +41,7 @@ pub fn jaeger_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// How long [`Jaeger::stop`] waits after SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(3);
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The loopback ports one Jaeger listens on; kept across [`Jaeger::restart`].
 #[derive(Debug, Clone, Copy)]

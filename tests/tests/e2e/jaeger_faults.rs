@@ -283,6 +283,7 @@ async fn stop_jaeger_between_exports(
     tailgate: &Tailgate,
     jaeger: &mut Jaeger,
 ) -> anyhow::Result<BTreeMap<SpanKey, usize>> {
+    let frozen_at = std::time::Instant::now();
     tailgate.signal("-STOP").await?;
     let taken: anyhow::Result<BTreeMap<SpanKey, usize>> = async {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -310,6 +311,10 @@ async fn stop_jaeger_between_exports(
         Err(_) => Ok(()),
     };
     tailgate.signal("-CONT").await?;
+    eprintln!(
+        "tailgate frozen for {} ms while Jaeger's contents were read and Jaeger stopped",
+        frozen_at.elapsed().as_millis()
+    );
     stopped?;
     taken
 }
