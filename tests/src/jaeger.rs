@@ -250,7 +250,9 @@ impl Jaeger {
         Ok((status, r.text().await?))
     }
 
-    async fn get_json(&self, path: &str) -> anyhow::Result<Option<(String, Value)>> {
+    /// `GET {query_url}{path}` of any query API route: the raw body and its JSON, `None` on 404 (a trace
+    /// or service Jaeger does not have); any other non-200 answer is an error.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Option<(String, Value)>> {
         let (status, body) = self.get(path).await?;
         if status == 404 {
             return Ok(None);
