@@ -6,6 +6,7 @@
 
 mod backlog_rebalance;
 mod broker_failover;
+mod commit_refusals;
 mod crash_failover;
 mod group_budget;
 mod ingest_tier;
