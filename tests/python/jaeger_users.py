@@ -3,7 +3,7 @@ ThreadingHTTPServer) instrumented with the OpenTelemetry Python SDK, exporting O
 `shop-frontend` (tests/node/jaeger_frontend.mjs) calls it, the W3C trace context and baggage travelling
 in the `traceparent` and `baggage` headers as between any two services.
 
-usage: jaeger_users.py --otlp-grpc http://127.0.0.1:PORT
+usage: jaeger_users.py --otlp-grpc http://127.0.0.1:PORT [--export-delay-ms 100]
 
 Prints {"port": N} on its first line once it listens on 127.0.0.1:N. Routes:
   GET /users/<id>?mode=ok|error|slow   a SERVER span (context and baggage extracted from the headers, every
@@ -49,6 +49,7 @@ PLANTED = {
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--otlp-grpc", required=True)
+    ap.add_argument("--export-delay-ms", type=int, default=100, help="the batch span processor's schedule delay")
     args = ap.parse_args()
     p = PLANTED
 
@@ -61,7 +62,9 @@ def main() -> None:
     exporter = CheckedExporter(otlp_exporter("grpc", args.otlp_grpc), "users gRPC exporter")
     provider.add_span_processor(SimpleSpanProcessor(mem))
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=100, max_queue_size=100_000, max_export_batch_size=512)
+        BatchSpanProcessor(
+            exporter, schedule_delay_millis=args.export_delay_ms, max_queue_size=100_000, max_export_batch_size=512
+        )
     )
     tracer = provider.get_tracer("users.http", "1.4.0")
 

@@ -166,9 +166,11 @@ struct SentSpan {
     span_id: String,
     parent_span_id: String,
     name: String,
+    /// The `service.name` of the client that sent it.
+    service: String,
 }
 
-fn sent_spans(report: &Value) -> BTreeMap<String, Vec<SentSpan>> {
+fn sent_spans(report: &Value, service: &str) -> BTreeMap<String, Vec<SentSpan>> {
     let mut by_trace: BTreeMap<String, Vec<SentSpan>> = BTreeMap::new();
     for s in report["spans"].as_array().into_iter().flatten() {
         let field = |k: &str| s[k].as_str().unwrap_or_default().to_lowercase();
@@ -179,6 +181,7 @@ fn sent_spans(report: &Value) -> BTreeMap<String, Vec<SentSpan>> {
                 span_id: field("span_id"),
                 parent_span_id: field("parent_span_id"),
                 name: s["name"].as_str().unwrap_or_default().into(),
+                service: service.into(),
             });
     }
     by_trace
@@ -286,8 +289,8 @@ async fn run_seed(jaeger: &Jaeger, protocol: &'static str) -> anyhow::Result<()>
 
     // What the clients sent: four spans per trace over two services, the users server span a child of
     // the frontend's client span (the context crossed the HTTP call).
-    let mut sent = sent_spans(&frontend);
-    for (trace, spans) in sent_spans(&users_report) {
+    let mut sent = sent_spans(&frontend, "shop-frontend");
+    for (trace, spans) in sent_spans(&users_report, "users") {
         sent.entry(trace).or_default().extend(spans);
     }
     let kinds: BTreeMap<String, String> = frontend["traces"]
@@ -381,7 +384,15 @@ async fn run_seed(jaeger: &Jaeger, protocol: &'static str) -> anyhow::Result<()>
             kept.insert(trace.clone(), rule.to_string());
             let (raw, got) = jaeger.wait_for_trace(trace, spans.len()).await?;
             assert_no_pii(&format!("/api/traces/{trace}"), &raw, &needles);
-            check_trace(&got, spans, rule);
+            if let Err(e) = check_trace(&got, spans, rule) {
+                let v3 = jaeger
+                    .get(&format!("/api/v3/traces/{trace}?raw_traces=true"))
+                    .await?;
+                anyhow::bail!(
+                    "{e:#}\nsent: {spans:?}\n/api/traces/{trace}: {raw}\n/api/v3 (raw): {}",
+                    v3.1
+                );
+            }
             if rule == "slow" {
                 assert!(
                     got.duration_us() > 1_000_000,
@@ -515,48 +526,52 @@ async fn run_seed(jaeger: &Jaeger, protocol: &'static str) -> anyhow::Result<()>
 
 /// One kept trace as Jaeger shows it against what the clients sent: the same spans with the same parents,
 /// the right services, `tailgate.rule` on every span, the baggage on the users spans.
-fn check_trace(got: &JaegerTrace, sent: &[SentSpan], rule: &str) {
+fn check_trace(got: &JaegerTrace, sent: &[SentSpan], rule: &str) -> anyhow::Result<()> {
     let want: BTreeMap<String, String> = sent
         .iter()
         .map(|s| (s.span_id.clone(), s.parent_span_id.clone()))
         .collect();
-    assert_eq!(
-        got.spans.len(),
-        sent.len(),
-        "trace {}: span count",
-        got.trace_id
+    let trace = &got.trace_id;
+    anyhow::ensure!(
+        got.spans.len() == sent.len(),
+        "trace {trace}: {} spans",
+        got.spans.len()
     );
-    assert_eq!(
-        got.parent_links(),
-        want,
-        "trace {}: spans and parent links",
-        got.trace_id
+    anyhow::ensure!(
+        got.parent_links() == want,
+        "trace {trace}: spans and parent links differ"
     );
     for s in &got.spans {
-        assert_eq!(
-            s.tags.get("tailgate.rule").map(String::as_str),
-            Some(rule),
-            "trace {} span {} ({}): tailgate.rule",
-            got.trace_id,
-            s.span_id,
-            s.operation
+        let what = format!("trace {trace} span {} ({})", s.span_id, s.operation);
+        anyhow::ensure!(
+            s.tags.get("tailgate.rule").map(String::as_str) == Some(rule),
+            "{what}: tailgate.rule is {:?}, not {rule}",
+            s.tags.get("tailgate.rule")
         );
-        let service = if s.operation == "GET /checkout" || s.operation.starts_with("lookup") {
-            "shop-frontend"
-        } else {
-            "users"
-        };
-        assert_eq!(s.service, service, "span {} ({})", s.span_id, s.operation);
+        let sent_by = sent
+            .iter()
+            .find(|x| x.span_id == s.span_id)
+            .map(|x| x.service.as_str())
+            .unwrap_or("?");
+        anyhow::ensure!(
+            s.service == sent_by,
+            "{what}: in Jaeger under service {:?}, sent by {sent_by:?}",
+            s.service
+        );
         if s.operation == "GET /users/{id}" {
-            assert_eq!(
-                s.tags.get("baggage.tenant").map(String::as_str),
-                Some("acme"),
-                "baggage crossed the call: {:?}",
+            anyhow::ensure!(
+                s.tags.get("baggage.tenant").map(String::as_str) == Some("acme"),
+                "{what}: the baggage did not cross the call: {:?}",
                 s.tags
             );
-            assert!(s.tags.contains_key("baggage.user.email"), "{:?}", s.tags);
+            anyhow::ensure!(
+                s.tags.contains_key("baggage.user.email"),
+                "{what}: {:?}",
+                s.tags
+            );
         }
     }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
