@@ -2,7 +2,8 @@
 //! the jars `scripts/peers.sh kafka` fetches (`TAILGATE_KAFKA_LIBS`; the tests fail without it unless
 //! `TAILGATE_SKIP_KAFKA=1`): the ingest tier with the Python SDK and a graceful stop, a replica killed
 //! with SIGKILL, the partition leader broker killed under load, a rebalance over a pre-published backlog,
-//! and the group-wide rate limit; plus the Kubernetes manifests' configurations.
+//! the group-wide rate limit, and Jaeger v2 behind Kafka (`TAILGATE_JAEGER`); on librdkafka's mock
+//! cluster, refused offset commits; plus the Kubernetes manifests' configurations.
 
 mod backlog_rebalance;
 mod broker_failover;
