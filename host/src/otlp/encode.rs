@@ -125,7 +125,10 @@ impl ExportBuilder {
                         self.groups.len() - 1
                     }
                 };
-                self.last = Some((ptr, i));
+                // The address of the group's own Arc, which the builder keeps alive, not the caller's: an
+                // equal origin in another allocation (a redacted trace's, say) may be freed after this push
+                // and its address reused by a different origin, which would then land in this group.
+                self.last = Some((Arc::as_ptr(&self.groups[i].origin) as usize, i));
                 i
             }
         };

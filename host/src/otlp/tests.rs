@@ -319,3 +319,77 @@ fn what_the_scan_accepts_prost_decodes() {
         }
     }
 }
+
+/// An origin equal to one already grouped but in its own allocation, freed after its push, must not leave
+/// its address behind as the fast path: a different origin allocated at that address (the allocator
+/// reuses a freed block of the same size at once) would join the wrong group, and its spans would be
+/// exported under another service's resource. Found by the Jaeger end-to-end test (a users span shown
+/// under shop-frontend when redacted traces shared a batch).
+#[test]
+fn a_freed_equal_origin_does_not_route_a_different_origin_into_its_group() {
+    let origin = |service: &str| {
+        let resource = opentelemetry_proto::tonic::resource::v1::Resource {
+            attributes: vec![kv_str("service.name", service)],
+            ..Default::default()
+        };
+        // The `ResourceSpans` fields other than its spans: here only the resource (field 1).
+        let fields = opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+            resource: Some(resource),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        Arc::new(Origin {
+            resource_fields: Bytes::from(fields),
+            scope_fields: Bytes::new(),
+            service_name: service.into(),
+        })
+    };
+    let raw = |id: u8| Bytes::from(span(id, 0, &format!("span {id}")).encode_to_vec());
+    let mut b = ExportBuilder::new();
+    let users = origin("users");
+    b.push_raw(&users, raw(1), Bytes::new());
+    // Two rounds of "an equal copy pushed, then dropped; a different origin allocated and pushed".
+    for round in 0..2u8 {
+        let copy = origin("users");
+        b.push_raw(&copy, raw(10 + round), Bytes::new());
+        drop(copy);
+        let frontend = origin("shop-frontend");
+        b.push_raw(&frontend, raw(20 + round), Bytes::new());
+    }
+    let out = ExportTraceServiceRequest::decode(b.finish()).expect("decodes");
+    let grouped: Vec<(String, Vec<String>)> = out
+        .resource_spans
+        .iter()
+        .map(|rs| {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.first())
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let names = rs
+                .scope_spans
+                .iter()
+                .flat_map(|ss| ss.spans.iter().map(|s| s.name.clone()))
+                .collect();
+            (service, names)
+        })
+        .collect();
+    assert_eq!(
+        grouped,
+        vec![
+            (
+                "users".to_string(),
+                vec!["span 1".into(), "span 10".into(), "span 11".into()]
+            ),
+            (
+                "shop-frontend".to_string(),
+                vec!["span 20".into(), "span 21".into()]
+            ),
+        ]
+    );
+}
