@@ -229,6 +229,7 @@ async fn run_loop_decides_on_the_paused_clock_and_flushes_on_close() {
         PipelineSender::new(vec![ptx]),
         pressure,
         crate::metrics::Metrics::new(),
+        tokio_util::sync::CancellationToken::new(),
     ));
     let start = Instant::now();
     ingest.try_submit(batch(1, &[(1, 0)])).expect("room");
@@ -282,6 +283,7 @@ async fn memory_bound_pushes_back_and_every_accepted_span_is_decided() {
         PipelineSender::new(vec![ptx]),
         pressure.clone(),
         metrics.clone(),
+        tokio_util::sync::CancellationToken::new(),
     ));
     let (mut accepted, mut refused) = (0usize, 0usize);
     for i in 1..=100u128 {
