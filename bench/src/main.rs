@@ -245,7 +245,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
         let secs = start.elapsed().as_secs_f64();
         // Let the system finish what it accepted: tail sampling waits (settle, decision_wait) before
-        // deciding; the quiet period must outlast the Collector's decision tick (1 s).
+        // deciding, so nothing may arrive for a while after a short run; the quiet period must outlast
+        // the Collector's decision tick (1 s).
+        tokio::time::sleep(systems::longest_hold(system, &bins).saturating_sub(start.elapsed()))
+            .await;
         let exported = sink
             .wait_quiet(Duration::from_secs(3), Duration::from_secs(90))
             .await;

@@ -206,6 +206,16 @@ pub fn start(system: &str, b: &Binaries, sink: &str) -> anyhow::Result<Option<St
     }))
 }
 
+/// How long `system` may hold a trace before anything of it reaches the sink: the Collector's
+/// tail_sampling decides `decision_wait` after a trace's first span, on a one-second tick; tailgate's
+/// settle (2 s) is shorter than the harness's quiet period anyway.
+pub fn longest_hold(system: &str, b: &Binaries) -> Duration {
+    match system {
+        "collector" | "collector-seed" => b.collector_decision_wait + Duration::from_secs(1),
+        _ => Duration::ZERO,
+    }
+}
+
 /// CPU seconds (user + system) the process has used.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
