@@ -112,6 +112,7 @@ pub(super) fn classify(status: &tonic::Status) -> Failure {
         Code::Unimplemented => ("unimplemented", false),
         Code::NotFound => ("not_found", false),
         Code::Internal => ("internal", false),
+        Code::Unknown if failed_below_grpc(status) => ("transport", true),
         Code::Unknown => ("unknown", false),
         _ => ("grpc_other", false),
     };
@@ -121,6 +122,22 @@ pub(super) fn classify(status: &tonic::Status) -> Failure {
         retry_after,
         message: format!("{:?}: {}", status.code(), status.message()),
     }
+}
+
+/// True when the call failed below gRPC, with no status from the server: the connection was reset or
+/// closed mid-call (the downstream restarting, for one). tonic reports that as UNKNOWN ("transport
+/// error"), which would otherwise give the batch up at once; it is as retryable as UNAVAILABLE, and the
+/// OTLP/HTTP exporter retries transport failures the same way. A batch the server had stored before the
+/// connection dropped may then arrive twice (at least once, as OTLP retries are).
+fn failed_below_grpc(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Sends an already encoded `ExportTraceServiceRequest` verbatim; decodes the response with prost.

@@ -778,6 +778,16 @@ fn retry_info_is_read_from_status_details() {
     assert!(!grpc::classify(&tonic::Status::resource_exhausted("too big")).retryable);
     assert!(grpc::classify(&tonic::Status::unavailable("down")).retryable);
     assert!(!grpc::classify(&tonic::Status::invalid_argument("bad")).retryable);
+    // A connection reset mid-call comes back from tonic as UNKNOWN with the I/O error as its source: retry.
+    let reset = tonic::Status::from_error(Box::new(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "connection reset by peer",
+    )));
+    assert_eq!(reset.code(), Code::Unknown, "{reset:?}");
+    let f = grpc::classify(&reset);
+    assert!(f.retryable && f.reason == "transport", "{f:?}");
+    // An UNKNOWN status the server sent stays final.
+    assert!(!grpc::classify(&tonic::Status::unknown("server said so")).retryable);
 }
 
 #[test]
