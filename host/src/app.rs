@@ -388,8 +388,7 @@ fn kafka_source(
 }
 
 #[cfg(not(feature = "kafka"))]
-const NO_KAFKA: &str =
-    "tailgate was built without the `kafka` feature; rebuild with `cargo build --features kafka`";
+use crate::config::NO_KAFKA_FEATURE as NO_KAFKA;
 
 #[cfg(not(feature = "kafka"))]
 fn kafka_sink(

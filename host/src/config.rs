@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod kafka;
-pub use kafka::{InitialOffset, KafkaEncoding, KafkaExporter, KafkaReceiver};
+pub use kafka::{
+    InitialOffset, KAFKA_MESSAGE_HEADROOM, KafkaEncoding, KafkaExporter, KafkaReceiver, KafkaTopic,
+    NO_KAFKA_FEATURE, kafka_brokers, message_max_bytes,
+};
 
 /// Why a configuration could not be loaded. Messages name the file, the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,10 @@ pub enum ExportProtocol {
     /// OTLP/JSON lines to a file (`endpoint` is the path, `-` is standard output), like the Collector's
     /// file exporter: one `ExportTraceServiceRequest` per line. For trying tailgate without Jaeger.
     File,
+    /// One Kafka message (`otlp_proto`, the encoded `ExportTraceServiceRequest`) per batch, to the topic
+    /// in `exporters.otlp.kafka` (`endpoint` is the bootstrap brokers, `host:port,host:port`), as Jaeger's
+    /// `kafka` receiver reads it. Needs the `kafka` cargo feature.
+    Kafka,
 }
 
 impl fmt::Display for ExportProtocol {
@@ -171,6 +178,7 @@ impl fmt::Display for ExportProtocol {
             ExportProtocol::Grpc => "grpc",
             ExportProtocol::Http => "http",
             ExportProtocol::File => "file",
+            ExportProtocol::Kafka => "kafka",
         })
     }
 }
@@ -186,10 +194,11 @@ pub enum Compression {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpExporter {
-    /// `grpc`, `http` or `file`. Default `grpc`.
+    /// `grpc`, `http`, `file` or `kafka`. Default `grpc`.
     pub protocol: ExportProtocol,
     /// gRPC: `http://host:4317`; HTTP: `http://host:4318` (`/v1/traces` is appended unless a path is
-    /// given); file: a path or `-`. Default `http://localhost:4317`.
+    /// given); file: a path or `-`; kafka: the bootstrap brokers, `host:port,host:port`. Default
+    /// `http://localhost:4317`.
     pub endpoint: String,
     /// Default `gzip`.
     pub compression: Compression,
@@ -204,6 +213,8 @@ pub struct OtlpExporter {
     /// CA file and client certificate for an `https://` endpoint; default: system CAs, no client
     /// certificate.
     pub tls: Option<crate::tls::ClientTls>,
+    /// The topic and librdkafka options of `protocol: kafka`; required with it, an error without it.
+    pub kafka: Option<KafkaTopic>,
 }
 
 impl Default for OtlpExporter {
@@ -218,6 +229,7 @@ impl Default for OtlpExporter {
             retry_on_failure: RetryConfig::default(),
             batch: BatchConfig::default(),
             tls: None,
+            kafka: None,
         }
     }
 }
@@ -342,9 +354,11 @@ pub struct BatchConfig {
     /// Never send more spans than this in one request. Default 16384.
     pub send_batch_max_size: usize,
     /// Close a batch before its encoded size (before compression) would pass this; a single larger span
-    /// goes alone. Default 3 MiB, below the 4 MiB that Jaeger and the Collector accept over gRPC by
-    /// default (a larger request is refused with `RESOURCE_EXHAUSTED` and lost).
-    pub send_batch_max_bytes: ByteSize,
+    /// goes alone. Default ([`BatchConfig::max_bytes`]) 3 MiB, below the 4 MiB that Jaeger and the
+    /// Collector accept over gRPC by default (a larger request is refused with `RESOURCE_EXHAUSTED` and
+    /// lost); 900 KiB with `protocol: kafka`, so that a batch is one message a default broker accepts
+    /// (`message.max.bytes` about 1 MiB).
+    pub send_batch_max_bytes: Option<ByteSize>,
     /// Send what is waiting after this long. Default 200 ms.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -355,9 +369,19 @@ impl Default for BatchConfig {
         BatchConfig {
             send_batch_size: 8192,
             send_batch_max_size: 16384,
-            send_batch_max_bytes: ByteSize::mib(3),
+            send_batch_max_bytes: None,
             timeout: Duration::from_millis(200),
         }
+    }
+}
+
+impl BatchConfig {
+    /// `send_batch_max_bytes` as set, or its default for `protocol`.
+    pub fn max_bytes(&self, protocol: ExportProtocol) -> ByteSize {
+        self.send_batch_max_bytes.unwrap_or(match protocol {
+            ExportProtocol::Kafka => ByteSize(kafka::DEFAULT_BATCH_MAX_BYTES),
+            _ => ByteSize::mib(3),
+        })
     }
 }
 
@@ -878,6 +902,7 @@ impl Config {
     /// Checks relations between keys that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         kafka::validate(self.receivers.kafka.as_ref(), self.exporters.kafka.as_ref())?;
+        kafka::validate_transport(self)?;
         self.validate_security()?;
         let b = &self.buffer;
         if b.settle.is_zero() || b.idle_timeout.is_zero() || b.max_wait.is_zero() {
@@ -923,9 +948,8 @@ impl Config {
                 );
             }
         }
-        if e.protocol != ExportProtocol::File
-            && !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://"))
-        {
+        let url = e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://");
+        if matches!(e.protocol, ExportProtocol::Grpc | ExportProtocol::Http) && !url {
             return Err(format!(
                 "exporters.otlp.endpoint `{}` must start with http:// or https:// for protocol {}",
                 e.endpoint, e.protocol

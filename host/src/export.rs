@@ -1,11 +1,11 @@
-//! The exporter: batches kept spans, sends them downstream over OTLP/gRPC, OTLP/HTTP or to a file, retries
-//! what can be retried, and holds a bounded queue (in spans) meanwhile.
+//! The exporter: batches kept spans, sends them downstream over OTLP/gRPC, OTLP/HTTP, to a file or to a
+//! Kafka topic, retries what can be retried, and holds a bounded queue (in spans) meanwhile.
 //!
 //! ```text
 //!  ExportHandle::send ──► span permits (queue_size) ──► channel ──► Batcher ──► num_consumers senders
 //!     (waits while full)                                  (size / time bounded)    │ retry with backoff
 //!                                                                                  ▼
-//!                                                     Transport: gRPC | HTTP | file (OTLP/JSON lines)
+//!                                   Transport: gRPC | HTTP | file (OTLP/JSON lines) | Kafka (feature `kafka`)
 //! ```
 //!
 //! Every span holds one permit of a semaphore sized `sending_queue.queue_size` from the moment it is
@@ -24,6 +24,8 @@ mod batch;
 mod file;
 mod grpc;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod retry;
 pub mod spool;
 #[cfg(test)]
@@ -66,6 +68,9 @@ pub enum ExportError {
     Tls(#[from] crate::tls::TlsError),
     #[error("exporters.otlp.sending_queue.{0}")]
     Spool(#[from] spool::SpoolError),
+    /// `protocol: kafka`: the producer could not be created, or the build has no `kafka` feature.
+    #[error("exporters.otlp (protocol kafka): {0}")]
+    Kafka(String),
 }
 
 /// The exporter is gone (shut down).
@@ -211,6 +216,8 @@ pub(crate) enum Transport {
     Grpc(grpc::GrpcTransport),
     Http(http::HttpTransport),
     File(file::FileSink),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaTransport),
 }
 
 impl Transport {
@@ -219,6 +226,12 @@ impl Transport {
             ExportProtocol::Grpc => Transport::Grpc(grpc::GrpcTransport::new(cfg)?),
             ExportProtocol::Http => Transport::Http(http::HttpTransport::new(cfg)?),
             ExportProtocol::File => Transport::File(file::FileSink::open(&cfg.endpoint)?),
+            #[cfg(feature = "kafka")]
+            ExportProtocol::Kafka => Transport::Kafka(kafka::KafkaTransport::new(cfg)?),
+            #[cfg(not(feature = "kafka"))]
+            ExportProtocol::Kafka => {
+                return Err(ExportError::Kafka(crate::config::NO_KAFKA_FEATURE.into()));
+            }
         })
     }
 
@@ -227,6 +240,8 @@ impl Transport {
             Transport::Grpc(t) => t.send(body).await,
             Transport::Http(t) => t.send(body).await,
             Transport::File(t) => t.send(body).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(t) => t.send(body).await,
         }
     }
 }
@@ -431,6 +446,7 @@ impl Exporter {
         let (tx, rx) = mpsc::channel(CHANNEL_ITEMS);
         let batcher = batch::Batcher::new(
             &cfg.batch,
+            cfg.protocol,
             cfg.sending_queue.num_consumers,
             rx,
             sender.clone(),

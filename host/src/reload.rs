@@ -535,7 +535,8 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<String> {
         sending_queue,
         retry_on_failure,
         batch,
-        tls
+        tls,
+        kafka
     );
     let (a, b) = (&running.buffer, &new.buffer);
     diff_fields!(

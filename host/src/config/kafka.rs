@@ -1,6 +1,8 @@
 //! The Kafka sections of the configuration: `receivers.kafka` (the sampler tier reads a topic in a consumer
-//! group) and `exporters.kafka` (the ingest tier publishes each trace's spans to the topic, keyed by trace
-//! id). Parsed in every build; running them needs the `kafka` cargo feature.
+//! group), `exporters.kafka` (the ingest tier publishes each trace's spans to the topic, keyed by trace
+//! id) and `exporters.otlp.kafka` (the topic of `exporters.otlp.protocol: kafka`, which publishes kept,
+//! redacted traces, one message per export batch). Parsed in every build; running them needs the `kafka`
+//! cargo feature.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -8,6 +10,23 @@ use std::time::Duration;
 
 /// The topic the OpenTelemetry Collector's Kafka exporter and receiver use for traces by default.
 pub const DEFAULT_TOPIC: &str = "otlp_spans";
+
+/// What a build without the `kafka` feature says about a Kafka section.
+pub const NO_KAFKA_FEATURE: &str =
+    "tailgate was built without the `kafka` feature; rebuild with `cargo build --features kafka`";
+
+/// `exporters.otlp.batch.send_batch_max_bytes` with `protocol: kafka` when not set: with the headroom
+/// below the producer's `message.max.bytes` stays under librdkafka's default (1 000 000) and a default
+/// broker's `message.max.bytes` (1 048 588), so a batch is one message Kafka accepts out of the box.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 900 * 1024;
+
+/// Bytes allowed above `send_batch_max_bytes` for a Kafka message's framing (record and batch headers,
+/// timestamp) and for the batcher's estimate of the encoded size: the producer's `message.max.bytes` is
+/// the batch limit plus this.
+pub const KAFKA_MESSAGE_HEADROOM: u64 = 64 * 1024;
+
+/// librdkafka's largest `message.max.bytes`.
+const LIBRDKAFKA_MAX_MESSAGE_BYTES: u64 = 1_000_000_000;
 
 /// Message encodings tailgate reads and writes: the Collector's `otlp_proto` (a protobuf
 /// `ExportTraceServiceRequest` per message).
@@ -102,6 +121,147 @@ impl Default for KafkaExporter {
             client_options: BTreeMap::new(),
         }
     }
+}
+
+/// `exporters.otlp.kafka`: where `exporters.otlp.protocol: kafka` publishes kept, redacted traces (the
+/// brokers are `exporters.otlp.endpoint`). Each export batch is one message, unkeyed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaTopic {
+    /// Topic to publish to. Required: no default, because the Collector's default (`otlp_spans`) is
+    /// where the sampler tier reads its input, and kept traces published there would be sampled again.
+    pub topic: String,
+    /// Extra librdkafka producer properties (`compression.type`, `linger.ms`, `security.protocol`,
+    /// `sasl.*`, ...), strings. `bootstrap.servers` is `endpoint`; `message.max.bytes` must leave room
+    /// for `batch.send_batch_max_bytes`.
+    pub client_options: BTreeMap<String, String>,
+}
+
+/// The bootstrap brokers of `exporters.otlp.endpoint` with `protocol: kafka`: `host:port`, comma-separated.
+pub fn kafka_brokers(endpoint: &str) -> Result<Vec<String>, String> {
+    let brokers: Vec<String> = endpoint
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(String::from)
+        .collect();
+    if brokers.is_empty() {
+        return Err(
+            "exporters.otlp.endpoint must list at least one Kafka broker (`host:port,host:port`) for protocol kafka"
+                .into(),
+        );
+    }
+    for b in &brokers {
+        let port_ok = b
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if b.contains("://") || !port_ok {
+            return Err(format!(
+                "exporters.otlp.endpoint `{endpoint}`: `{b}` is not a Kafka broker; protocol kafka takes the \
+                 bootstrap brokers as `host:port,host:port`"
+            ));
+        }
+    }
+    Ok(brokers)
+}
+
+/// The producer's `message.max.bytes` for a batch limit: the limit plus [`KAFKA_MESSAGE_HEADROOM`].
+pub fn message_max_bytes(batch_max_bytes: super::ByteSize) -> u64 {
+    batch_max_bytes.0.saturating_add(KAFKA_MESSAGE_HEADROOM)
+}
+
+/// Checks `exporters.otlp` with `protocol: kafka` (and that `exporters.otlp.kafka` is not set without it).
+pub(super) fn validate_transport(cfg: &super::Config) -> Result<(), String> {
+    let e = &cfg.exporters.otlp;
+    if e.protocol != super::ExportProtocol::Kafka {
+        if e.kafka.is_some() {
+            return Err(format!(
+                "exporters.otlp.kafka is set but exporters.otlp.protocol is `{}`: set `protocol: kafka` to \
+                 publish kept traces to Kafka, or remove exporters.otlp.kafka",
+                e.protocol
+            ));
+        }
+        return Ok(());
+    }
+    let brokers = kafka_brokers(&e.endpoint)?;
+    let Some(k) = &e.kafka else {
+        return Err(
+            "exporters.otlp.kafka.topic is required with exporters.otlp.protocol: kafka (there is no default: \
+             `otlp_spans` is where sampler replicas read their input)"
+                .into(),
+        );
+    };
+    if k.topic.trim().is_empty() {
+        return Err("exporters.otlp.kafka.topic must not be empty".into());
+    }
+    if e.tls.is_some() {
+        return Err(
+            "exporters.otlp.tls does not apply to protocol kafka; set librdkafka's `security.protocol` and \
+             `ssl.*` in exporters.otlp.kafka.client_options"
+                .into(),
+        );
+    }
+    if !e.headers.is_empty() {
+        return Err(
+            "exporters.otlp.headers does not apply to protocol kafka; set credentials (`sasl.*`) in \
+             exporters.otlp.kafka.client_options"
+                .into(),
+        );
+    }
+    if k.client_options.contains_key("bootstrap.servers") {
+        return Err(
+            "exporters.otlp.kafka.client_options must not set bootstrap.servers: the brokers are \
+             exporters.otlp.endpoint"
+                .into(),
+        );
+    }
+    let limit = e.batch.max_bytes(super::ExportProtocol::Kafka);
+    let need = message_max_bytes(limit);
+    if need > LIBRDKAFKA_MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "exporters.otlp.batch.send_batch_max_bytes ({} bytes) is too large for a Kafka message (at most \
+             {} bytes with the framing headroom)",
+            limit.0,
+            LIBRDKAFKA_MAX_MESSAGE_BYTES - KAFKA_MESSAGE_HEADROOM
+        ));
+    }
+    if let Some(v) = k.client_options.get("message.max.bytes") {
+        let max: u64 = v.trim().parse().map_err(|_| {
+            format!("exporters.otlp.kafka.client_options.message.max.bytes `{v}` is not a number of bytes")
+        })?;
+        if max < need {
+            return Err(format!(
+                "exporters.otlp.batch.send_batch_max_bytes ({} bytes) is larger than the Kafka \
+                 producer's message.max.bytes ({max}, exporters.otlp.kafka.client_options) allows: a batch is \
+                 one message and needs up to {need} bytes with its framing; raise message.max.bytes to at \
+                 least {need} or lower send_batch_max_bytes",
+                limit.0
+            ));
+        }
+    }
+    if cfg.exporters.kafka.is_some() {
+        return Err(
+            "exporters.otlp.protocol: kafka cannot be combined with exporters.kafka: the ingest tier samples \
+             nothing and exports nothing through exporters.otlp"
+                .into(),
+        );
+    }
+    if let Some(r) = &cfg.receivers.kafka
+        && r.topic == k.topic
+        && r.brokers.iter().any(|b| brokers.contains(b))
+    {
+        return Err(format!(
+            "exporters.otlp.kafka.topic `{}` is the topic receivers.kafka reads: kept traces would be read \
+             and sampled again; publish them to another topic (e.g. jaeger_spans)",
+            k.topic
+        ));
+    }
+    if !cfg!(feature = "kafka") {
+        return Err(format!(
+            "exporters.otlp.protocol: kafka: {NO_KAFKA_FEATURE}"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the Kafka sections.
@@ -225,5 +385,149 @@ mod tests {
         let both =
             "receivers:\n  kafka:\n    brokers: [a]\nexporters:\n  kafka:\n    brokers: [a]\n";
         assert!(err(both).contains("cannot both be set"));
+    }
+
+    /// `exporters.otlp` publishing kept traces to `jaeger_spans` on two brokers, plus `extra` (indented
+    /// under `otlp:`).
+    fn kafka_transport(endpoint: &str, extra: &str) -> String {
+        format!(
+            "exporters:\n  otlp:\n    protocol: kafka\n    endpoint: \"{endpoint}\"\n    kafka:\n      topic: jaeger_spans\n{extra}"
+        )
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn kafka_transport_defaults() {
+        use crate::config::{ByteSize, ExportProtocol, kafka_brokers, message_max_bytes};
+        let c = Config::parse(&kafka_transport("k0:9092, k1:9092", ""), "t").expect("valid");
+        let e = &c.exporters.otlp;
+        assert_eq!(e.protocol, ExportProtocol::Kafka);
+        assert_eq!(
+            e.kafka.as_ref().map(|k| k.topic.as_str()),
+            Some("jaeger_spans")
+        );
+        assert_eq!(
+            kafka_brokers(&e.endpoint).expect("brokers"),
+            ["k0:9092", "k1:9092"]
+        );
+        // A batch is one message a default broker accepts; other protocols keep 3 MiB.
+        let limit = e.batch.max_bytes(ExportProtocol::Kafka);
+        assert_eq!(limit, ByteSize(900 * 1024));
+        assert!(
+            message_max_bytes(limit) <= 1_000_000,
+            "librdkafka's default"
+        );
+        assert_eq!(e.batch.max_bytes(ExportProtocol::Grpc), ByteSize::mib(3));
+        // An explicit limit with room for it in message.max.bytes.
+        let big = kafka_transport(
+            "k0:9092",
+            "      client_options: {message.max.bytes: \"3211264\"}\n    batch:\n      send_batch_max_bytes: 3MiB\n",
+        );
+        let c = Config::parse(&big, "t").expect("valid");
+        assert_eq!(
+            c.exporters.otlp.batch.max_bytes(ExportProtocol::Kafka),
+            ByteSize::mib(3)
+        );
+        // A sampler replica reading one topic and publishing its kept traces to another.
+        let replica = format!(
+            "receivers:\n  kafka:\n    brokers: [\"k0:9092\"]\n{}",
+            kafka_transport("k0:9092", "")
+        );
+        Config::parse(&replica, "t").expect("different topics");
+    }
+
+    #[test]
+    fn kafka_transport_mistakes_are_named() {
+        let err = |text: &str| Config::parse(text, "t").expect_err("invalid").to_string();
+        let e = err(&kafka_transport("", ""));
+        assert!(
+            e.contains("exporters.otlp.endpoint must list at least one Kafka broker"),
+            "{e}"
+        );
+        let e = err(&kafka_transport(" , ", ""));
+        assert!(e.contains("at least one Kafka broker"), "{e}");
+        let e = err(&kafka_transport("http://localhost:4317", ""));
+        assert!(
+            e.contains("is not a Kafka broker") && e.contains("host:port"),
+            "{e}"
+        );
+        let e = err(&kafka_transport("k0", ""));
+        assert!(e.contains("`k0` is not a Kafka broker"), "{e}");
+        let e = err("exporters:\n  otlp:\n    protocol: kafka\n    endpoint: k0:9092\n");
+        assert!(e.contains("exporters.otlp.kafka.topic is required"), "{e}");
+        let e = err(&kafka_transport("k0:9092", "").replace("topic: jaeger_spans", "topic: \"\""));
+        assert!(
+            e.contains("exporters.otlp.kafka.topic must not be empty"),
+            "{e}"
+        );
+        let e = err(&kafka_transport("k0:9092", "").replace("topic:", "topics:"));
+        assert!(e.contains("topics"), "{e}");
+        let e = err("exporters:\n  otlp:\n    kafka:\n      topic: t\n");
+        assert!(
+            e.contains("exporters.otlp.kafka is set but exporters.otlp.protocol is `grpc`"),
+            "{e}"
+        );
+        let e = err(&kafka_transport("k0:9092", "    tls: {ca_file: ca.pem}\n"));
+        assert!(
+            e.contains("exporters.otlp.tls does not apply to protocol kafka"),
+            "{e}"
+        );
+        let e = err(&kafka_transport(
+            "k0:9092",
+            "    headers: {authorization: x}\n",
+        ));
+        assert!(e.contains("exporters.otlp.headers does not apply"), "{e}");
+        let e = err(&kafka_transport(
+            "k0:9092",
+            "      client_options: {bootstrap.servers: \"x:1\"}\n",
+        ));
+        assert!(e.contains("bootstrap.servers"), "{e}");
+        // The batch limit against the producer's message.max.bytes.
+        let e = err(&kafka_transport(
+            "k0:9092",
+            "      client_options: {message.max.bytes: \"1000000\"}\n    batch:\n      send_batch_max_bytes: 3MiB\n",
+        ));
+        assert!(
+            e.contains("exporters.otlp.batch.send_batch_max_bytes (3145728 bytes) is larger than")
+                && e.contains("message.max.bytes (1000000")
+                && e.contains("at least 3211264"),
+            "{e}"
+        );
+        let e = err(&kafka_transport(
+            "k0:9092",
+            "      client_options: {message.max.bytes: lots}\n",
+        ));
+        assert!(
+            e.contains("message.max.bytes `lots` is not a number"),
+            "{e}"
+        );
+        let e = err(&kafka_transport(
+            "k0:9092",
+            "    batch:\n      send_batch_max_bytes: 2GiB\n",
+        ));
+        assert!(e.contains("too large for a Kafka message"), "{e}");
+        // Kept traces into the sampler tier's own input, or beside the ingest tier.
+        let e = err(&format!(
+            "receivers:\n  kafka:\n    brokers: [\"k0:9092\"]\n    topic: jaeger_spans\n{}",
+            kafka_transport("k0:9092", "")
+        ));
+        assert!(e.contains("is the topic receivers.kafka reads"), "{e}");
+        let e = err(&format!(
+            "{}  kafka:\n    brokers: [\"k0:9092\"]\n",
+            kafka_transport("k0:9092", "")
+        ));
+        assert!(e.contains("cannot be combined with exporters.kafka"), "{e}");
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn kafka_transport_needs_the_feature() {
+        let e = Config::parse(&kafka_transport("k0:9092", ""), "t")
+            .expect_err("no kafka in this build")
+            .to_string();
+        assert!(
+            e.contains("exporters.otlp.protocol: kafka") && e.contains("--features kafka"),
+            "{e}"
+        );
     }
 }

@@ -5,8 +5,7 @@
 
 use super::spool::{AppendError, Spool};
 use super::{Batch, BatchSender, KeptSpans, Outcome};
-use crate::config::BatchConfig;
-use crate::config::WhenFull;
+use crate::config::{BatchConfig, ExportProtocol, WhenFull};
 use crate::otlp::ExportBuilder;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -34,6 +33,7 @@ pub(super) struct Batcher {
 impl Batcher {
     pub fn new(
         cfg: &BatchConfig,
+        protocol: ExportProtocol,
         num_consumers: usize,
         rx: mpsc::Receiver<KeptSpans>,
         sender: Arc<BatchSender>,
@@ -43,7 +43,7 @@ impl Batcher {
         Batcher {
             send_batch_size,
             send_batch_max_size: cfg.send_batch_max_size.max(send_batch_size),
-            send_batch_max_bytes: cfg.send_batch_max_bytes.as_usize().max(1),
+            send_batch_max_bytes: cfg.max_bytes(protocol).as_usize().max(1),
             timeout: cfg.timeout,
             rx,
             sender,

@@ -98,10 +98,11 @@ fn config(protocol: ExportProtocol, endpoint: String) -> OtlpExporter {
             max_elapsed_time: Duration::from_secs(60),
         },
         tls: None,
+        kafka: None,
         batch: BatchConfig {
             send_batch_size: 100,
             send_batch_max_size: 100,
-            send_batch_max_bytes: ByteSize::mib(3),
+            send_batch_max_bytes: Some(ByteSize::mib(3)),
             timeout: Duration::from_millis(10),
         },
     }
@@ -379,7 +380,7 @@ async fn batches_respect_size_limits_and_split_large_groups() {
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 15,
-        send_batch_max_bytes: ByteSize::mib(3),
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
         timeout: Duration::from_millis(10),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -410,7 +411,7 @@ async fn batches_respect_the_byte_limit() {
     let metrics = Metrics::new();
     let mut cfg = config(ExportProtocol::Grpc, endpoint);
     let limit = 1000;
-    cfg.batch.send_batch_max_bytes = ByteSize(limit);
+    cfg.batch.send_batch_max_bytes = Some(ByteSize(limit));
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
     handle.send(kept(1, 100)).await.expect("send");
     drop(handle);
@@ -568,7 +569,7 @@ async fn send_waits_while_queue_is_full_and_shutdown_counts_the_rest() {
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 10,
-        send_batch_max_bytes: ByteSize::mib(3),
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
         timeout: Duration::from_secs(3600),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -599,7 +600,7 @@ async fn a_group_larger_than_the_queue_is_queued_in_parts() {
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 10,
-        send_batch_max_bytes: ByteSize::mib(3),
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
         timeout: Duration::from_millis(10),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -618,7 +619,7 @@ async fn shutdown_flushes_a_partial_batch() {
     cfg.batch = BatchConfig {
         send_batch_size: 1000,
         send_batch_max_size: 1000,
-        send_batch_max_bytes: ByteSize::mib(3),
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
         timeout: Duration::from_secs(3600),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -681,7 +682,7 @@ async fn file_exporter_writes_otlp_json_lines_that_parse_back() {
     cfg.batch = BatchConfig {
         send_batch_size: 5,
         send_batch_max_size: 5,
-        send_batch_max_bytes: ByteSize::mib(3),
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
         timeout: Duration::from_millis(10),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
@@ -887,7 +888,7 @@ async fn a_full_persistent_queue_drops_with_a_named_reason_and_keeps_the_rest_on
     cfg.batch = BatchConfig {
         send_batch_size: 10,
         send_batch_max_size: 10,
-        send_batch_max_bytes: ByteSize::mib(3),
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
         timeout: Duration::from_secs(3600),
     };
     let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
