@@ -51,6 +51,7 @@ scratch="$(mktemp -d)"
 peers_pid=""
 cleanup() {
     local rc=$?
+    set +e
     [[ -n $peers_pid ]] && kill "$peers_pid" 2>/dev/null
     # On success the table is printed before the closing line; on failure, here.
     [[ $rc -ne 0 ]] && summary
