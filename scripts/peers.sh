@@ -29,7 +29,7 @@ trap 'rm -rf "$gocaches"' EXIT
 prune() {
     local d
     for d in "$cache/$1"-*; do
-        [[ -d $d && $d != "$2" && $d != *.tmp ]] && rm -rf "$d"
+        [[ -d $d && $d != "$2" && $d != *.tmp.* ]] && rm -rf "$d"
     done
     return 0
 }
@@ -45,12 +45,14 @@ go_peer() {
         command -v go >/dev/null || { echo "peers: go is not installed (needed to build $name)" >&2; exit 1; }
         echo "peers: building $name ($pkg) into $out (first time only; a few minutes)" >&2
         local t=$SECONDS
-        rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+        local tmp="$out.tmp.$$"
+        rm -rf "$tmp" && mkdir -p "$tmp"
         # -trimpath and no debug info: a smaller binary. Go's module and build caches for these builds are
         # private and removed at the end (gocaches): ~5 GB that only a rebuild with a new pin would use.
         (cd "$dir" && GOMODCACHE="$gocaches/mod" GOCACHE="$gocaches/build" GOFLAGS="$(go env GOFLAGS) -modcacherw" \
-            go build -trimpath -ldflags='-s -w' -o "$out.tmp/$name" "$pkg")
-        mv "$out.tmp" "$out"
+            go build -trimpath -ldflags='-s -w' -o "$tmp/$name" "$pkg")
+        # Another run may have finished the same build meanwhile: keep the first one in place.
+        mv -T "$tmp" "$out" 2>/dev/null || rm -rf "$tmp"
         echo "peers: built $name in $((SECONDS - t))s" >&2
         prune "$name" "$out"
     else
@@ -63,15 +65,20 @@ kafka_libs() {
     local dir="$root/tests/peers/kafka"
     local out
     out="$cache/kafka-$(key "$dir/pom.xml")"
-    if [[ ! -f $out/.complete ]]; then
+    if [[ ! -f $out/.complete || ! -d $out/libs ]]; then
         command -v mvn >/dev/null || { echo "peers: mvn is not installed (needed for Apache Kafka)" >&2; exit 1; }
         command -v java >/dev/null || { echo "peers: java is not installed (needed for Apache Kafka)" >&2; exit 1; }
         echo "peers: fetching Apache Kafka's jars into $out (first time only)" >&2
         local t=$SECONDS
-        rm -rf "$out" && mkdir -p "$out"
+        # Fetched into a directory of this run's own and moved into place whole, so a concurrent run
+        # (two clones testing at once) never sees, or removes, a half-filled one.
+        local tmp="$out.tmp.$$"
+        rm -rf "$tmp" && mkdir -p "$tmp"
         mvn -q -B -f "$dir/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$out/libs" >&2
-        touch "$out/.complete"
+            -DoutputDirectory="$tmp/libs" >&2
+        touch "$tmp/.complete"
+        rm -rf "$out"  # not complete (checked above): whatever is there is a leftover
+        mv -T "$tmp" "$out" 2>/dev/null || rm -rf "$tmp"
         echo "peers: fetched Kafka in $((SECONDS - t))s" >&2
         prune kafka "$out"
     else
