@@ -296,7 +296,7 @@ async fn explain(State(ctx): State<Arc<StatusContext>>, Path(id): Path<String>) 
         }
     };
     match ctx.metrics.decision_log.get(trace_id) {
-        Some(e) => axum::Json(e).into_response(),
+        Some(e) => axum::Json(RecentDecision::new(e, &ctx.jaeger_ui_url)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({
@@ -368,6 +368,19 @@ struct RecentDecision {
     jaeger_url: Option<String>,
 }
 
+impl RecentDecision {
+    /// The explanation with `{jaeger_ui_url}/trace/{trace id}` when the trace was kept (the page's
+    /// list and `GET /debug/traces/{id}` link the same way).
+    fn new(explanation: Explanation, jaeger_ui_url: &str) -> RecentDecision {
+        let base = jaeger_ui_url.trim_end_matches('/');
+        RecentDecision {
+            jaeger_url: (explanation.decision == "keep")
+                .then(|| format!("{base}/trace/{:032x}", explanation.trace_id)),
+            explanation,
+        }
+    }
+}
+
 /// Everything the page shows, as `GET /api/status` answers it.
 pub fn snapshot(ctx: &StatusContext) -> serde_json::Value {
     let policy = ctx.policy.load();
@@ -393,10 +406,7 @@ pub fn snapshot(ctx: &StatusContext) -> serde_json::Value {
         .decision_log
         .recent()
         .into_iter()
-        .map(|e| RecentDecision {
-            jaeger_url: (e.decision == "keep").then(|| format!("{base}/trace/{:032x}", e.trace_id)),
-            explanation: e,
-        })
+        .map(|e| RecentDecision::new(e, base))
         .collect();
     let reload = ctx.reloader.as_ref().map(|r| {
         serde_json::json!({

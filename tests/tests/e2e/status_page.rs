@@ -336,6 +336,12 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
     assert_eq!(p["trace_id"], pii_id.as_str());
     assert_eq!(p["decision"], "keep", "{p}");
     assert_eq!(p["rule"], "errors", "{p}");
+    // The explanation links into Jaeger like the page does (`admin.jaeger_ui_url`, its default here).
+    assert_eq!(
+        p["jaeger_url"],
+        format!("http://localhost:16686/trace/{pii_id}").as_str(),
+        "{p}"
+    );
     assert!(
         ["settle", "idle", "max_wait", "size", "pressure", "shutdown"]
             .contains(&p["trigger"].as_str().unwrap_or("")),
@@ -390,6 +396,12 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
             let n: serde_json::Value = serde_json::from_str(&body)?;
             assert_eq!(n["rule"], "sample-10pct", "{n}");
             assert_eq!(n["probability"], 0.1, "{n}");
+            // Only a kept trace is in Jaeger to link to.
+            assert_eq!(
+                n["jaeger_url"].is_string(),
+                n["decision"] == "keep",
+                "{n}"
+            );
             assert!(
                 n["redactions"]["applied"]
                     .as_array()
