@@ -397,11 +397,7 @@ async fn explain_says_why_a_trace_was_kept_or_dropped() -> anyhow::Result<()> {
             assert_eq!(n["rule"], "sample-10pct", "{n}");
             assert_eq!(n["probability"], 0.1, "{n}");
             // Only a kept trace is in Jaeger to link to.
-            assert_eq!(
-                n["jaeger_url"].is_string(),
-                n["decision"] == "keep",
-                "{n}"
-            );
+            assert_eq!(n["jaeger_url"].is_string(), n["decision"] == "keep", "{n}");
             assert!(
                 n["redactions"]["applied"]
                     .as_array()
