@@ -7,7 +7,11 @@
 //! - kept, redacted traces through Kafka, the topology large Jaeger deployments run: a sampling tailgate
 //!   (keep errors, drop the rest, the PII redactor) exports OTLP to a Jaeger v2 collector whose `kafka`
 //!   exporter publishes to the topic that the storage-side Jaeger consumes. The error traces arrive with
-//!   the email pseudonymised, the others never.
+//!   the email pseudonymised, the others never;
+//! - the same without the collector: tailgate's own Kafka transport (`exporters.otlp.protocol: kafka`)
+//!   publishes the kept, redacted traces to the topic Jaeger reads, one message per export batch (a
+//!   small batch limit, so several); every kept trace arrives whole, the dropped ones and the planted
+//!   email and card number never, and the topic holds every kept span once.
 //!
 //! Needs `TAILGATE_KAFKA_LIBS` and `TAILGATE_JAEGER` (scripts/peers.sh).
 
@@ -339,4 +343,178 @@ async fn through_collector(
     );
     tailgate.shutdown().await;
     Ok(())
+}
+
+/// The root's status message of the error traces in [`tailgate_publishes_kept_redacted_traces_to_jaegers_topic`]:
+/// a card number the `pii` redactor masks (all but the last four digits).
+const CARD: &str = "4111 1111 1111 1111";
+
+/// The batch limit of that test: small, so the kept traces leave in several Kafka messages.
+const SMALL_BATCH: u64 = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailgate_publishes_kept_redacted_traces_to_jaegers_topic() -> anyhow::Result<()> {
+    tailgate_e2e::init_logging();
+    let Some(kafka) = KafkaCluster::start(1).await? else {
+        return Ok(());
+    };
+    kafka.create_topic(JAEGER_TOPIC, 4).await?;
+    let mut jaeger = Jaeger::start().await?;
+    let result = direct(&kafka, &mut jaeger).await;
+    let result = result.map_err(|e| e.context(jaeger.logs()));
+    if result.is_ok() {
+        kafka.stop();
+    }
+    result
+}
+
+/// tailgate (keep errors, drop the rest, the PII redactor) with `exporters.otlp.protocol: kafka`
+/// publishing to [`JAEGER_TOPIC`] -> Jaeger v2's `kafka` receiver -> memory storage; no collector.
+async fn direct(kafka: &KafkaCluster, jaeger: &mut Jaeger) -> anyhow::Result<()> {
+    const TRACES: u64 = 40;
+    jaeger
+        .add_receiver("kafka", &kafka_receiver(&kafka.bootstrap()))
+        .await?;
+    let mut config = TestConfig::passthrough_to(kafka.bootstrap());
+    config.exporter_protocol = "kafka";
+    config.exporter_extra = format!("    kafka:\n      topic: {JAEGER_TOPIC}\n");
+    config.batch_extra = format!("      send_batch_max_bytes: {SMALL_BATCH}\n");
+    config.policy = format!(
+        "  default: drop\n  rules:\n    - name: errors\n      plugin: \"{}\"\n      call_timeout: 1s\n  \
+         redactors:\n    - name: pii\n      plugin: \"{}\"\n      call_timeout: 1s\n",
+        tailgate::testing::built_plugin("keep-errors").display(),
+        tailgate::testing::built_plugin("pii").display()
+    );
+    let tailgate = config.start().await?;
+    let (mut request, ids) = traces_with_errors(TRACES);
+    for span in &mut request.resource_spans[0].scope_spans[0].spans {
+        if let Some(status) = span.status.as_mut() {
+            status.message = format!("payment declined for card {CARD}");
+        }
+    }
+    let mut client = TraceServiceClient::connect(tailgate.grpc_endpoint()).await?;
+    client.export(request).await?;
+
+    let kept: Vec<&String> = ids.iter().filter(|(_, e)| *e).map(|(t, _)| t).collect();
+    for trace in &kept {
+        let (raw, got) = jaeger.wait_for_trace(trace, 2).await?;
+        assert!(
+            !raw.contains(EMAIL) && !raw.contains(CARD),
+            "trace {trace}: the planted email and card number never reach Jaeger: {raw}"
+        );
+        let mut have: Vec<&str> = got.spans.iter().map(|s| s.operation.as_str()).collect();
+        have.sort_unstable();
+        assert_eq!(have, ["charge card", "checkout"], "trace {trace}: whole");
+        let root = got
+            .spans
+            .iter()
+            .find(|s| s.operation == "checkout")
+            .ok_or_else(|| anyhow::anyhow!("trace {trace}: no root span"))?;
+        let email = root.tags.get("user.email").cloned().unwrap_or_default();
+        assert!(
+            !email.is_empty() && email != EMAIL,
+            "trace {trace}: user.email is pseudonymised, not removed or kept: {email:?}"
+        );
+        assert!(
+            got.spans.iter().all(|s| s.service == "shop"),
+            "trace {trace}: service.name survived"
+        );
+        let (_, stored) = jaeger
+            .trace_v3_raw(trace)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("trace {trace} missing from /api/v3"))?;
+        assert_eq!(stored.len(), 2, "trace {trace}: every span stored once");
+    }
+    // Every trace decided: those without an error were dropped and never reach Jaeger.
+    tailgate_e2e::poll_until("every trace decided", WAIT, || {
+        (tailgate.metrics.spans_sampled_out.get() == TRACES).then_some(())
+    })
+    .await?;
+    tailgate_e2e::poll_until("every kept span acknowledged by the broker", WAIT, || {
+        (tailgate.metrics.spans_exported.get() == TRACES).then_some(())
+    })
+    .await?;
+    for (trace, _) in ids.iter().filter(|(_, e)| !*e) {
+        assert!(
+            jaeger.trace(trace).await?.is_none(),
+            "trace {trace} had no error: dropped, not in Jaeger"
+        );
+    }
+    tailgate.shutdown().await;
+
+    // What is in the topic: one ExportTraceServiceRequest per batch, each within the batch limit plus
+    // the framing headroom, every kept span once, nothing planted.
+    let messages = read_topic(&kafka.bootstrap(), JAEGER_TOPIC, TRACES as usize).await?;
+    let mut spans = Vec::new();
+    for m in &messages {
+        anyhow::ensure!(
+            (m.len() as u64) < SMALL_BATCH + tailgate::config::KAFKA_MESSAGE_HEADROOM,
+            "a {}-byte message under a {SMALL_BATCH}-byte batch limit",
+            m.len()
+        );
+        let text = String::from_utf8_lossy(m);
+        anyhow::ensure!(
+            !text.contains(EMAIL) && !text.contains(CARD),
+            "PII in a message"
+        );
+        let request = <ExportTraceServiceRequest as prost::Message>::decode(&m[..])?;
+        spans.extend(flatten(&request));
+    }
+    let mut unique: Vec<(String, String)> = spans
+        .iter()
+        .map(|s| (hex(&s.span.trace_id), hex(&s.span.span_id)))
+        .collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), spans.len(), "no span published twice");
+    assert_eq!(spans.len(), TRACES as usize, "the 20 kept traces' 40 spans");
+    anyhow::ensure!(
+        messages.len() > 1,
+        "{} spans in one message under a {SMALL_BATCH}-byte limit",
+        spans.len()
+    );
+    eprintln!(
+        "tailgate -> Kafka -> Jaeger, no collector: {} of {TRACES} traces kept, redacted and in Jaeger \
+         whole, {} dropped and absent; {} spans in {} messages",
+        kept.len(),
+        TRACES as usize - kept.len(),
+        spans.len(),
+        messages.len()
+    );
+    Ok(())
+}
+
+/// Every message of `topic` (all partitions, from the start), read until they hold `spans` spans or
+/// [`WAIT`] passes, then a further second for any duplicate.
+async fn read_topic(brokers: &str, topic: &str, spans: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rdkafka::Message;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("read-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let mut have = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut quiet_until = None;
+    loop {
+        let until = quiet_until.unwrap_or(deadline);
+        match tokio::time::timeout_at(until, consumer.recv()).await {
+            Ok(m) => {
+                let payload = m?.payload().unwrap_or_default().to_vec();
+                let request = <ExportTraceServiceRequest as prost::Message>::decode(&payload[..])?;
+                have += flatten(&request).len();
+                out.push(payload);
+                if have >= spans && quiet_until.is_none() {
+                    quiet_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            Err(_) if quiet_until.is_some() => return Ok(out),
+            Err(_) => anyhow::bail!("{have} of {spans} spans in {topic} after {WAIT:?}"),
+        }
+    }
 }
