@@ -8,7 +8,7 @@
 //!   (or another source:                                                    (per trace)   samplers, then
 //!    SpanBatch + Ack)                                                                    redactors
 //!                                                                                            │
-//!                                       Jaeger / any OTLP receiver ◄── export (bounded) ◄────┘
+//!                     Jaeger / any OTLP receiver / Kafka topic ◄── export (bounded) ◄────┘
 //! ```
 //!
 //! - [`otlp`]: the wire format: validating zero-copy scan of requests into [`otlp::SpanRecord`]s, encoder.
@@ -24,7 +24,8 @@
 //! - [`policy`]: builds the pipeline's policy from the config (loads plugins).
 //! - [`reload`]: hot reload (file watch, SIGHUP, `POST /reload`): rebuilds the policy off the hot path,
 //!   keeps unchanged rules' plugins, swaps it atomically; shadow rules are counted in [`pipeline`].
-//! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file), retries with backoff.
+//! - [`export`]: batches, sends downstream (OTLP/gRPC, OTLP/HTTP, file, or one Kafka message per batch for
+//!   Jaeger's kafka receiver), retries with backoff.
 //! - [`kafka`]: scale-out (feature `kafka`): the ingest tier's sink and the consumer-group source, with
 //!   offsets committed only up to the oldest undecided message.
 //! - [`config`] / [`cli`]: YAML configuration, flags and environment overrides.

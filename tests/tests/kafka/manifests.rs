@@ -1,5 +1,6 @@
 //! The tailgate configurations in `examples/kubernetes/kafka/` parse and validate (with the environment
-//! the manifests set), and the samplers' budget is split by their group size.
+//! the manifests set), and the samplers' budget is split by their group size (also in
+//! `60-jaeger-kafka.yaml`, whose samplers publish their kept traces to Jaeger's topic).
 
 use std::path::Path;
 use tailgate::config::Config;
@@ -36,13 +37,18 @@ fn embedded_configs(manifest: &str) -> Vec<String> {
 fn kubernetes_manifests_hold_valid_tailgate_configs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/kafka");
     let mut parsed = 0;
-    for name in ["40-ingest.yaml", "50-samplers.yaml", "loadbalancing.yaml"] {
+    for name in [
+        "40-ingest.yaml",
+        "50-samplers.yaml",
+        "60-jaeger-kafka.yaml",
+        "loadbalancing.yaml",
+    ] {
         let text = std::fs::read_to_string(dir.join(name)).expect("manifest");
         for config in embedded_configs(&text) {
             let env = |k: &str| (k == "TAILGATE_GROUP_SIZE").then(|| "3".to_string());
             let c = Config::parse_with_env(&config, name, env)
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{config}"));
-            if name == "50-samplers.yaml" {
+            if name == "50-samplers.yaml" || name == "60-jaeger-kafka.yaml" {
                 let budget = c
                     .policy
                     .rules
@@ -57,5 +63,5 @@ fn kubernetes_manifests_hold_valid_tailgate_configs() {
             parsed += 1;
         }
     }
-    assert_eq!(parsed, 3);
+    assert_eq!(parsed, 4);
 }
