@@ -216,7 +216,9 @@ receivers:
 exporters:
   otlp:
     endpoint: "{jaeger}"
-    timeout: 2s
+    # Longer than the freeze (SIGSTOP, see the module doc): an export in flight at the freeze whose answer
+    # arrived meanwhile must not time out on SIGCONT and be sent again (Jaeger stored it: a duplicate).
+    timeout: 30s
     retry_on_failure:
       initial_interval: 50ms
       max_interval: 300ms

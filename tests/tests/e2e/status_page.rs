@@ -16,10 +16,11 @@ pub fn plugin(name: &str) -> String {
     tailgate::testing::built_plugin(name).display().to_string()
 }
 
-/// The seed policy (`examples/tailgate.yaml`) with the test's plugin paths.
+/// The seed policy (`examples/tailgate.yaml`) with the test's plugin paths, and 1 s call deadlines: on a
+/// loaded 2-core machine a preempted call can run past the default 5 ms (plugin_faults.rs tests that).
 pub fn seed_policy() -> String {
     format!(
-        "  default: drop\n  rules:\n    - name: errors\n      plugin: {}\n    - name: slow\n      plugin: {}\n      config: {{threshold: 1s}}\n    - name: sample-10pct\n      plugin: {}\n      config: {{probability: 0.1}}\n  redactors:\n    - name: pii\n      plugin: {}\n      call_timeout: 1s\n",
+        "  default: drop\n  rules:\n    - name: errors\n      plugin: {}\n      call_timeout: 1s\n    - name: slow\n      plugin: {}\n      config: {{threshold: 1s}}\n      call_timeout: 1s\n    - name: sample-10pct\n      plugin: {}\n      config: {{probability: 0.1}}\n      call_timeout: 1s\n  redactors:\n    - name: pii\n      plugin: {}\n      call_timeout: 1s\n",
         plugin("keep-errors"),
         plugin("keep-slow"),
         plugin("probabilistic"),
