@@ -84,8 +84,7 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
         .collect();
 
     // Replay with the seed policy as shipped (its plugins are the built ones in target/plugins).
-    let mut seed_config =
-        Config::load(&tailgate_e2e::repo_root().join("examples/tailgate.yaml"))?;
+    let mut seed_config = Config::load(&tailgate_e2e::repo_root().join("examples/tailgate.yaml"))?;
     // A generous call deadline, as the proxy side has: on a loaded 2-core machine a preempted call ran
     // past the default 5 ms and was decided by the failure policy (tests/tests/e2e/plugin_faults.rs is
     // where that is tested).
