@@ -1,6 +1,8 @@
 //! Fixtures for tests in this crate and the end-to-end crate: small OTLP requests built with the
 //! `opentelemetry-proto` types. Not part of the stable API.
 
+pub mod pii_corpus;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
