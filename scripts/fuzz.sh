@@ -2,7 +2,11 @@
 # Runs tailgate's cargo-fuzz targets (fuzz/, see docs/fuzzing.md) for a time budget each, and fails on the
 # first crash (its input is left in fuzz/artifacts/<target>/).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 20 seconds, every target
-# Environment: FUZZ_JOBS (parallel workers per target, default 1), FUZZ_ARGS (extra libFuzzer flags).
+# Environment: FUZZ_JOBS (parallel workers per target, default 1), FUZZ_ARGS (extra libFuzzer flags),
+# FUZZ_SANITIZER (cargo-fuzz's --sanitizer: none by default, address for AddressSanitizer).
+# Why none by default: tailgate's crates forbid `unsafe`, so what the fuzzers find is panics, hangs,
+# unbounded allocation and wrong results, which libFuzzer catches without ASan; ASan instruments the
+# whole dependency tree (wasmtime included) and made the first build the suite's largest step.
 # cargo-fuzz is installed when missing. Only stable Rust is needed: cargo-fuzz passes nightly-only flags
 # (-Zsanitizer=address, sanitizer coverage), which stable rustc accepts under RUSTC_BOOTSTRAP=1.
 # New corpus entries go to a scratch directory; the small seed corpus in fuzz/corpus/ is only read.
@@ -26,14 +30,17 @@ unset CARGO_TARGET_DIR
 # The instrumented build (the whole tree, wasmtime included, with sanitizer and coverage flags) takes many
 # minutes from scratch, so it lives outside the clone, like an installed tool, and later clones reuse it
 # (only the workspace's own crates rebuild). TAILGATE_FUZZ_TARGET overrides the place.
-fuzz_target="${TAILGATE_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/fuzz-target}"
+sanitizer="${FUZZ_SANITIZER:-none}"
+# One directory per sanitizer: the two builds' flags differ, and sharing one would rebuild everything
+# whenever the choice changes.
+fuzz_target="${TAILGATE_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/fuzz-target-$sanitizer}"
 mkdir -p "$fuzz_target"
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo fuzz list)
 fi
 
-cargo fuzz build --target-dir "$fuzz_target"
+cargo fuzz build --sanitizer "$sanitizer" --target-dir "$fuzz_target"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -48,7 +55,7 @@ for t in "${targets[@]}"; do
         parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
     fi
     # shellcheck disable=SC2086
-    if ! cargo fuzz run --target-dir "$fuzz_target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
+    if ! cargo fuzz run --sanitizer "$sanitizer" --target-dir "$fuzz_target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "${parallel[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1; then
         cat fuzz-*.log >>"$log" 2>/dev/null || true
