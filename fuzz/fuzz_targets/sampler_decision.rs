@@ -147,6 +147,7 @@ fuzz_target!(|input: Input| {
             DefaultDecision::Drop
         },
         on_sampler_failure: on_failure,
+        predicates: Default::default(),
         redactors: Redactors::none(),
     };
     let spans = input.trace.spans(&input.trace_state);

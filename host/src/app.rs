@@ -2,12 +2,13 @@
 //! buffered, let the pipeline finish, let the exporter drain within the grace period.
 
 use crate::admin::{self, AdminState};
-use crate::buffer::{self, BufferLimits, PipelineSender, TraceBuffer};
+use crate::buffer::{self, BufferLimits, TraceBuffer};
 use crate::config::{Config, Overrides};
 use crate::decisions::DecisionCache;
 use crate::export::Exporter;
 use crate::ingest::{IngestHandle, Pressure};
 use crate::metrics::Metrics;
+use crate::otlp::predicate::PredicateSlot;
 use crate::pipeline::{self, PipelineContext, Policy};
 use crate::receiver::{self, ReceiverContext};
 use crate::reload::{self, ReloadError, Reloader};
@@ -21,6 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Capacity, in traces, of each pipeline worker's queue and of the redaction stage's queue. Small: the
+/// buffer's byte bound is the memory bound, these queues only absorb bursts of traces due together.
+const PIPELINE_QUEUE_TRACES: usize = 256;
 
 /// Why tailgate could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -83,9 +88,10 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppEr
 
 /// Starts every stage with `policy` as the initial policy.
 pub async fn start_with_policy(config: Config, policy: Policy) -> Result<RunningApp, AppError> {
+    let predicates = PredicateSlot::new(policy.predicates.clone());
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     let metrics = Metrics::with_topology(&config.topology);
-    start_stages(config, metrics, policy, None).await
+    start_stages(config, metrics, policy, predicates, None).await
 }
 
 /// Starts tailgate from a configuration file (with `overrides` on top) and keeps it reloadable: a change
@@ -104,14 +110,15 @@ pub async fn start_from_file(path: &Path, overrides: &Overrides) -> Result<Runni
         tokio::task::spawn_blocking(move || Reloader::load(&path, &overrides, m))
             .await
             .map_err(|e| AppError::Load(ReloadError::Task(e.to_string())))??;
-    let policy = reloader.policy();
-    start_stages(config, metrics, policy, Some(reloader)).await
+    let (policy, predicates) = (reloader.policy(), reloader.predicates());
+    start_stages(config, metrics, policy, predicates, Some(reloader)).await
 }
 
 async fn start_stages(
     config: Config,
     metrics: Arc<Metrics>,
     policy: Arc<ArcSwap<Policy>>,
+    predicates: PredicateSlot,
     reloader: Option<Arc<Reloader>>,
 ) -> Result<RunningApp, AppError> {
     let cfg = Arc::new(config);
@@ -152,12 +159,13 @@ async fn start_stages(
         export,
         metrics: metrics.clone(),
     };
-    let (pipeline_tx, pipeline_done) =
-        pipeline::start(workers, 256, pipeline_ctx.clone()).map_err(AppError::Threads)?;
-    let mut pipeline_tx = PipelineSender::new(pipeline_tx);
-    if cfg.plugins.decide_on_buffer_thread {
-        pipeline_tx = pipeline_tx.deciding_inline(pipeline::InlineDecider::new(pipeline_ctx));
-    }
+    let (pipeline_tx, pipeline_done) = pipeline::start(
+        workers,
+        PIPELINE_QUEUE_TRACES,
+        pipeline_ctx,
+        cfg.plugins.decide_on_buffer_thread,
+    )
+    .map_err(AppError::Threads)?;
 
     let limits = BufferLimits::from(&cfg.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
@@ -166,7 +174,9 @@ async fn start_stages(
         None => None,
     };
     let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());
-    let ingest = ingest.with_recorder(recorder.clone());
+    let ingest = ingest
+        .with_recorder(recorder.clone())
+        .with_predicates(predicates);
     let buffer_task = match &cfg.exporters.kafka {
         // The ingest tier: spans go to the Kafka topic instead of the buffer.
         Some(k) => kafka_sink(k, ingest_rx, pressure, metrics.clone())?,

@@ -12,6 +12,7 @@
 
 use crate::config::BufferConfig;
 use crate::decisions::DecisionCache;
+use crate::inbox::{BufferOutput, DueTrace, LateSpans, TraceInbox, Trigger};
 use crate::ingest::{Ack, Pressure, SpanBatch};
 use crate::metrics::{Metrics, TriggerLabels};
 use crate::otlp::{SpanRecord, TraceId};
@@ -21,84 +22,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Why a trace became due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Trigger {
-    Settle,
-    Idle,
-    MaxWait,
-    Size,
-    Pressure,
-    Shutdown,
-    /// The trace's Kafka partition is being handed to another replica.
-    Handoff,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Settle => "settle",
-            Trigger::Idle => "idle",
-            Trigger::MaxWait => "max_wait",
-            Trigger::Size => "size",
-            Trigger::Pressure => "pressure",
-            Trigger::Shutdown => "shutdown",
-            Trigger::Handoff => "handoff",
-        }
-    }
-}
-
-/// A complete trace, due for its decision.
-#[derive(Debug)]
-pub struct DueTrace {
-    pub trace_id: TraceId,
-    pub spans: Vec<SpanRecord>,
-    /// Acks of the batches these spans came in; dropped once the spans are decided and handed on.
-    pub acks: Vec<Ack>,
-    pub trigger: Trigger,
-    pub first_seen: Instant,
-    /// When it became due (for the decision latency metric): its deadline for the time triggers (settle,
-    /// idle, max wait), so that a late timer counts as latency; the moment it was taken otherwise.
-    pub due_at: Instant,
-}
-
-/// Spans of a trace that was already handed to the pipeline.
-#[derive(Debug)]
-pub struct LateSpans {
-    pub trace_id: TraceId,
-    pub spans: Vec<SpanRecord>,
-    pub acks: Vec<Ack>,
-}
-
-/// What the buffer hands to the pipeline.
-#[derive(Debug)]
-pub enum BufferOutput {
-    /// A trace to decide.
-    Due(DueTrace),
-    /// A trace decided on the buffer's thread ([`crate::pipeline::InlineDecider`]), to hand on.
-    Decided(Box<crate::pipeline::DecidedTrace>),
-    Late(LateSpans),
-}
-
-impl BufferOutput {
-    pub fn trace_id(&self) -> TraceId {
-        match self {
-            BufferOutput::Due(t) => t.trace_id,
-            BufferOutput::Decided(d) => d.trace_id(),
-            BufferOutput::Late(l) => l.trace_id,
-        }
-    }
-
-    /// Spans carried.
-    pub fn span_count(&self) -> usize {
-        match self {
-            BufferOutput::Due(t) => t.spans.len(),
-            BufferOutput::Decided(d) => d.span_count(),
-            BufferOutput::Late(l) => l.spans.len(),
-        }
-    }
-}
 
 /// Timing and size limits (from [`BufferConfig`]).
 #[derive(Debug, Clone)]
@@ -355,45 +278,13 @@ impl TraceBuffer {
     }
 }
 
-/// Where the buffer sends due traces: one bounded queue per pipeline worker; a trace and its late spans
-/// always go to the same worker (by trace id) so they are handled in order.
-#[derive(Clone)]
-pub struct PipelineSender {
-    workers: Vec<mpsc::Sender<BufferOutput>>,
-    inline: Option<Arc<crate::pipeline::InlineDecider>>,
-}
-
-impl PipelineSender {
-    pub fn new(workers: Vec<mpsc::Sender<BufferOutput>>) -> PipelineSender {
-        PipelineSender {
-            workers,
-            inline: None,
-        }
-    }
-
-    /// Due traces are decided on the sending (buffer) thread before they go to their worker.
-    pub fn deciding_inline(mut self, decider: crate::pipeline::InlineDecider) -> PipelineSender {
-        self.inline = Some(Arc::new(decider));
-        self
-    }
-
-    pub(crate) async fn send(&self, o: BufferOutput) -> bool {
-        let i = (o.trace_id() as usize) % self.workers.len();
-        let o = match (o, &self.inline) {
-            (BufferOutput::Due(t), Some(d)) => d.decide(t),
-            (o, _) => o,
-        };
-        self.workers[i].send(o).await.is_ok()
-    }
-}
-
 /// Runs [`run`] on a thread of its own, with a single-threaded runtime, so the buffer's timers fire on
 /// time however busy the receivers keep the main runtime (a due trace waiting behind request decoding is
 /// decision latency). The returned task ends when the buffer does.
 pub fn spawn(
     rx: mpsc::Receiver<SpanBatch>,
     buffer: TraceBuffer,
-    pipeline: PipelineSender,
+    pipeline: impl TraceInbox + 'static,
     pressure: Arc<Pressure>,
     metrics: Arc<Metrics>,
     closing: CancellationToken,
@@ -424,7 +315,7 @@ pub fn spawn(
 pub async fn run(
     mut rx: mpsc::Receiver<SpanBatch>,
     mut buffer: TraceBuffer,
-    pipeline: PipelineSender,
+    pipeline: impl TraceInbox,
     pressure: Arc<Pressure>,
     metrics: Arc<Metrics>,
     closing: CancellationToken,
@@ -488,7 +379,7 @@ pub async fn run(
     metrics.buffer_bytes.set(0);
 }
 
-async fn flush(out: &mut Vec<BufferOutput>, pipeline: &PipelineSender, metrics: &Metrics) -> bool {
+async fn flush(out: &mut Vec<BufferOutput>, pipeline: &impl TraceInbox, metrics: &Metrics) -> bool {
     for o in out.drain(..) {
         if let BufferOutput::Due(t) = &o {
             metrics

@@ -3,6 +3,7 @@
 //! completes once every span of the batch is decided and either handed to the exporter or sampled out -
 //! the moment a Kafka source may commit the batch's offset.
 
+use crate::otlp::predicate::{PredicateSet, PredicateSlot};
 use crate::otlp::{ScannedRequest, SpanRecord, TraceId};
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -236,6 +237,8 @@ pub struct IngestHandle {
     pressure: Arc<Pressure>,
     /// Records accepted batches for `tailgate replay` (`--record`).
     recorder: Option<Arc<crate::record::Recorder>>,
+    /// The predicates the policy in force wants evaluated while requests for this handle are scanned.
+    predicates: PredicateSlot,
 }
 
 impl IngestHandle {
@@ -250,6 +253,7 @@ impl IngestHandle {
                 tx,
                 pressure,
                 recorder: None,
+                predicates: PredicateSlot::default(),
             },
             rx,
         )
@@ -259,6 +263,22 @@ impl IngestHandle {
     pub fn with_recorder(mut self, recorder: Option<Arc<crate::record::Recorder>>) -> IngestHandle {
         self.recorder = recorder;
         self
+    }
+
+    /// Requests scanned for this handle (and its clones) evaluate the predicates in `slot`.
+    pub fn with_predicates(mut self, slot: PredicateSlot) -> IngestHandle {
+        self.predicates = slot;
+        self
+    }
+
+    /// The predicate set to scan the next request with (empty unless [`IngestHandle::with_predicates`]).
+    pub fn predicates(&self) -> Arc<PredicateSet> {
+        self.predicates.load()
+    }
+
+    /// The slot [`IngestHandle::predicates`] reads, for a scanner that outlives its use of the handle.
+    pub fn predicate_slot(&self) -> PredicateSlot {
+        self.predicates.clone()
     }
 
     /// Hands a batch over without waiting: receivers turn a refusal into backpressure for the client.

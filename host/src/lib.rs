@@ -52,6 +52,7 @@ pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod inbox;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;

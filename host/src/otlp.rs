@@ -12,6 +12,7 @@
 //! edits, tests.
 
 mod encode;
+pub mod predicate;
 mod scan;
 mod view;
 

@@ -15,13 +15,14 @@ mod shadow;
 mod stage;
 mod tracestate;
 
-use crate::buffer::{BufferOutput, DueTrace, LateSpans};
 use crate::config::{DefaultDecision, SamplerFailurePolicy};
 use crate::decisions::{DecisionCache, KeepInfo, Remembered};
 use crate::explain::{Explanation, RedactionNotes};
 use crate::export::{ExportHandle, KeptSpans};
+use crate::inbox::{BufferOutput, DueTrace, LateSpans, TraceInbox};
 use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
 use crate::otlp::SpanPatch;
+use crate::otlp::predicate::{PredicateSet, PredicateSlot};
 use crate::otlp::{SpanRecord, TraceId};
 use crate::redact::Outcome;
 use crate::redact::Redactors;
@@ -102,6 +103,9 @@ pub struct Policy {
     pub on_sampler_failure: SamplerFailurePolicy,
     /// Run on every kept trace (late spans included) before it is exported.
     pub redactors: Redactors,
+    /// Every rule's predicates, deduplicated: what the ingest scan evaluates while this policy is in
+    /// force ([`Policy::install`]).
+    pub predicates: Arc<PredicateSet>,
 }
 
 impl Policy {
@@ -112,7 +116,15 @@ impl Policy {
             default,
             on_sampler_failure: SamplerFailurePolicy::Keep,
             redactors: Redactors::none(),
+            predicates: Arc::default(),
         }
+    }
+
+    /// Puts `policy` in force: the pipeline decides with it from now on, and the ingest scan evaluates
+    /// its predicates (spans scanned before keep the previous generation and are walked at decision time).
+    pub fn install(policy: Arc<Policy>, live: &ArcSwap<Policy>, predicates: &PredicateSlot) {
+        predicates.store(policy.predicates.clone());
+        live.store(policy);
     }
 }
 
@@ -195,16 +207,16 @@ pub struct PipelineContext {
 }
 
 /// Starts `workers` pipeline threads and as many redaction threads (sharing one queue of `capacity`
-/// kept traces); returns the pipeline threads' input queues (`capacity` traces each) and a handle that
-/// completes when all have finished (after their queues close and the redaction queue is drained).
+/// kept traces); returns the pipeline's [`Inbox`] (a queue of `capacity` traces per worker) and a handle
+/// that completes when all threads have finished (after the inbox is dropped and the redaction queue is
+/// drained). With `decide_inline` (`plugins.decide_on_buffer_thread`), due traces are decided on the
+/// thread that sends them ([`InlineDecider`]).
 pub fn start(
     workers: usize,
     capacity: usize,
     ctx: PipelineContext,
-) -> std::io::Result<(
-    Vec<mpsc::Sender<BufferOutput>>,
-    tokio::sync::oneshot::Receiver<()>,
-)> {
+    decide_inline: bool,
+) -> std::io::Result<(Inbox, tokio::sync::oneshot::Receiver<()>)> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let done = Arc::new(DoneGuard(std::sync::Mutex::new(Some(done_tx))));
     let stage = stage::start(workers, capacity, ctx.clone(), done.clone())?;
@@ -224,7 +236,59 @@ pub fn start(
     }
     // The redaction threads end when the last pipeline thread drops its sender.
     drop(stage);
-    Ok((senders, done_rx))
+    let inline = decide_inline.then(|| Arc::new(InlineDecider::new(ctx)));
+    Ok((
+        Inbox {
+            workers: senders,
+            inline,
+        },
+        done_rx,
+    ))
+}
+
+/// What a pipeline worker is handed: the buffer's output, or a trace its [`InlineDecider`] decided.
+#[derive(Debug)]
+pub(crate) enum WorkItem {
+    /// A trace to decide.
+    Due(DueTrace),
+    /// A trace decided on the sending thread, to hand on.
+    Decided(Box<DecidedTrace>),
+    Late(LateSpans),
+}
+
+impl WorkItem {
+    fn span_count(&self) -> usize {
+        match self {
+            WorkItem::Due(t) => t.spans.len(),
+            WorkItem::Decided(d) => d.t.spans.len(),
+            WorkItem::Late(l) => l.spans.len(),
+        }
+    }
+}
+
+/// The pipeline's input: one bounded queue per worker. A trace and its late spans always go to the same
+/// worker (by trace id), so they are handled in order.
+#[derive(Clone)]
+pub struct Inbox {
+    workers: Vec<mpsc::Sender<WorkItem>>,
+    inline: Option<Arc<InlineDecider>>,
+}
+
+impl TraceInbox for Inbox {
+    async fn send(&self, o: BufferOutput) -> bool {
+        let (trace_id, item) = match o {
+            BufferOutput::Due(t) => (
+                t.trace_id,
+                match &self.inline {
+                    Some(d) => d.decide(t),
+                    None => WorkItem::Due(t),
+                },
+            ),
+            BufferOutput::Late(l) => (l.trace_id, WorkItem::Late(l)),
+        };
+        let i = (trace_id as usize) % self.workers.len();
+        self.workers[i].send(item).await.is_ok()
+    }
 }
 
 /// Signals completion when the last worker drops its clone.
@@ -238,7 +302,7 @@ impl Drop for DoneGuard {
     }
 }
 
-fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: StageSender) {
+fn worker(mut rx: mpsc::Receiver<WorkItem>, ctx: PipelineContext, stage: StageSender) {
     // Decisions first: the bookkeeping of dropped traces (most of them) waits until the queue is empty or
     // `DROPPED_BATCH` of them piled up, so a burst of traces that became due together is decided without
     // each waiting for the bookkeeping of those ahead of it.
@@ -257,9 +321,9 @@ fn worker(mut rx: mpsc::Receiver<BufferOutput>, ctx: PipelineContext, stage: Sta
         };
         let n = item.span_count();
         let decided = match item {
-            BufferOutput::Due(t) => decide(t, &ctx, &stage),
-            BufferOutput::Decided(d) => hand_on(*d, &ctx, &stage),
-            BufferOutput::Late(l) => Decided::Kept {
+            WorkItem::Due(t) => decide(t, &ctx, &stage),
+            WorkItem::Decided(d) => hand_on(*d, &ctx, &stage),
+            WorkItem::Late(l) => Decided::Kept {
                 staged: late(l, &ctx, &stage),
             },
         };
@@ -285,7 +349,7 @@ const DROPPED_BATCH: usize = 64;
 
 /// A decided trace: its decision is remembered (so its late spans follow it) and its latency measured;
 /// what is left is to hand it on (kept) or do its bookkeeping (dropped), on a pipeline worker.
-pub struct DecidedTrace {
+pub(crate) struct DecidedTrace {
     t: DueTrace,
     decision: Decision,
     policy: Arc<Policy>,
@@ -299,16 +363,6 @@ impl std::fmt::Debug for DecidedTrace {
             .field("trace", &self.t)
             .field("decision", &self.decision)
             .finish_non_exhaustive()
-    }
-}
-
-impl DecidedTrace {
-    pub fn trace_id(&self) -> TraceId {
-        self.t.trace_id
-    }
-
-    pub fn span_count(&self) -> usize {
-        self.t.spans.len()
     }
 }
 
@@ -444,14 +498,14 @@ pub const INLINE_PAUSE: std::time::Duration = std::time::Duration::from_secs(10)
 /// awake at the trace's deadline anyway; the worker the trace is routed to does the rest. After a
 /// decision slower than [`INLINE_DECISION_BUDGET`], traces are decided on the workers for
 /// [`INLINE_PAUSE`] (with a warning).
-pub struct InlineDecider {
+pub(crate) struct InlineDecider {
     ctx: PipelineContext,
     /// Until when due traces go to the workers undecided.
     paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl InlineDecider {
-    pub fn new(ctx: PipelineContext) -> InlineDecider {
+    pub(crate) fn new(ctx: PipelineContext) -> InlineDecider {
         InlineDecider {
             ctx,
             paused_until: std::sync::Mutex::new(None),
@@ -459,10 +513,10 @@ impl InlineDecider {
     }
 
     /// Decides a due trace now, or hands it back as it is while inline decisions are paused.
-    pub fn decide(&self, t: DueTrace) -> BufferOutput {
+    pub(crate) fn decide(&self, t: DueTrace) -> WorkItem {
         let paused_until = || self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
         if paused_until().is_some_and(|until| Instant::now() < until) {
-            return BufferOutput::Due(t);
+            return WorkItem::Due(t);
         }
         let policy = self.ctx.policy.load_full();
         // Real time (the buffer's clock, tokio's, stands still in tests with a paused clock).
@@ -479,7 +533,7 @@ impl InlineDecider {
             );
             *paused_until() = Some(Instant::now() + INLINE_PAUSE);
         }
-        BufferOutput::Decided(Box::new(remember(t, decision, policy, &self.ctx)))
+        WorkItem::Decided(Box::new(remember(t, decision, policy, &self.ctx)))
     }
 }
 
@@ -533,7 +587,7 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
                     trace_id: l.trace_id,
                     spans: l.spans,
                     acks: l.acks,
-                    trigger: crate::buffer::Trigger::Idle,
+                    trigger: crate::inbox::Trigger::Idle,
                     first_seen: now,
                     due_at: now,
                 },

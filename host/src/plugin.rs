@@ -622,7 +622,7 @@ impl PluginRuntime {
             .enumerate()
             .map(|(i, p)| {
                 let described = describe_predicate(&p);
-                crate::predicate::from_wit(p).map_err(|m| PluginError::Config {
+                predicate_from_wit(p).map_err(|m| PluginError::Config {
                     plugin: plugin.clone(),
                     message: format!("predicate {i} ({described}): {m}"),
                 })
@@ -726,6 +726,31 @@ fn describe_predicate(p: &bindings::sampling_v2::Predicate) -> String {
         bindings::types::AttributeLevel::Scope => "scope",
     };
     format!("{level} attribute {:?}: {:?}", p.key, p.test)
+}
+
+/// Checks and converts a predicate a 0.2 sampler declared (the WIT contract's type into the scan's). The
+/// error says what is wrong with it.
+fn predicate_from_wit(
+    p: bindings::sampling_v2::Predicate,
+) -> Result<crate::predicate::Predicate, String> {
+    use crate::predicate::{Level, Predicate, Test};
+    use bindings::sampling_v2::ValueTest as W;
+    use bindings::types::AttributeLevel as L;
+    let level = match p.level {
+        L::Span => Level::Span,
+        L::Resource => Level::Resource,
+        L::Scope => Level::Scope,
+    };
+    let test = match p.test {
+        W::Exists => Test::Exists,
+        W::StrIn(v) => Test::StrIn(v),
+        W::StrPrefix(v) => Test::StrPrefix(v),
+        W::Regex(r) => Predicate::regex(&r)?,
+        W::IntRange(b) => Test::IntRange(b.min, b.max),
+        W::DoubleRange(b) => Test::DoubleRange(b.min, b.max),
+        W::BoolIs(b) => Test::BoolIs(b),
+    };
+    Predicate::new(level, p.key, test)
 }
 
 struct Compiled {

@@ -116,7 +116,8 @@ pub fn load_reusing(
         });
     }
     // Predicate pushdown: the rules' predicates, deduplicated, become the set the ingest scan evaluates
-    // from now on; spans scanned under the previous set are walked at decision time (crate::predicate).
+    // once this policy is installed (`Policy::install`; spans scanned under the previous set are walked
+    // at decision time, see crate::predicate).
     let set =
         crate::predicate::PredicateSet::for_policy(rules.iter().map(|r| r.sampler.predicates()))
             .map_err(PolicyError::Predicates)?;
@@ -128,7 +129,6 @@ pub fn load_reusing(
             )));
         }
     }
-    crate::predicate::install(Arc::new(set));
     let settings = RedactionSettings::from_config(&p.redaction);
     if !redactors.is_empty() && p.redaction.hash_key.is_none() {
         tracing::warn!(
@@ -140,6 +140,7 @@ pub fn load_reusing(
         default: p.default,
         on_sampler_failure: p.on_sampler_failure,
         redactors: Redactors::new(redactors, settings, p.on_redactor_failure),
+        predicates: Arc::new(set),
     })
 }
 

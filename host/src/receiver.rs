@@ -12,7 +12,7 @@ pub mod http;
 
 use crate::ingest::{IngestHandle, Refused, SpanBatch};
 use crate::metrics::{Metrics, ReceiverLabels, RefusedLabels};
-use crate::otlp::{ScanError, scan_export_request};
+use crate::otlp::{ScanError, scan_export_request_with};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
@@ -152,7 +152,7 @@ fn scan_and_submit(
     receiver: &'static str,
     body: &Bytes,
 ) -> Result<Accepted, ReceiveError> {
-    let scanned = scan_export_request(body)?;
+    let scanned = scan_export_request_with(body, &ctx.ingest.predicates())?;
     for (why, n) in &scanned.rejected {
         ctx.metrics.refused(receiver, why.as_str(), *n);
     }

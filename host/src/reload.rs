@@ -17,6 +17,7 @@ mod watch;
 
 use crate::config::{Config, ConfigError, Overrides, RuleConfig};
 use crate::metrics::{Metrics, ReloadLabels};
+use crate::otlp::predicate::PredicateSlot;
 use crate::pipeline::{Policy, Sampler};
 use crate::plugin::{PluginError, PluginRuntime, PluginSpec};
 use crate::policy::{self, PolicyError};
@@ -158,6 +159,8 @@ pub struct Reloader {
     overrides: Overrides,
     runtime: PluginRuntime,
     policy: Arc<ArcSwap<Policy>>,
+    /// The live policy's predicates, for the ingest scan (replaced with the policy).
+    predicates: PredicateSlot,
     metrics: Arc<Metrics>,
     /// The configuration the process started with: restart-only settings are compared with it, so a
     /// pending change is reported on every reload until the restart.
@@ -199,6 +202,7 @@ impl Reloader {
             path: path.to_owned(),
             overrides: overrides.clone(),
             runtime,
+            predicates: PredicateSlot::new(policy.predicates.clone()),
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             metrics,
             started: config.clone(),
@@ -215,6 +219,11 @@ impl Reloader {
     /// The live policy this reloader swaps.
     pub fn policy(&self) -> Arc<ArcSwap<Policy>> {
         self.policy.clone()
+    }
+
+    /// The live policy's predicate set, for the scanners of ingested requests.
+    pub fn predicates(&self) -> PredicateSlot {
+        self.predicates.clone()
     }
 
     /// The configuration file.
@@ -349,7 +358,7 @@ impl Reloader {
                 outcome.removed.push(r.name.clone());
             }
         }
-        self.policy.store(Arc::new(policy));
+        Policy::install(Arc::new(policy), &self.policy, &self.predicates);
         outcome.duration_ms = started.elapsed().as_secs_f64() * 1e3;
         current.config = config;
         current.samplers = new_samplers;

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::decisions::KeepInfo;
 use crate::explain::RedactionNotes;
 use crate::metrics::Metrics;
-use crate::otlp::{ExportBuilder, SpanRecord, TraceId, scan_export_request};
+use crate::otlp::{ExportBuilder, SpanRecord, TraceId, scan_export_request_with};
 use crate::pipeline::prepare_kept;
 use crate::record::RecordFormat;
 use bytes::Bytes;
@@ -173,10 +173,12 @@ pub fn replay(
     let mut traces: Vec<(TraceId, Vec<SpanRecord>)> = Vec::new();
     for (i, body) in requests.iter().enumerate() {
         report.bytes_in += body.len() as u64;
-        let scanned = scan_export_request(body).map_err(|e| ReplayError::Record {
-            path: input.to_owned(),
-            record: i + 1,
-            message: e.to_string(),
+        let scanned = scan_export_request_with(body, &policy.predicates).map_err(|e| {
+            ReplayError::Record {
+                path: input.to_owned(),
+                record: i + 1,
+                message: e.to_string(),
+            }
         })?;
         report.spans_rejected += scanned.rejected_count();
         for (tid, span) in scanned.spans {

@@ -38,8 +38,7 @@ fn due(out: &mut Vec<BufferOutput>) -> Vec<(TraceId, Trigger, usize)> {
     out.drain(..)
         .filter_map(|o| match o {
             BufferOutput::Due(t) => Some((t.trace_id, t.trigger, t.spans.len())),
-            // Only `PipelineSender` decides inline; the buffer itself hands out due traces.
-            BufferOutput::Late(_) | BufferOutput::Decided(_) => None,
+            BufferOutput::Late(_) => None,
         })
         .collect()
 }
@@ -226,7 +225,7 @@ async fn run_loop_decides_on_the_paused_clock_and_flushes_on_close() {
     let task = tokio::spawn(run(
         rx,
         TraceBuffer::new(limits(), cache),
-        PipelineSender::new(vec![ptx]),
+        ptx,
         pressure,
         crate::metrics::Metrics::new(),
         tokio_util::sync::CancellationToken::new(),
@@ -280,7 +279,7 @@ async fn memory_bound_pushes_back_and_every_accepted_span_is_decided() {
             },
             cache,
         ),
-        PipelineSender::new(vec![ptx]),
+        ptx,
         pressure.clone(),
         metrics.clone(),
         tokio_util::sync::CancellationToken::new(),

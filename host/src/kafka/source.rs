@@ -17,7 +17,8 @@ use super::offsets::{PartitionProgress, parse_metadata};
 use crate::config::{InitialOffset, KafkaReceiver};
 use crate::ingest::{Ack, IngestHandle, SpanBatch};
 use crate::metrics::{Metrics, ReceiverLabels};
-use crate::otlp::scan_export_request;
+use crate::otlp::predicate::PredicateSlot;
+use crate::otlp::scan_export_request_with;
 use bytes::Bytes;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -74,6 +75,8 @@ struct Shared {
     changed: Condvar,
     /// Taken at shutdown so the buffer can drain.
     ingest: Mutex<Option<IngestHandle>>,
+    /// What messages are scanned with (the policy's predicates; outlives the ingest handle at shutdown).
+    predicates: PredicateSlot,
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
     topic: String,
@@ -360,6 +363,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         changed: Condvar::new(),
+        predicates: ingest.predicate_slot(),
         ingest: Mutex::new(Some(ingest)),
         runtime: tokio::runtime::Handle::current(),
         metrics,
@@ -481,7 +485,7 @@ fn handle(
         }
         shared.commit(consumer, &tpl, CommitMode::Sync);
     }
-    let scanned = match scan_export_request(&payload) {
+    let scanned = match scan_export_request_with(&payload, &shared.predicates.load()) {
         Ok(s) => s,
         Err(e) => {
             metrics.kafka.messages_invalid.inc();

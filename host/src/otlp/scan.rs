@@ -1,8 +1,8 @@
 //! The validating scan of an `ExportTraceServiceRequest` into span records (see the module header of
 //! `otlp` for why this is not a `prost` decode).
 
+use super::predicate::PredicateSet;
 use super::{Origin, SpanRecord, StatusCode, TraceId};
-use crate::predicate::PredicateSet;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -76,9 +76,12 @@ impl ScannedRequest {
 }
 
 /// Scans and validates a protobuf `ExportTraceServiceRequest`. Span bytes are zero-copy slices of `body`.
-/// Evaluates the active policy's predicates ([`crate::predicate::active`], read once) on the way.
+/// Evaluates no predicates (every span's `pred_gen` is 0, so samplers walk them); ingest scans with the
+/// policy's set ([`scan_export_request_with`]).
 pub fn scan_export_request(body: &Bytes) -> Result<ScannedRequest, ScanError> {
-    scan_export_request_with(body, &crate::predicate::active())
+    static NONE: std::sync::LazyLock<PredicateSet> =
+        std::sync::LazyLock::new(PredicateSet::default);
+    scan_export_request_with(body, &NONE)
 }
 
 /// [`scan_export_request`] evaluating the predicates of `preds`: each span's `pred_bits` get the bits of

@@ -183,6 +183,7 @@ mod tests {
             ],
             default: DefaultDecision::Drop,
             on_sampler_failure: SamplerFailurePolicy::Keep,
+            predicates: Default::default(),
             redactors: crate::redact::Redactors::none(),
         };
         //        spans error | live      | errors         | singles       | broken

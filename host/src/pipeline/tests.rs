@@ -72,6 +72,7 @@ fn first_keep_or_drop_wins_in_order() {
         ],
         default: DefaultDecision::Keep,
         on_sampler_failure: SamplerFailurePolicy::Keep,
+        predicates: Default::default(),
         redactors: Default::default(),
     };
     let d = policy.decide(1, &spans(), &Metrics::new());
@@ -96,6 +97,7 @@ fn default_applies_when_all_abstain() {
         rules: vec![rule("a", fixed(Verdict::Abstain, None))],
         default: DefaultDecision::Drop,
         on_sampler_failure: SamplerFailurePolicy::Keep,
+        predicates: Default::default(),
         redactors: Default::default(),
     };
     let d = policy.decide(1, &spans(), &Metrics::new());
@@ -113,6 +115,7 @@ fn shadow_rules_do_not_decide() {
         }],
         default: DefaultDecision::Keep,
         on_sampler_failure: SamplerFailurePolicy::Keep,
+        predicates: Default::default(),
         redactors: Default::default(),
     };
     assert!(policy.decide(1, &spans(), &Metrics::new()).keep);
@@ -130,6 +133,7 @@ fn sampler_failure_follows_the_failure_policy_and_is_counted() {
             rules: vec![rule("broken", failing())],
             default: DefaultDecision::Drop,
             on_sampler_failure: on_failure,
+            predicates: Default::default(),
             redactors: Default::default(),
         };
         let d = policy.decide(1, &spans(), &m);
@@ -144,10 +148,10 @@ fn sampler_failure_follows_the_failure_policy_and_is_counted() {
 
 mod workers {
     use super::*;
-    use crate::buffer::{DueTrace, LateSpans, Trigger};
     use crate::config::{ExportProtocol, OtlpExporter};
     use crate::decisions::DecisionCache;
     use crate::export::Exporter;
+    use crate::inbox::{DueTrace, LateSpans, Trigger};
     use crate::testing::{request, span_in};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use std::time::Duration;
@@ -222,14 +226,8 @@ mod workers {
             export,
             metrics: metrics.clone(),
         };
-        let (senders, done) = start(1, 16, ctx.clone()).expect("threads");
-        let mut sender = crate::buffer::PipelineSender::new(senders);
-        if inline {
-            sender = sender.deciding_inline(InlineDecider::new(ctx));
-        } else {
-            // The exporter's shutdown waits for every handle of it to go.
-            drop(ctx);
-        }
+        // The exporter's shutdown waits for every handle of it to go: the inbox holds the only one left.
+        let (sender, done) = start(1, 16, ctx, inline).expect("threads");
         for i in items {
             assert!(sender.send(i).await, "worker alive");
         }
@@ -299,6 +297,7 @@ mod workers {
             }],
             default: DefaultDecision::Drop,
             on_sampler_failure: SamplerFailurePolicy::Keep,
+            predicates: Default::default(),
             redactors: Default::default(),
         };
         for inline in [false, true] {
@@ -392,12 +391,12 @@ mod workers {
         };
         // The slow decision stands (and is remembered); then due traces go to the workers undecided,
         // until the pause is over.
-        assert!(matches!(decider.decide(t(1)), BufferOutput::Decided(_)));
+        assert!(matches!(decider.decide(t(1)), WorkItem::Decided(_)));
         assert!(cache.lookup(1, Instant::now()).is_some());
-        assert!(matches!(decider.decide(t(2)), BufferOutput::Due(_)));
+        assert!(matches!(decider.decide(t(2)), WorkItem::Due(_)));
         assert!(cache.lookup(2, Instant::now()).is_none());
         tokio::time::advance(INLINE_PAUSE).await;
-        assert!(matches!(decider.decide(t(3)), BufferOutput::Decided(_)));
+        assert!(matches!(decider.decide(t(3)), WorkItem::Decided(_)));
         let _ = std::fs::remove_file(out);
     }
 
@@ -439,6 +438,7 @@ mod workers {
             }],
             default: DefaultDecision::Drop,
             on_sampler_failure: SamplerFailurePolicy::Keep,
+            predicates: Default::default(),
             ..Policy::with_default(DefaultDecision::Drop)
         };
         let items = (1..=100u128)

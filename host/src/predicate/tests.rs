@@ -1,5 +1,5 @@
 use super::*;
-use crate::otlp::{SpanRecord, scan_export_request_with};
+use crate::otlp::{AnyValueRef, SpanRecord, scan_export_request_with};
 use crate::testing::{kv_int, kv_str, request, span_in};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{

@@ -3,11 +3,13 @@
 //! Each must end in a clear refusal naming the problem or in defined, counted handling.
 
 use super::*;
-use crate::buffer::{BufferLimits, BufferOutput, TraceBuffer, Trigger};
+use crate::buffer::{BufferLimits, TraceBuffer};
 use crate::decisions::DecisionCache;
+use crate::inbox::{BufferOutput, Trigger};
 use crate::ingest::{Pressure, SpanBatch};
 use crate::metrics::{ReceiverLabels, RefusedLabels};
 use crate::otlp::ScanError;
+use crate::otlp::scan_export_request;
 use crate::testing::{kv_str, request, sample_request, span, span_in};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Status as SpanStatus, span::Event, span::Link};
@@ -736,7 +738,6 @@ fn two_hundred_thousand_tiny_spans_of_one_trace_are_bounded_and_all_accounted() 
                 due += t.spans.len();
             }
             BufferOutput::Late(l) => late += l.spans.len(),
-            BufferOutput::Decided(_) => unreachable!("the buffer itself does not decide"),
         }
     }
     assert_eq!(due, PER_REQUEST as usize, "decided once, at the size bound");

@@ -499,11 +499,15 @@ fn reload_changes_the_pushed_down_predicates_and_old_spans_are_decided_right() {
         ),
         (14, make(14, "shop", Some(kv_str("http.route", "/users")))),
     ];
-    let scan_all = || -> Vec<(TraceId, Vec<SpanRecord>)> {
+    // What a receiver of the reloader's app scans with: the live policy's predicates.
+    let scan_all = |r: &Reloader| -> Vec<(TraceId, Vec<SpanRecord>)> {
+        let set = r.predicates().load();
         bodies
             .iter()
             .map(|(id, b)| {
-                let spans = scan_export_request(b).expect("valid").spans;
+                let spans = crate::otlp::scan_export_request_with(b, &set)
+                    .expect("valid")
+                    .spans;
                 (*id, spans.into_iter().map(|(_, s)| s).collect())
             })
             .collect()
@@ -519,19 +523,19 @@ fn reload_changes_the_pushed_down_predicates_and_old_spans_are_decided_right() {
 
     write(&cfg, &config_text(&policy_a));
     let r = load(&cfg);
-    let under_a = scan_all();
-    let gen_a = crate::predicate::active().generation();
+    let under_a = scan_all(&r);
+    let gen_a = r.predicates().load().generation();
     assert!(gen_a != 0 && under_a.iter().all(|(_, s)| s[0].pred_gen() == gen_a));
     assert_eq!(decide(&r, &under_a), [true, false, false, false]);
 
     write(&cfg, &config_text(&policy_b));
     let out = r.reload_blocking(Trigger::Manual);
     assert!(out.ok, "{out:?}");
-    let gen_b = crate::predicate::active().generation();
+    let gen_b = r.predicates().load().generation();
     assert_ne!(gen_a, gen_b);
     // Spans buffered under A, decided by B: walked, and right.
     assert_eq!(decide(&r, &under_a), [false, true, false, false]);
-    let under_b = scan_all();
+    let under_b = scan_all(&r);
     assert!(under_b.iter().all(|(_, s)| s[0].pred_gen() == gen_b));
     assert_eq!(decide(&r, &under_b), [false, true, false, false]);
 
@@ -540,7 +544,7 @@ fn reload_changes_the_pushed_down_predicates_and_old_spans_are_decided_right() {
     let out = r.reload_blocking(Trigger::Manual);
     assert!(out.ok, "{out:?}");
     assert!(!out.loaded.contains(&"match".to_owned()), "{out:?}");
-    let under_c = scan_all();
+    let under_c = scan_all(&r);
     assert_ne!(under_c[0].1[0].pred_gen(), gen_b);
     for traces in [&under_a, &under_b, &under_c] {
         assert_eq!(decide(&r, traces), [false, true, true, false]);
