@@ -15,17 +15,18 @@ mod encode;
 pub mod predicate;
 mod scan;
 mod view;
+mod wire;
 
 pub use encode::{ExportBuilder, SpanPatch};
 pub use scan::SpanRejection;
 pub use scan::{ScanError, ScannedRequest, scan_export_request, scan_export_request_with};
-pub(crate) use view::next_field;
 pub use view::{
     AnyValueRef, AttrIter, KeyFinder, KeyValueRef, attributes_in, event_attributes, event_name,
     len_fields, link_attributes, merged_resource_attributes, merged_scope_attributes,
     resource_attributes, scope_attributes, span_attributes, span_events, span_links,
     span_status_message, span_trace_state,
 };
+pub(crate) use wire::next_field;
 
 use bytes::Bytes;
 use std::sync::Arc;

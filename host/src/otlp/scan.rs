@@ -2,6 +2,7 @@
 //! `otlp` for why this is not a `prost` decode).
 
 use super::predicate::PredicateSet;
+use super::wire::{Reader, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
 use super::{Origin, SpanRecord, StatusCode, TraceId};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -695,101 +696,5 @@ impl Path {
             s.push_str(f);
         }
         s
-    }
-}
-
-pub(super) const WIRE_VARINT: u8 = 0;
-pub(super) const WIRE_FIXED64: u8 = 1;
-pub(super) const WIRE_LEN: u8 = 2;
-pub(super) const WIRE_FIXED32: u8 = 5;
-
-/// A cursor over protobuf bytes. `pos` is absolute in `buf`; reads stop at `buf.len()`.
-pub(super) struct Reader<'a> {
-    buf: &'a [u8],
-    pub(super) pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(super) fn new(buf: &'a [u8], pos: usize) -> Self {
-        Reader { buf, pos }
-    }
-
-    /// Next field key, or `None` at the end.
-    pub(super) fn key(&mut self) -> Result<Option<(u32, u8)>, String> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let k = self.varint()?;
-        let wire = (k & 7) as u8;
-        let field = k >> 3;
-        if field == 0 || field > u32::MAX as u64 >> 3 {
-            return Err(format!("invalid field number {field}"));
-        }
-        if !matches!(wire, WIRE_VARINT | WIRE_FIXED64 | WIRE_LEN | WIRE_FIXED32) {
-            return Err(format!("unsupported wire type {wire} for field {field}"));
-        }
-        Ok(Some((field as u32, wire)))
-    }
-
-    pub(super) fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let Some(&b) = self.buf.get(self.pos) else {
-                return Err("truncated varint".into());
-            };
-            self.pos += 1;
-            if i == 9 && b > 1 {
-                // The 10th byte holds only the 64th bit.
-                return Err("varint overflows 64 bits".into());
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("varint longer than 10 bytes".into())
-    }
-
-    pub(super) fn fixed64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        // `take` returned exactly 8 bytes.
-        Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
-        let Some(end) = end else {
-            return Err(format!(
-                "truncated: {n} bytes declared, {} left",
-                self.buf.len() - self.pos
-            ));
-        };
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// A length-delimited field's absolute byte range.
-    pub(super) fn len_delimited(&mut self) -> Result<(usize, usize), String> {
-        let len = self.varint()?;
-        let len = usize::try_from(len).map_err(|_| "length overflows".to_owned())?;
-        let start = self.pos;
-        self.take(len)?;
-        Ok((start, self.pos))
-    }
-
-    pub(super) fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let (s, e) = self.len_delimited()?;
-        Ok(&self.buf[s..e])
-    }
-
-    pub(super) fn skip(&mut self, wire: u8) -> Result<(), String> {
-        match wire {
-            WIRE_VARINT => self.varint().map(|_| ()),
-            WIRE_FIXED64 => self.take(8).map(|_| ()),
-            WIRE_LEN => self.len_delimited().map(|_| ()),
-            WIRE_FIXED32 => self.take(4).map(|_| ()),
-            _ => Err(format!("unsupported wire type {wire}")),
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! Read access to attributes inside encoded (already validated) OTLP messages, without allocating.
 
-use super::scan::{Reader, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
+use super::wire::{Reader, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT, next_field};
 
 /// A borrowed `AnyValue`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -202,57 +202,6 @@ pub struct KeyFinder {
     /// Bit `n` is set when a key is `n` bytes long (keys of 64 bytes or more set bit 63), so most
     /// attributes are rejected on their key's length byte alone.
     lengths: u64,
-}
-
-/// A varint at `*pos`, advancing it; `None` when truncated or longer than 10 bytes.
-#[inline(always)]
-fn varint_at(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let b = *buf.get(*pos)?;
-    *pos += 1;
-    if b < 0x80 {
-        return Some(u64::from(b));
-    }
-    let mut v = u64::from(b & 0x7f);
-    for i in 1..10 {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// The next field of a message at `*pos`: `(field, wire type, payload range)`; the range is empty for
-/// varints and fixed-width fields. `None` at the end or on malformed bytes (a caller that needs to tell
-/// them apart checks `*pos < buf.len()` first).
-#[inline(always)]
-pub(crate) fn next_field(buf: &[u8], pos: &mut usize) -> Option<(u64, u8, usize, usize)> {
-    if *pos >= buf.len() {
-        return None;
-    }
-    let key = varint_at(buf, pos)?;
-    let (field, wire) = (key >> 3, (key & 7) as u8);
-    match wire {
-        WIRE_VARINT => {
-            varint_at(buf, pos)?;
-            Some((field, wire, *pos, *pos))
-        }
-        WIRE_LEN => {
-            let len = usize::try_from(varint_at(buf, pos)?).ok()?;
-            let start = *pos;
-            let end = start.checked_add(len).filter(|&e| e <= buf.len())?;
-            *pos = end;
-            Some((field, wire, start, end))
-        }
-        WIRE_FIXED64 | WIRE_FIXED32 => {
-            let n = if wire == WIRE_FIXED64 { 8 } else { 4 };
-            *pos = pos.checked_add(n).filter(|&e| e <= buf.len())?;
-            Some((field, wire, *pos, *pos))
-        }
-        _ => None,
-    }
 }
 
 impl KeyFinder {
