@@ -797,7 +797,7 @@ fn packing_lists_every_string() {
         ..Default::default()
     }];
     let spans = scan(&request("svc", vec![root]));
-    let packed = marshal::pack(&spans);
+    let packed = packing::pack(&spans);
     let kinds: Vec<_> = packed
         .fields
         .iter()
