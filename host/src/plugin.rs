@@ -38,7 +38,7 @@
 //! `plugin/runtime.rs` (engine, linker, cache, loading, contract checks) -> `host_api.rs` (the
 //! `Store` state and the host interface plugins import) -> `instances.rs` (the pool, deadlines,
 //! failure classification) -> `sampler.rs` / `redactor.rs` (one role each). `marshal.rs` builds what
-//! samplers receive, [`packing`] what redactors receive; `bindings.rs` is the one `bindgen!`.
+//! samplers receive, `packing.rs` what redactors receive; `bindings.rs` is the one `bindgen!`.
 //!
 //! # Costs (see docs/plugins.md)
 //! A call carries a host-computed trace summary plus only the attribute values the plugin declared at
