@@ -1,34 +1,33 @@
 //! The pipeline: decides each due trace with the policy's ordered rules (first keep or drop wins, a
-//! default when all abstain), annotates kept spans (`tailgate.rule`, the OpenTelemetry sampling threshold
-//! in `tracestate`), passes them through the redactors, and hands them to the exporter. Late spans follow
-//! the remembered decision of their trace.
+//! default when all abstain) and hands kept ones to the redaction stage (`pipeline/redaction.rs`:
+//! redact, annotate with `tailgate.rule` and the sampling threshold, send to the exporter's queue).
+//! Late spans follow the remembered decision of their trace.
 //!
 //! Runs on dedicated worker threads (plugin code never runs on a tokio worker); the buffer routes each trace
 //! id to one worker, so a trace's late spans are handled after its decision. The samplers themselves run
 //! on the buffer's thread by default ([`InlineDecider`]): the thread that is awake at a trace's deadline
 //! decides it at once, and the worker does the rest (topology, shadow rules, export), so a decision waits
 //! for one thread's wake-up, not two. When the policy has
-//! redactors, kept spans are redacted and exported by the threads of the redaction stage ([`stage`]), so
+//! redactors, kept spans are redacted and exported by the threads of the redaction stage, so
 //! a slow redaction never delays the decisions of the traces behind it.
 
+mod redaction;
 mod shadow;
-mod stage;
 mod tracestate;
 
 use crate::config::{DefaultDecision, SamplerFailurePolicy};
 use crate::decisions::{DecisionCache, KeepInfo, Remembered};
 use crate::explain::{Explanation, RedactionNotes};
-use crate::export::{ExportHandle, KeptSpans};
+use crate::export::ExportHandle;
 use crate::inbox::{BufferOutput, DueTrace, LateSpans, TraceInbox};
 use crate::metrics::{DecisionLabels, Metrics, PluginLabels, ReasonLabels};
-use crate::otlp::SpanPatch;
 use crate::otlp::predicate::{PredicateSet, PredicateSlot};
 use crate::otlp::{SpanRecord, TraceId};
-use crate::redact::Outcome;
 use crate::redact::Redactors;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use stage::{Explain, KeptTrace, StageSender};
+pub(crate) use redaction::annotate;
+pub use redaction::prepare_kept;
+use redaction::{Explain, KeptTrace, RedactionStage};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -219,7 +218,7 @@ pub fn start(
 ) -> std::io::Result<(Inbox, tokio::sync::oneshot::Receiver<()>)> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let done = Arc::new(DoneGuard(std::sync::Mutex::new(Some(done_tx))));
-    let stage = stage::start(workers, capacity, ctx.clone(), done.clone())?;
+    let stage = redaction::start(workers, capacity, ctx.clone(), done.clone())?;
     let mut senders = Vec::with_capacity(workers);
     for i in 0..workers.max(1) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -302,7 +301,7 @@ impl Drop for DoneGuard {
     }
 }
 
-fn worker(mut rx: mpsc::Receiver<WorkItem>, ctx: PipelineContext, stage: StageSender) {
+fn worker(mut rx: mpsc::Receiver<WorkItem>, ctx: PipelineContext, stage: RedactionStage) {
     // Decisions first: the bookkeeping of dropped traces (most of them) waits until the queue is empty or
     // `DROPPED_BATCH` of them piled up, so a burst of traces that became due together is decided without
     // each waiting for the bookkeeping of those ahead of it.
@@ -422,7 +421,7 @@ fn explain(t: &DueTrace, decision: &Decision) -> Explanation {
 
 /// Decides a due trace: a kept trace is handed on at once, a dropped one is remembered and returned for
 /// its bookkeeping.
-fn decide(t: DueTrace, ctx: &PipelineContext, stage: &StageSender) -> Decided {
+fn decide(t: DueTrace, ctx: &PipelineContext, stage: &RedactionStage) -> Decided {
     let policy = ctx.policy.load_full();
     let decision = policy.decide(t.trace_id, &t.spans, &ctx.metrics);
     hand_on(remember(t, decision, policy, ctx), ctx, stage)
@@ -458,7 +457,7 @@ fn remember(
 }
 
 /// Hands a kept trace on (redaction stage or exporter); a dropped one is returned for its bookkeeping.
-fn hand_on(d: DecidedTrace, ctx: &PipelineContext, stage: &StageSender) -> Decided {
+fn hand_on(d: DecidedTrace, ctx: &PipelineContext, stage: &RedactionStage) -> Decided {
     let Some(info) = d.kept.clone() else {
         return Decided::Dropped(d);
     };
@@ -470,7 +469,7 @@ fn hand_on(d: DecidedTrace, ctx: &PipelineContext, stage: &StageSender) -> Decid
     } = d;
     account(&t, &decision, &policy, ctx);
     let why = explain(&t, &decision);
-    let staged = export(
+    let staged = stage.hand_off(
         KeptTrace {
             trace_id: t.trace_id,
             spans: t.spans,
@@ -480,7 +479,6 @@ fn hand_on(d: DecidedTrace, ctx: &PipelineContext, stage: &StageSender) -> Decid
             explain: Explain::Decided(Box::new(why)),
         },
         ctx,
-        stage,
     );
     Decided::Kept { staged }
 }
@@ -538,7 +536,7 @@ impl InlineDecider {
 }
 
 /// Handles spans of an already decided trace; returns how many wait in the redaction stage.
-fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
+fn late(l: LateSpans, ctx: &PipelineContext, stage: &RedactionStage) -> usize {
     ctx.metrics.topology.observe_late(&l.spans);
     let n = l.spans.len() as u64;
     match ctx.cache.lookup(l.trace_id, Instant::now()) {
@@ -547,7 +545,7 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
                 .late_spans
                 .get_or_create(&ReasonLabels { reason: "kept" })
                 .inc_by(n);
-            return export(
+            return stage.hand_off(
                 KeptTrace {
                     trace_id: l.trace_id,
                     spans: l.spans,
@@ -560,7 +558,6 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
                     },
                 },
                 ctx,
-                stage,
             );
         }
         Some(Remembered::Dropped) => {
@@ -605,54 +602,6 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &StageSender) -> usize {
     }
     drop(l.acks);
     0
-}
-
-/// Redacts and annotates kept spans (`tailgate.rule`, the sampling threshold in `tracestate`). Every kept
-/// span (late ones included, and replayed ones) passes through here, so nothing reaches the exporter
-/// without passing the redactors. `None` when a redactor failed under `on_redactor_failure: drop` (already
-/// counted as lost).
-pub fn prepare_kept(
-    redactors: &Redactors,
-    trace_id: TraceId,
-    spans: Vec<SpanRecord>,
-    info: &KeepInfo,
-    metrics: &Metrics,
-    notes: Option<&mut RedactionNotes>,
-) -> Option<KeptSpans> {
-    match redactors.redact_noting(trace_id, spans, metrics, notes) {
-        Outcome::Export(spans) => Some(annotate(spans, info)),
-        Outcome::Dropped => None,
-    }
-}
-
-/// Kept spans with what tailgate adds to each of them: `tailgate.rule`, and the sampling threshold in
-/// `tracestate` (from the first span's `tracestate`, see [`update_tracestate`]).
-pub(crate) fn annotate(spans: Vec<SpanRecord>, info: &KeepInfo) -> KeptSpans {
-    let mut patch = SpanPatch::new();
-    patch.string_attribute("tailgate.rule", &info.rule);
-    let existing = spans
-        .first()
-        .map(|s| crate::otlp::span_trace_state(&s.raw))
-        .unwrap_or("");
-    if let Some(ts) = update_tracestate(existing, info.probability) {
-        patch.trace_state(&ts);
-    }
-    KeptSpans {
-        spans,
-        patch: Bytes::copy_from_slice(patch.as_bytes()),
-    }
-}
-
-/// Hands kept spans on: to the redaction stage when the policy has redactors, otherwise straight to the
-/// exporter (annotating them is cheap). Returns how many spans now wait in the redaction stage (they
-/// stay in the `pipeline_spans` gauge until it is done with them).
-fn export(t: KeptTrace, ctx: &PipelineContext, stage: &StageSender) -> usize {
-    if ctx.policy.load().redactors.is_empty() {
-        stage::finish(t, ctx);
-        0
-    } else {
-        stage.send(t, ctx)
-    }
 }
 
 #[cfg(test)]

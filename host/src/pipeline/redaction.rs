@@ -1,5 +1,8 @@
-//! The redaction stage: kept traces leave the deciding workers through a bounded queue and are redacted,
-//! annotated and handed to the exporter by threads of their own.
+//! The redaction stage: the kept-trace path from a keep decision to the exporter's queue. A kept trace
+//! is handed off ([`RedactionStage::hand_off`]), redacted ([`crate::redact`]), annotated (`tailgate.rule`,
+//! the sampling threshold: [`annotate`]), its explanation recorded, and sent to the exporter's queue.
+//! With redactors in the policy this runs on threads of its own behind a bounded queue; without, on the
+//! deciding worker (annotating is cheap).
 //!
 //! Redacting a large kept trace takes milliseconds (the PII plugin costs tens of microseconds per span),
 //! while deciding a trace takes a few microseconds. Run inline, every trace that became due while a worker
@@ -11,11 +14,15 @@
 //! Acks travel with the spans, so a batch counts as handed on only once its kept spans reached the
 //! exporter's queue (or were counted as lost).
 
-use super::PipelineContext;
+use super::{PipelineContext, update_tracestate};
 use crate::decisions::KeepInfo;
 use crate::explain::{Explanation, RedactionNotes};
+use crate::export::KeptSpans;
 use crate::ingest::Ack;
-use crate::otlp::{SpanRecord, TraceId};
+use crate::metrics::Metrics;
+use crate::otlp::{SpanPatch, SpanRecord, TraceId};
+use crate::redact::{Outcome, Redactors};
+use bytes::Bytes;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
@@ -42,15 +49,27 @@ pub(crate) enum Explain {
 
 /// The deciding workers' end of the stage's queue.
 #[derive(Clone)]
-pub(crate) struct StageSender {
+pub(crate) struct RedactionStage {
     tx: SyncSender<KeptTrace>,
 }
 
-impl StageSender {
+impl RedactionStage {
+    /// Hands kept spans on: to the redaction threads when the policy has redactors, otherwise through
+    /// [`redact_and_send`] right here (annotating them is cheap). Returns how many spans now wait in the
+    /// redaction stage (they stay in the `pipeline_spans` gauge until it is done with them).
+    pub fn hand_off(&self, t: KeptTrace, ctx: &PipelineContext) -> usize {
+        if ctx.policy.load().redactors.is_empty() {
+            redact_and_send(t, ctx);
+            0
+        } else {
+            self.send(t, ctx)
+        }
+    }
+
     /// Queues kept spans for redaction. Blocks while the queue is full (backpressure). When the stage is
     /// gone (shutdown), does the work on the calling thread so nothing is lost. Returns the number of
     /// spans queued (0 when done here): the stage counts them out of the `pipeline_spans` gauge.
-    pub fn send(&self, t: KeptTrace, ctx: &PipelineContext) -> usize {
+    fn send(&self, t: KeptTrace, ctx: &PipelineContext) -> usize {
         let n = t.spans.len();
         let t = match self.tx.try_send(t) {
             Ok(()) => return n,
@@ -63,7 +82,7 @@ impl StageSender {
             }
             Err(TrySendError::Disconnected(t)) => t,
         };
-        finish(t, ctx);
+        redact_and_send(t, ctx);
         0
     }
 }
@@ -75,7 +94,7 @@ pub(crate) fn start<G: Send + Sync + 'static>(
     capacity: usize,
     ctx: PipelineContext,
     on_exit: Arc<G>,
-) -> std::io::Result<StageSender> {
+) -> std::io::Result<RedactionStage> {
     let (tx, rx) = sync_channel(capacity.max(1));
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..threads.max(1) {
@@ -89,7 +108,7 @@ pub(crate) fn start<G: Send + Sync + 'static>(
                 drop(guard);
             })?;
     }
-    Ok(StageSender { tx })
+    Ok(RedactionStage { tx })
 }
 
 fn run(rx: &Mutex<Receiver<KeptTrace>>, ctx: &PipelineContext) {
@@ -99,7 +118,7 @@ fn run(rx: &Mutex<Receiver<KeptTrace>>, ctx: &PipelineContext) {
         match next {
             Ok(t) => {
                 let n = t.spans.len() as i64;
-                finish(t, ctx);
+                redact_and_send(t, ctx);
                 ctx.metrics.pipeline_spans.dec_by(n);
             }
             Err(_) => return,
@@ -109,7 +128,7 @@ fn run(rx: &Mutex<Receiver<KeptTrace>>, ctx: &PipelineContext) {
 
 /// Redacts, annotates and sends kept spans to the exporter. Every kept span (late ones included) passes
 /// through here, so nothing reaches the exporter without passing the redactors.
-pub(crate) fn finish(t: KeptTrace, ctx: &PipelineContext) {
+fn redact_and_send(t: KeptTrace, ctx: &PipelineContext) {
     let KeptTrace {
         trace_id,
         spans,
@@ -122,7 +141,7 @@ pub(crate) fn finish(t: KeptTrace, ctx: &PipelineContext) {
         Explain::Decided(why) => &mut why.redactions,
         Explain::Late { notes, .. } => notes,
     };
-    let kept = super::prepare_kept(
+    let kept = prepare_kept(
         &ctx.policy.load().redactors,
         trace_id,
         spans,
@@ -158,4 +177,40 @@ pub(crate) fn finish(t: KeptTrace, ctx: &PipelineContext) {
             .observe(Instant::now().duration_since(due).as_secs_f64());
     }
     drop(acks);
+}
+
+/// Redacts and annotates kept spans (`tailgate.rule`, the sampling threshold in `tracestate`). Every kept
+/// span (late ones included, and replayed ones) passes through here, so nothing reaches the exporter
+/// without passing the redactors. `None` when a redactor failed under `on_redactor_failure: drop` (already
+/// counted as lost).
+pub fn prepare_kept(
+    redactors: &Redactors,
+    trace_id: TraceId,
+    spans: Vec<SpanRecord>,
+    info: &KeepInfo,
+    metrics: &Metrics,
+    notes: Option<&mut RedactionNotes>,
+) -> Option<KeptSpans> {
+    match redactors.redact_noting(trace_id, spans, metrics, notes) {
+        Outcome::Export(spans) => Some(annotate(spans, info)),
+        Outcome::Dropped => None,
+    }
+}
+
+/// Kept spans with what tailgate adds to each of them: `tailgate.rule`, and the sampling threshold in
+/// `tracestate` (from the first span's `tracestate`, see [`update_tracestate`]).
+pub(crate) fn annotate(spans: Vec<SpanRecord>, info: &KeepInfo) -> KeptSpans {
+    let mut patch = SpanPatch::new();
+    patch.string_attribute("tailgate.rule", &info.rule);
+    let existing = spans
+        .first()
+        .map(|s| crate::otlp::span_trace_state(&s.raw))
+        .unwrap_or("");
+    if let Some(ts) = update_tracestate(existing, info.probability) {
+        patch.trace_state(&ts);
+    }
+    KeptSpans {
+        spans,
+        patch: Bytes::copy_from_slice(patch.as_bytes()),
+    }
 }
