@@ -6,7 +6,7 @@
 
 use super::{AUDIT_COUNT_KEY, AUDIT_RULES_KEY, KeyedHasher, describe, splice};
 use crate::otlp::{ExportBuilder, Origin, SpanRecord, scan_export_request};
-use crate::plugin::{EditAction, FieldKind, FieldRef, RedactionEdit, layout};
+use crate::plugin::{EditAction, FieldKind, FieldRef, RedactionEdit, TraceLayout, layout};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as ProtoSpan};
@@ -85,6 +85,10 @@ pub fn apply_without_splicing(
 }
 
 /// [`apply`] with splicing on or off whatever [`SPLICE_SPAN_EDITS`] says (the tests compare both).
+///
+/// Three phases: each edit is checked and applied to what it edits (decoded resources, scopes and spans,
+/// or queued for the byte-level splice), removed attributes are dropped, and what changed is re-encoded
+/// (and re-scanned where a span's origin changed).
 pub(super) fn apply_with(
     spans: &[SpanRecord],
     edits: &[RedactionEdit],
@@ -99,51 +103,93 @@ pub(super) fn apply_with(
         });
     }
     let l = layout(spans);
-    // Decode what is edited.
-    let mut resources: BTreeMap<u32, ResourceSpans> = BTreeMap::new();
-    let mut scopes: BTreeMap<u32, ScopeSpans> = BTreeMap::new();
-    let mut decoded: BTreeMap<u32, ProtoSpan> = BTreeMap::new();
-    let mut removed: HashSet<(FieldKind, u32, u32, u32)> = HashSet::new();
-    // Edits per span / resource / scope, for the audit count.
-    let mut span_edits: HashMap<u32, i64> = HashMap::new();
-    let mut resource_edits: HashMap<u32, i64> = HashMap::new();
-    let mut scope_edits: HashMap<u32, i64> = HashMap::new();
-    // Spans edited in their bytes: only span attribute edits. Their edits are collected here (in
-    // order) and applied when the span is re-encoded below (decoded after all if the byte-level path
-    // declines, e.g. for a span that carries audit attributes already).
-    let mut not_spliced: HashSet<u32> = HashSet::new();
-    if splicing {
-        for e in edits {
-            if e.field.kind != FieldKind::SpanAttribute
-                && !matches!(
-                    e.field.kind,
-                    FieldKind::ResourceAttribute | FieldKind::ScopeAttribute
-                )
-            {
-                not_spliced.insert(e.field.owner);
-            }
+    let mut work = Work::new(edits, splicing);
+    for e in edits {
+        check_edit(e)?;
+        work.edit(spans, &l, e, hasher)?;
+    }
+    work.drop_removed();
+    work.reencode(spans, &l, rule, hasher)
+}
+
+/// The removal mark of an attribute, see [`tombstone`].
+type Tomb = (FieldKind, u32, u32, u32);
+
+/// Refuses an edit its field kind does not allow (remove and rename-key on non-attributes) or a
+/// replacement past [`MAX_REPLACEMENT`].
+fn check_edit(e: &RedactionEdit) -> Result<(), ApplyError> {
+    let f = &e.field;
+    if matches!(e.action, EditAction::Remove | EditAction::RenameKey(_)) && !f.kind.is_attribute() {
+        let name = if e.action == EditAction::Remove {
+            "remove"
+        } else {
+            "rename-key"
+        };
+        return Err(ApplyError::NotAnAttribute(describe(f), name));
+    }
+    if let EditAction::Replace(s) | EditAction::RenameKey(s) = &e.action
+        && s.len() > MAX_REPLACEMENT
+    {
+        return Err(ApplyError::TooLong(describe(f)));
+    }
+    Ok(())
+}
+
+/// What the edits of one redactor changed so far: the decoded resources, scopes and spans (by index in
+/// the trace layout), the attributes marked removed, the span attribute edits left to the byte-level
+/// splice, and the edit counts for the audit attributes.
+struct Work<'e> {
+    splicing: bool,
+    resources: BTreeMap<u32, ResourceSpans>,
+    scopes: BTreeMap<u32, ScopeSpans>,
+    decoded: BTreeMap<u32, ProtoSpan>,
+    removed: HashSet<Tomb>,
+    span_edits: HashMap<u32, i64>,
+    resource_edits: HashMap<u32, i64>,
+    scope_edits: HashMap<u32, i64>,
+    /// Spans edited in their bytes take only span attribute edits; spans with any other edit of their
+    /// own are decoded (their span attribute edits with them).
+    not_spliced: HashSet<u32>,
+    /// The splice's edits per span, in order; applied when the span is re-encoded (decoded after all
+    /// if the byte-level path declines, e.g. for a span that carries audit attributes already).
+    spliced: BTreeMap<u32, Vec<&'e RedactionEdit>>,
+}
+
+impl<'e> Work<'e> {
+    fn new(edits: &[RedactionEdit], splicing: bool) -> Self {
+        let not_spliced = if splicing {
+            edits
+                .iter()
+                .filter(|e| !e.field.kind.is_attribute() || is_span_item_attribute(e.field.kind))
+                .map(|e| e.field.owner)
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        Work {
+            splicing,
+            resources: BTreeMap::new(),
+            scopes: BTreeMap::new(),
+            decoded: BTreeMap::new(),
+            removed: HashSet::new(),
+            span_edits: HashMap::new(),
+            resource_edits: HashMap::new(),
+            scope_edits: HashMap::new(),
+            not_spliced,
+            spliced: BTreeMap::new(),
         }
     }
-    let mut spliced: BTreeMap<u32, Vec<&RedactionEdit>> = BTreeMap::new();
 
-    for e in edits {
+    /// Applies one (checked) edit to what it targets, decoding that on first use.
+    fn edit(
+        &mut self,
+        spans: &[SpanRecord],
+        l: &TraceLayout,
+        e: &'e RedactionEdit,
+        hasher: &KeyedHasher,
+    ) -> Result<(), ApplyError> {
         let f = &e.field;
         let what = || describe(f);
-        if matches!(e.action, EditAction::Remove | EditAction::RenameKey(_))
-            && !f.kind.is_attribute()
-        {
-            let name = if e.action == EditAction::Remove {
-                "remove"
-            } else {
-                "rename-key"
-            };
-            return Err(ApplyError::NotAnAttribute(what(), name));
-        }
-        if let EditAction::Replace(s) | EditAction::RenameKey(s) = &e.action
-            && s.len() > MAX_REPLACEMENT
-        {
-            return Err(ApplyError::TooLong(what()));
-        }
         let tomb = tombstone(f);
         match f.kind {
             FieldKind::ResourceAttribute => {
@@ -151,196 +197,235 @@ pub(super) fn apply_with(
                     .resource_first_span
                     .get(f.owner as usize)
                     .ok_or_else(|| ApplyError::NoSuchField(what()))?;
-                let r = resources
+                let r = self
+                    .resources
                     .entry(f.owner)
                     .or_insert_with(|| decode_resource(&spans[first as usize].origin));
                 let list = &mut r.resource.get_or_insert_with(Default::default).attributes;
-                edit_attribute(Attrs { list }, f, &e.action, &mut removed, tomb, hasher)?;
-                *resource_edits.entry(f.owner).or_default() += 1;
+                edit_attribute(
+                    Attrs { list },
+                    f,
+                    &e.action,
+                    &mut self.removed,
+                    tomb,
+                    hasher,
+                )?;
+                *self.resource_edits.entry(f.owner).or_default() += 1;
             }
             FieldKind::ScopeAttribute => {
                 let first = *l
                     .scope_first_span
                     .get(f.owner as usize)
                     .ok_or_else(|| ApplyError::NoSuchField(what()))?;
-                let s = scopes
+                let s = self
+                    .scopes
                     .entry(f.owner)
                     .or_insert_with(|| decode_scope(&spans[first as usize].origin));
                 let list = &mut s.scope.get_or_insert_with(Default::default).attributes;
-                edit_attribute(Attrs { list }, f, &e.action, &mut removed, tomb, hasher)?;
-                *scope_edits.entry(f.owner).or_default() += 1;
+                edit_attribute(
+                    Attrs { list },
+                    f,
+                    &e.action,
+                    &mut self.removed,
+                    tomb,
+                    hasher,
+                )?;
+                *self.scope_edits.entry(f.owner).or_default() += 1;
             }
             _ => {
                 let record = spans
                     .get(f.owner as usize)
                     .ok_or_else(|| ApplyError::NoSuchField(what()))?;
-                if splicing && f.kind == FieldKind::SpanAttribute && !not_spliced.contains(&f.owner)
+                *self.span_edits.entry(f.owner).or_default() += 1;
+                if self.splicing
+                    && f.kind == FieldKind::SpanAttribute
+                    && !self.not_spliced.contains(&f.owner)
                 {
-                    spliced.entry(f.owner).or_default().push(e);
-                    *span_edits.entry(f.owner).or_default() += 1;
-                    continue;
+                    self.spliced.entry(f.owner).or_default().push(e);
+                    return Ok(());
                 }
-                not_spliced.insert(f.owner);
-                let span = decoded
+                self.not_spliced.insert(f.owner);
+                let span = self
+                    .decoded
                     .entry(f.owner)
                     .or_insert_with(|| decode_span(record));
-                edit_span_field(span, f, &e.action, &mut removed, tomb, hasher)?;
-                *span_edits.entry(f.owner).or_default() += 1;
+                edit_span_field(span, f, &e.action, &mut self.removed, tomb, hasher)?;
             }
         }
+        Ok(())
     }
-    // Drop removed attributes (indexes were stable until now): one pass per list, which drops all of
-    // its marked indexes at once. (A pass per mark, as this once was, shifted the second mark of a
-    // list onto a neighbour: removing two attributes of a span removed three or four.)
-    let lists: HashSet<(FieldKind, u32, u32)> =
-        removed.iter().map(|&(k, o, i, _)| (k, o, i)).collect();
-    for (kind, owner, item) in lists {
-        let keep = |list: &mut Vec<KeyValue>| {
-            let mut i = 0u32;
-            list.retain(|_| {
-                let gone = removed.contains(&(kind, owner, item, i));
-                i += 1;
-                !gone
-            });
-        };
-        match kind {
-            FieldKind::ResourceAttribute => {
-                if let Some(r) = resources.get_mut(&owner).and_then(|r| r.resource.as_mut()) {
-                    keep(&mut r.attributes);
-                }
-            }
-            FieldKind::ScopeAttribute => {
-                if let Some(s) = scopes.get_mut(&owner).and_then(|s| s.scope.as_mut()) {
-                    keep(&mut s.attributes);
-                }
-            }
-            FieldKind::SpanAttribute => {
-                if let Some(s) = decoded.get_mut(&owner) {
-                    keep(&mut s.attributes);
-                }
-            }
-            FieldKind::EventAttribute => {
-                if let Some(ev) = decoded
+
+    /// Drops removed attributes (indexes were stable until now): one pass per list, which drops all of
+    /// its marked indexes at once. (A pass per mark, as this once was, shifted the second mark of a
+    /// list onto a neighbour: removing two attributes of a span removed three or four.)
+    fn drop_removed(&mut self) {
+        let lists: HashSet<(FieldKind, u32, u32)> =
+            self.removed.iter().map(|&(k, o, i, _)| (k, o, i)).collect();
+        let removed = &self.removed;
+        for (kind, owner, item) in lists {
+            let keep = |list: &mut Vec<KeyValue>| {
+                let mut i = 0u32;
+                list.retain(|_| {
+                    let gone = removed.contains(&(kind, owner, item, i));
+                    i += 1;
+                    !gone
+                });
+            };
+            let list = match kind {
+                FieldKind::ResourceAttribute => self
+                    .resources
+                    .get_mut(&owner)
+                    .and_then(|r| r.resource.as_mut())
+                    .map(|r| &mut r.attributes),
+                FieldKind::ScopeAttribute => self
+                    .scopes
+                    .get_mut(&owner)
+                    .and_then(|s| s.scope.as_mut())
+                    .map(|s| &mut s.attributes),
+                FieldKind::SpanAttribute => self.decoded.get_mut(&owner).map(|s| &mut s.attributes),
+                FieldKind::EventAttribute => self
+                    .decoded
                     .get_mut(&owner)
                     .and_then(|s| s.events.get_mut(item as usize))
-                {
-                    keep(&mut ev.attributes);
-                }
-            }
-            FieldKind::LinkAttribute => {
-                if let Some(k) = decoded
+                    .map(|ev| &mut ev.attributes),
+                FieldKind::LinkAttribute => self
+                    .decoded
                     .get_mut(&owner)
                     .and_then(|s| s.links.get_mut(item as usize))
-                {
-                    keep(&mut k.attributes);
-                }
+                    .map(|k| &mut k.attributes),
+                FieldKind::SpanName | FieldKind::StatusMessage | FieldKind::EventName => None,
+            };
+            if let Some(list) = list {
+                keep(list);
             }
-            FieldKind::SpanName | FieldKind::StatusMessage | FieldKind::EventName => {}
         }
     }
 
-    // Re-encode: new resource/scope bytes, then every span that changed (its own fields or its origin).
-    let new_resources: HashMap<u32, Bytes> = resources
-        .iter()
-        .map(|(i, r)| (*i, Bytes::from(r.encode_to_vec())))
-        .collect();
-    let new_scopes: HashMap<u32, Bytes> = scopes
-        .iter()
-        .map(|(i, s)| (*i, Bytes::from(s.encode_to_vec())))
-        .collect();
-    let mut origins: HashMap<(u32, u32), Arc<Origin>> = HashMap::new();
-    let mut builder = ExportBuilder::new();
-    let mut edited_span_ids = Vec::new();
-    // Spans with no edit of their own, resource or scope keep their record as it is: only what changed
-    // is encoded and re-scanned.
-    let mut unchanged = Vec::new();
-    let mut changed = 0;
-    for (i, record) in spans.iter().enumerate() {
-        let (ri, si) = (l.span_resource[i], l.span_scope[i]);
-        let count = span_edits.get(&(i as u32)).copied().unwrap_or(0)
-            + resource_edits.get(&ri).copied().unwrap_or(0)
-            + scope_edits.get(&si).copied().unwrap_or(0);
-        let origin_changed = new_resources.contains_key(&ri) || new_scopes.contains_key(&si);
-        if count == 0 && !origin_changed {
-            unchanged.push(record.clone());
-            continue;
-        }
-        changed += 1;
-        let origin = if origin_changed {
-            origins
-                .entry((ri, si))
-                .or_insert_with(|| {
-                    Arc::new(Origin {
-                        resource_fields: new_resources
-                            .get(&ri)
-                            .cloned()
-                            .unwrap_or_else(|| record.origin.resource_fields.clone()),
-                        scope_fields: new_scopes
-                            .get(&si)
-                            .cloned()
-                            .unwrap_or_else(|| record.origin.scope_fields.clone()),
-                        // Recomputed by the re-scan below.
-                        service_name: "".into(),
-                    })
-                })
-                .clone()
-        } else {
-            record.origin.clone()
-        };
-        if count == 0 {
-            builder.push_raw(&origin, record.raw.clone(), Bytes::new());
-            continue;
-        }
-        edited_span_ids.push(record.span_id);
-        let own = spliced.remove(&(i as u32));
-        let raw = match &own {
-            Some(own) => splice::splice_span(&record.raw, own, count, rule, hasher)?,
-            None => None,
-        };
-        let raw = match raw {
-            Some(raw) => Bytes::from(raw),
-            None => {
-                let mut span = match decoded.remove(&(i as u32)) {
-                    Some(span) => span,
-                    None => {
-                        // The byte-level path declined: the same edits, decoded.
-                        let mut span = decode_span(record);
-                        let mut removed = HashSet::new();
-                        for e in own.iter().flatten() {
-                            let f = &e.field;
-                            let tomb = tombstone(f);
-                            edit_span_field(&mut span, f, &e.action, &mut removed, tomb, hasher)?;
-                        }
-                        let mut n = 0u32;
-                        span.attributes.retain(|_| {
-                            n += 1;
-                            !removed.iter().any(|t| t.3 == n - 1)
-                        });
-                        span
-                    }
-                };
-                add_audit(&mut span.attributes, count, rule);
-                Bytes::from(span.encode_to_vec())
+    /// Re-encodes what changed: new resource and scope bytes, then every span that changed (its own
+    /// fields or its origin). Spans with no edit of their own, resource or scope keep their record as
+    /// it is; spans whose origin changed are re-scanned (their `service.name` may have changed).
+    fn reencode(
+        mut self,
+        spans: &[SpanRecord],
+        l: &TraceLayout,
+        rule: &str,
+        hasher: &KeyedHasher,
+    ) -> Result<Applied, ApplyError> {
+        let new_resources: HashMap<u32, Bytes> = self
+            .resources
+            .iter()
+            .map(|(i, r)| (*i, Bytes::from(r.encode_to_vec())))
+            .collect();
+        let new_scopes: HashMap<u32, Bytes> = self
+            .scopes
+            .iter()
+            .map(|(i, s)| (*i, Bytes::from(s.encode_to_vec())))
+            .collect();
+        let mut origins: HashMap<(u32, u32), Arc<Origin>> = HashMap::new();
+        let mut builder = ExportBuilder::new();
+        let mut edited_span_ids = Vec::new();
+        let mut unchanged = Vec::new();
+        let mut rescanned = 0;
+        for (i, record) in spans.iter().enumerate() {
+            let (ri, si) = (l.span_resource[i], l.span_scope[i]);
+            let count = self.span_edits.get(&(i as u32)).copied().unwrap_or(0)
+                + self.resource_edits.get(&ri).copied().unwrap_or(0)
+                + self.scope_edits.get(&si).copied().unwrap_or(0);
+            let origin_changed = new_resources.contains_key(&ri) || new_scopes.contains_key(&si);
+            if count == 0 && !origin_changed {
+                unchanged.push(record.clone());
+                continue;
             }
-        };
-        if origin_changed {
-            builder.push_raw(&origin, raw, Bytes::new());
-        } else {
-            // Only strings of the span changed, and prost encoded it: no need to re-scan it.
-            changed -= 1;
-            unchanged.push(record.reencoded(raw));
+            let raw = if count == 0 {
+                record.raw.clone()
+            } else {
+                edited_span_ids.push(record.span_id);
+                self.encode_span(i as u32, record, count, rule, hasher)?
+            };
+            if !origin_changed {
+                // Only strings of the span changed, and it was encoded whole: no need to re-scan it.
+                unchanged.push(record.reencoded(raw));
+                continue;
+            }
+            let origin = origins.entry((ri, si)).or_insert_with(|| {
+                Arc::new(Origin {
+                    resource_fields: new_resources
+                        .get(&ri)
+                        .cloned()
+                        .unwrap_or_else(|| record.origin.resource_fields.clone()),
+                    scope_fields: new_scopes
+                        .get(&si)
+                        .cloned()
+                        .unwrap_or_else(|| record.origin.scope_fields.clone()),
+                    // Recomputed by the re-scan below.
+                    service_name: "".into(),
+                })
+            });
+            builder.push_raw(origin, raw, Bytes::new());
+            rescanned += 1;
         }
+        let mut spans = if rescanned > 0 {
+            rescan(builder, rescanned)?
+        } else {
+            Vec::new()
+        };
+        spans.extend(unchanged);
+        Ok(Applied {
+            spans,
+            edited_span_ids,
+        })
     }
-    let mut spans = if changed > 0 {
-        rescan(builder, changed)?
-    } else {
-        Vec::new()
-    };
-    spans.extend(unchanged);
-    Ok(Applied {
-        spans,
-        edited_span_ids,
-    })
+
+    /// The new bytes of span `i`, which `count` edits (its own, its resource's and scope's) touched:
+    /// spliced when only its attributes were edited and the byte-level path takes it, otherwise
+    /// decoded, edited, given its audit attributes and encoded by `prost`.
+    fn encode_span(
+        &mut self,
+        i: u32,
+        record: &SpanRecord,
+        count: i64,
+        rule: &str,
+        hasher: &KeyedHasher,
+    ) -> Result<Bytes, ApplyError> {
+        let own = self.spliced.remove(&i);
+        if let Some(own) = &own
+            && let Some(raw) = splice::splice_span(&record.raw, own, count, rule, hasher)?
+        {
+            return Ok(Bytes::from(raw));
+        }
+        let mut span = match self.decoded.remove(&i) {
+            Some(span) => span,
+            // The byte-level path declined: the same edits, decoded.
+            None => decode_and_edit(record, own.iter().flatten().copied(), hasher)?,
+        };
+        add_audit(&mut span.attributes, count, rule);
+        Ok(Bytes::from(span.encode_to_vec()))
+    }
+}
+
+/// Event and link attributes belong to a span's items: the splice edits only the span's own list.
+fn is_span_item_attribute(kind: FieldKind) -> bool {
+    matches!(kind, FieldKind::EventAttribute | FieldKind::LinkAttribute)
+}
+
+/// Decodes a span and applies span attribute edits to it (the fallback when splicing declines).
+fn decode_and_edit<'e>(
+    record: &SpanRecord,
+    edits: impl Iterator<Item = &'e RedactionEdit>,
+    hasher: &KeyedHasher,
+) -> Result<ProtoSpan, ApplyError> {
+    let mut span = decode_span(record);
+    let mut removed = HashSet::new();
+    for e in edits {
+        let f = &e.field;
+        edit_span_field(&mut span, f, &e.action, &mut removed, tombstone(f), hasher)?;
+    }
+    let mut n = 0u32;
+    span.attributes.retain(|_| {
+        n += 1;
+        !removed.iter().any(|t: &Tomb| t.3 == n - 1)
+    });
+    Ok(span)
 }
 
 /// The removal mark of an attribute: which list (kind, owner, and for event and link attributes the
