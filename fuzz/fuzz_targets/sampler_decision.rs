@@ -15,7 +15,7 @@ use tailgate::decisions::KeepInfo;
 use tailgate::fuzzing::{WitDecision, WitVerdict, annotate_kept, check_sampler_decision};
 use tailgate::metrics::Metrics;
 use tailgate::otlp::{ExportBuilder, SpanRecord, TraceId};
-use tailgate::pipeline::{Policy, Rule, RuleVerdict, Sampler, SamplerFailure, Verdict};
+use tailgate::pipeline::{Policy, Rule, Sampler, SamplerFailure, SamplerVerdict, Verdict};
 use tailgate::redact::Redactors;
 use tailgate_fuzz::trace::{TRACE_ID, TraceSpec};
 
@@ -37,10 +37,10 @@ struct Input {
     trace: TraceSpec,
 }
 
-struct Canned(Result<RuleVerdict, SamplerFailure>);
+struct Canned(Result<SamplerVerdict, SamplerFailure>);
 
 impl Sampler for Canned {
-    fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+    fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<SamplerVerdict, SamplerFailure> {
         self.0.clone()
     }
 }
@@ -102,15 +102,7 @@ fuzz_target!(|input: Input| {
                         message: "fuzz".into(),
                     })
                 } else {
-                    Ok(RuleVerdict {
-                        verdict: match v.decision {
-                            tailgate::plugin::Verdict::Keep => Verdict::Keep,
-                            tailgate::plugin::Verdict::Drop => Verdict::Drop,
-                            tailgate::plugin::Verdict::Abstain => Verdict::Abstain,
-                        },
-                        probability: v.probability,
-                        reason: v.reason,
-                    })
+                    Ok(v)
                 }
             }
             Err(m) => Err(SamplerFailure {

@@ -32,24 +32,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub use crate::plugin::{SamplerVerdict, Verdict};
 pub use tracestate::{threshold_for_probability, update_tracestate};
-
-/// A sampler's answer for one trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Keep,
-    Drop,
-    Abstain,
-}
-
-/// A sampler's verdict with what it knows about it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuleVerdict {
-    pub verdict: Verdict,
-    /// Probability with which the sampler keeps traces like this one, when it knows it.
-    pub probability: Option<f64>,
-    pub reason: Option<String>,
-}
 
 /// Why a sampler could not answer; the failure policy applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +49,7 @@ pub trait Sampler: Send + Sync {
         &self,
         trace_id: TraceId,
         spans: &[SpanRecord],
-    ) -> Result<RuleVerdict, SamplerFailure>;
+    ) -> Result<SamplerVerdict, SamplerFailure>;
 
     /// The plugin's file, hash, load time and call counters, for the status page (`None` for samplers
     /// that are not plugins).

@@ -12,7 +12,7 @@
 //! let sampler = runtime.load_sampler(&spec)?; // compile (cached) + instantiate + init
 //! # let (trace_id, spans) = (0u128, Vec::new());
 //! match sampler.decide(trace_id, &spans) {
-//!     Ok(v) => println!("{:?} {:?} {:?}", v.decision, v.probability, v.reason),
+//!     Ok(v) => println!("{:?} {:?} {:?}", v.verdict, v.probability, v.reason),
 //!     Err(failure) => println!("failed: {failure}"), // the pipeline's failure policy applies
 //! }
 //! # Ok(()) }
@@ -315,7 +315,7 @@ pub enum Verdict {
 /// A sampler's decision on one trace.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerVerdict {
-    pub decision: Verdict,
+    pub verdict: Verdict,
     /// The sampling probability the plugin applied, in (0, 1].
     pub probability: Option<f64>,
     /// A short reason (at most 128 bytes).

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, PluginRuntimeConfig, RuleConfig};
 use crate::otlp::{SpanRecord, TraceId};
-use crate::pipeline::{Policy, Rule, RuleVerdict, Sampler, SamplerFailure, Verdict};
+use crate::pipeline::{Policy, Rule, Sampler, SamplerFailure, SamplerVerdict};
 use crate::plugin::{self, PluginError, PluginRuntime, PluginSpec, RuntimeSettings, SamplerPlugin};
 use crate::redact::{RedactionSettings, RedactorRule, Redactors};
 use std::sync::Arc;
@@ -152,22 +152,11 @@ impl Sampler for WasmSampler {
         &self,
         trace_id: TraceId,
         spans: &[SpanRecord],
-    ) -> Result<RuleVerdict, SamplerFailure> {
-        match self.0.decide(trace_id, spans) {
-            Ok(v) => Ok(RuleVerdict {
-                verdict: match v.decision {
-                    plugin::Verdict::Keep => Verdict::Keep,
-                    plugin::Verdict::Drop => Verdict::Drop,
-                    plugin::Verdict::Abstain => Verdict::Abstain,
-                },
-                probability: v.probability,
-                reason: v.reason,
-            }),
-            Err(f) => Err(SamplerFailure {
-                kind: f.kind(),
-                message: f.to_string(),
-            }),
-        }
+    ) -> Result<SamplerVerdict, SamplerFailure> {
+        self.0.decide(trace_id, spans).map_err(|f| SamplerFailure {
+            kind: f.kind(),
+            message: f.to_string(),
+        })
     }
 
     fn stats(&self) -> Option<plugin::PluginStats> {

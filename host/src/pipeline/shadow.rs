@@ -82,7 +82,7 @@ mod tests {
     use super::*;
     use crate::config::{DefaultDecision, SamplerFailurePolicy};
     use crate::otlp::scan_export_request;
-    use crate::pipeline::{Rule, RuleVerdict, Sampler, SamplerFailure};
+    use crate::pipeline::{Rule, Sampler, SamplerFailure, SamplerVerdict};
     use crate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings};
     use crate::policy::WasmSampler;
     use crate::testing::{request, span_in};
@@ -103,7 +103,7 @@ mod tests {
     struct Broken;
 
     impl Sampler for Broken {
-        fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+        fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<SamplerVerdict, SamplerFailure> {
             Err(SamplerFailure {
                 kind: "trap",
                 message: "unreachable".into(),

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A test sampler answering a fixed verdict and counting its calls.
 struct Fixed {
-    answer: Result<RuleVerdict, SamplerFailure>,
+    answer: Result<SamplerVerdict, SamplerFailure>,
     calls: AtomicUsize,
 }
 
 impl Sampler for Fixed {
-    fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+    fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<SamplerVerdict, SamplerFailure> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.answer.clone()
     }
@@ -20,7 +20,7 @@ impl Sampler for Fixed {
 
 fn fixed(v: Verdict, p: Option<f64>) -> Arc<Fixed> {
     Arc::new(Fixed {
-        answer: Ok(RuleVerdict {
+        answer: Ok(SamplerVerdict {
             verdict: v,
             probability: p,
             reason: None,
@@ -276,13 +276,17 @@ mod workers {
         // via a sampler that keeps odd trace ids.
         struct Odd;
         impl Sampler for Odd {
-            fn sample(&self, id: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+            fn sample(
+                &self,
+                id: TraceId,
+                _: &[SpanRecord],
+            ) -> Result<SamplerVerdict, SamplerFailure> {
                 let verdict = if id % 2 == 1 {
                     Verdict::Keep
                 } else {
                     Verdict::Drop
                 };
-                Ok(RuleVerdict {
+                Ok(SamplerVerdict {
                     verdict,
                     probability: Some(0.5),
                     reason: None,
@@ -348,11 +352,15 @@ mod workers {
         // the budget is measured in; the pause is on the test's paused clock).
         struct SlowOnce(AtomicUsize);
         impl Sampler for SlowOnce {
-            fn sample(&self, _: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+            fn sample(
+                &self,
+                _: TraceId,
+                _: &[SpanRecord],
+            ) -> Result<SamplerVerdict, SamplerFailure> {
                 if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
                     std::thread::sleep(INLINE_DECISION_BUDGET * 3);
                 }
-                Ok(RuleVerdict {
+                Ok(SamplerVerdict {
                     verdict: Verdict::Keep,
                     probability: None,
                     reason: None,
@@ -417,13 +425,17 @@ mod workers {
         // Keep one trace in ten (by id), drop the rest: the RED metrics still see all of them.
         struct OneInTen;
         impl Sampler for OneInTen {
-            fn sample(&self, id: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+            fn sample(
+                &self,
+                id: TraceId,
+                _: &[SpanRecord],
+            ) -> Result<SamplerVerdict, SamplerFailure> {
                 let verdict = if id.is_multiple_of(10) {
                     Verdict::Keep
                 } else {
                     Verdict::Drop
                 };
-                Ok(RuleVerdict {
+                Ok(SamplerVerdict {
                     verdict,
                     probability: None,
                     reason: None,
@@ -469,9 +481,13 @@ mod workers {
         // The sampler keeps every trace and reports each trace id it decides.
         struct Report(Mutex<Sender<TraceId>>);
         impl Sampler for Report {
-            fn sample(&self, id: TraceId, _: &[SpanRecord]) -> Result<RuleVerdict, SamplerFailure> {
+            fn sample(
+                &self,
+                id: TraceId,
+                _: &[SpanRecord],
+            ) -> Result<SamplerVerdict, SamplerFailure> {
                 let _ = self.0.lock().expect("lock").send(id);
-                Ok(RuleVerdict {
+                Ok(SamplerVerdict {
                     verdict: Verdict::Keep,
                     probability: None,
                     reason: None,

@@ -115,7 +115,7 @@ pub(crate) fn check_decision(d: bindings::sampling::Decision) -> Result<SamplerV
         return Err(format!("probability {p} is outside (0, 1]"));
     }
     Ok(SamplerVerdict {
-        decision: match d.verdict {
+        verdict: match d.verdict {
             WitVerdict::Keep => Verdict::Keep,
             WitVerdict::Drop => Verdict::Drop,
             WitVerdict::Abstain => Verdict::Abstain,

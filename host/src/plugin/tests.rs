@@ -125,7 +125,7 @@ fn ok_trace() -> Vec<SpanRecord> {
 }
 
 fn verdict(p: &SamplerPlugin, spans: &[SpanRecord]) -> Verdict {
-    p.decide(0x42, spans).expect("decides").decision
+    p.decide(0x42, spans).expect("decides").verdict
 }
 
 // ---- marshalling ----
@@ -230,7 +230,7 @@ fn keep_errors_decides() {
     let err = trace(2, "svc", &[s("GET /", 0, 0, 10), s("db", 1, 1, 5).error()]);
     let v = p.decide(2, &err).expect("decides");
     assert_eq!(
-        (v.decision, v.reason.as_deref()),
+        (v.verdict, v.reason.as_deref()),
         (Verdict::Keep, Some("error"))
     );
 
@@ -279,15 +279,15 @@ fn probabilistic_is_consistent_on_randomness() {
         .decide(0x0000_0000_0000_0000_00bf_ffff_ffff_ffff, &spans)
         .expect("decides");
     assert_eq!(
-        (keep.decision, keep.probability),
+        (keep.verdict, keep.probability),
         (Verdict::Keep, Some(0.25))
     );
-    assert_eq!(drop.decision, Verdict::Drop);
+    assert_eq!(drop.verdict, Verdict::Drop);
     // Only the low 56 bits count.
     let high_bits = p
         .decide(0xff00_0000_0000_0000_ff00_0000_0000_0000, &spans)
         .expect("decides");
-    assert_eq!(high_bits.decision, Verdict::Drop);
+    assert_eq!(high_bits.verdict, Verdict::Drop);
 }
 
 #[test]
@@ -434,7 +434,7 @@ fn huge_output_is_cut_to_size_or_stopped_by_the_memory_cap() {
     // 8 MiB of reason and of log line: the host keeps 128 bytes of the reason and 4 KiB of the line.
     let p = hostile("huge_output");
     let v = p.decide(1, &ok_trace()).expect("decides");
-    assert_eq!(v.decision, Verdict::Keep);
+    assert_eq!(v.verdict, Verdict::Keep);
     assert_eq!(v.reason.as_deref().map(str::len), Some(MAX_REASON));
     // Under a 4 MiB cap the same output cannot even be built.
     let spec = PluginSpec {
