@@ -3,6 +3,11 @@
 //! value), held in a bounded LRU for `GET /debug/traces/{trace_id}`, plus a short ring of the latest
 //! decisions for the status page.
 //!
+//! What an explanation carries from the spans: the root's service and name as exported (redacted) for a
+//! kept trace, only the root's service as the topology labels it (checked against the redaction policy)
+//! for a dropped one, attribute keys of redacted fields, and the redactor's reason reduced to
+//! `[A-Za-z0-9_.:-]`. Never a value as received.
+//!
 //! Recording is on the pipeline's hot path, so it is one uncontended mutex per decided trace and a few
 //! small allocations (the root span's name and service); redactions are aggregated per (rule, field), and
 //! both the number of traces and the notes per trace are capped.
@@ -70,12 +75,13 @@ impl RedactionNotes {
     pub fn add(&mut self, rule: &Arc<str>, edits: &[RedactionEdit]) {
         for e in edits {
             let (field, action) = (field_name(e.field.kind), action_name(&e.action));
+            let reason = e.reason.as_deref().map(reason_text);
             let found = self.applied.iter().position(|n| {
                 n.field == field
                     && n.action == action
                     && n.key == e.field.key
                     && *n.rule == **rule
-                    && n.reason == e.reason
+                    && n.reason == reason
             });
             match found {
                 Some(i) => self.applied[i].count += 1,
@@ -85,7 +91,7 @@ impl RedactionNotes {
                         field,
                         key: e.field.key.clone(),
                         action,
-                        reason: e.reason.clone(),
+                        reason,
                         count: 1,
                     })
                 }
@@ -117,6 +123,21 @@ impl RedactionNotes {
         self.fallback = self.fallback.take().or(other.fallback);
         self.dry_run |= other.dry_run;
     }
+}
+
+/// A plugin's reason as shown: plugin output, so only `[A-Za-z0-9_.:-]` (others become `_`) and at most
+/// 64 characters, as its metric label is (a reason is meant to name a detector, never to quote a value).
+fn reason_text(r: &str) -> String {
+    r.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn field_name(k: FieldKind) -> &'static str {
@@ -163,7 +184,9 @@ pub struct Explanation {
     pub spans: usize,
     /// Spans that arrived after the decision and followed it.
     pub late_spans: u64,
-    /// The root span's service (`service.name`), when the root was there.
+    /// The root span's service (`service.name`), when the root was there: as exported (after redaction)
+    /// for kept traces, as the topology metrics label it (checked against the redaction policy) for
+    /// dropped ones, never as received.
     pub root_service: Option<String>,
     /// The root span's name as exported (after redaction), for kept traces only: a name can hold personal
     /// data, and dropped traces are never redacted.
@@ -190,7 +213,6 @@ impl Explanation {
         probability: Option<f64>,
         spans: &[SpanRecord],
     ) -> Explanation {
-        let root = spans.iter().find(|s| s.is_root());
         Explanation {
             trace_id,
             decided_at_unix_ms: unix_ms(),
@@ -200,10 +222,20 @@ impl Explanation {
             probability,
             spans: spans.len(),
             late_spans: 0,
-            root_service: root.map(|s| cut(&s.origin.service_name)),
+            root_service: None,
             root_name: None,
             redactions: RedactionNotes::default(),
         }
+    }
+
+    /// Notes a dropped trace's root service as the topology metrics label it (already checked against
+    /// the redaction policy); nothing when the topology has not labelled it (topology off).
+    pub fn set_dropped_root(&mut self, spans: &[SpanRecord], topology: &crate::topology::Topology) {
+        self.root_service = spans
+            .iter()
+            .find(|s| s.is_root())
+            .and_then(|r| topology.service_label(&r.origin.service_name))
+            .map(|l| cut(&l));
     }
 
     /// Notes the root span as it is exported (redacted).

@@ -375,13 +375,15 @@ fn sample_out(d: DecidedTrace, ctx: &PipelineContext) {
     } = d;
     account(&t, &decision, &policy, ctx);
     ctx.metrics.spans_sampled_out.inc_by(t.spans.len() as u64);
-    ctx.metrics.decision_log.record(explain(&t, &decision));
+    let mut why = explain(&t, &decision);
+    why.set_dropped_root(&t.spans, &ctx.metrics.topology);
+    ctx.metrics.decision_log.record(why);
 }
 
 /// What every decided trace counts in: topology (from every trace, whatever the decision), shadow rules
 /// (after the live decision is fixed: they cannot change it), the decision counter.
 fn account(t: &DueTrace, decision: &Decision, policy: &Policy, ctx: &PipelineContext) {
-    ctx.metrics.topology.observe(&t.spans);
+    ctx.metrics.topology.observe(&t.spans, &policy.redactors);
     policy.evaluate_shadows(t.trace_id, &t.spans, decision, &ctx.metrics);
     ctx.metrics
         .decisions
@@ -521,7 +523,9 @@ impl InlineDecider {
 
 /// Handles spans of an already decided trace; returns how many wait in the redaction stage.
 fn late(l: LateSpans, ctx: &PipelineContext, stage: &RedactionStage) -> usize {
-    ctx.metrics.topology.observe_late(&l.spans);
+    ctx.metrics
+        .topology
+        .observe_late(&l.spans, &ctx.policy.load().redactors);
     let n = l.spans.len() as u64;
     match ctx.cache.lookup(l.trace_id, Instant::now()) {
         Some(Remembered::Kept(info)) => {

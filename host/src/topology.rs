@@ -14,11 +14,24 @@
 //!   `traces_service_graph_request_server_seconds`, `traces_service_graph_request_client_seconds`;
 //!   and as JSON for the status page ([`Topology::graph`]).
 //!
-//! Series are bounded: past `max_series` operations (or `max_edges` edges) new ones are counted under
-//! `operation="__overflow__"` (resp. dropped from the graph) and in `tailgate_topology_overflow_total`.
+//! What the labels carry ([`labels`]): span names become their route template (`GET /users/{email}`,
+//! `GET /orders/{n}`), and every service name, template and peer name passes the policy's redactors
+//! once, when its series is created (cached), before it becomes a label or a graph node: these metrics
+//! come from every trace, sampled out or not, so they must not carry what the export would not. A value
+//! a redactor fails on becomes `{redacted}`; `tailgate_topology_label_checks_total{outcome}` counts the
+//! checks (`unchanged`, `redacted`, `failed`).
+//!
+//! Series are bounded: past `max_series` series (or 4 x `max_series` distinct templates), new operations
+//! are counted under `service="__overflow__",operation="__overflow__"` (one series per span kind) and
+//! past `max_edges` edges new edges are dropped from the graph; both are counted in
+//! `tailgate_topology_overflow_total{kind}`.
+
+pub mod labels;
 
 use crate::otlp::{KeyFinder, SpanRecord, StatusCode};
+use crate::redact::Redactors;
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
+use labels::{Checked, LabelPolicy, Source, template};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -74,6 +87,12 @@ struct OverflowLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    /// `unchanged`, `redacted` or `failed` (see [`Checked`]).
+    outcome: &'static str,
+}
+
 #[derive(Clone)]
 struct Buckets(Vec<f64>);
 
@@ -115,10 +134,30 @@ pub struct Topology {
     edge_server: Family<EdgeLabels, Histogram, Buckets>,
     edge_client: Family<EdgeLabels, Histogram, Buckets>,
     overflow: Family<OverflowLabels, Counter>,
+    label_checks: Family<CheckLabels, Counter>,
     series: AtomicUsize,
+    /// Handles by `service 0xff template 0xff kind` (see [`op_key`]): every key is a template, so a span
+    /// whose raw name is found here needs no templating. Bounded by [`MAX_TEMPLATES_PER_SERIES`] x
+    /// `max_series`.
     ops: HandleMap<OpHandles>,
-    edges: HandleMap<EdgeHandles>,
+    /// The operations past the bounds, one per span kind.
+    overflow_ops: [OnceLock<Arc<OpHandles>>; 6],
+    edges: RwLock<EdgeMaps>,
+    /// Label values checked against the policy.
+    labels: LabelPolicy,
     registry: Registry,
+}
+
+/// Distinct templates (span names as [`template`] leaves them) per series allowed before new ones
+/// overflow: several templates can end up as one label once the redactors have edited them.
+const MAX_TEMPLATES_PER_SERIES: usize = 4;
+
+/// The service-graph edges: by their raw key (what spans say, see [`edge_key`]) for the lookup per span,
+/// and by their labels (after the policy) for the graph, since two raw edges can share labels.
+#[derive(Default)]
+struct EdgeMaps {
+    by_key: FastMap<Vec<u8>, Arc<EdgeHandles>>,
+    by_labels: FastMap<EdgeLabels, Arc<EdgeHandles>>,
 }
 
 fn kind_name(kind: u8) -> &'static str {
@@ -163,38 +202,56 @@ struct EdgeHandles {
 type HandleMap<T> = RwLock<FastMap<Vec<u8>, Arc<T>>>;
 
 /// `service 0xff name 0xff kind`: 0xff never occurs in UTF-8, so distinct label sets get distinct keys.
-fn op_key(key: &mut Vec<u8>, s: &SpanRecord) {
+fn op_key(key: &mut Vec<u8>, s: &SpanRecord, name: &[u8]) {
     key.clear();
     key.extend_from_slice(s.origin.service_name.as_bytes());
     key.push(0xff);
-    key.extend_from_slice(s.name_bytes());
+    key.extend_from_slice(name);
     key.push(0xff);
     key.push(s.kind);
 }
 
-fn edge_key(key: &mut Vec<u8>, client: &str, server: &str, conn: &'static str) {
+/// What a client span calls: another service, or something uninstrumented named by an attribute.
+#[derive(Debug, Clone, Copy)]
+enum Server<'a> {
+    Service(&'a str),
+    Peer(&'static str, &'a str),
+}
+
+impl<'a> Server<'a> {
+    fn source(self) -> Source<'a> {
+        match self {
+            Server::Service(v) => Source::Service(v),
+            Server::Peer(key, value) => Source::Peer { key, value },
+        }
+    }
+}
+
+fn edge_key(key: &mut Vec<u8>, client: &str, server: Server<'_>, conn: &'static str) {
     key.clear();
     key.extend_from_slice(client.as_bytes());
     key.push(0xff);
-    key.extend_from_slice(server.as_bytes());
+    if let Server::Peer(k, _) = server {
+        key.extend_from_slice(k.as_bytes());
+    }
+    key.push(0xff);
+    let (Server::Service(v) | Server::Peer(_, v)) = server;
+    key.extend_from_slice(v.as_bytes());
     key.push(0xff);
     key.extend_from_slice(conn.as_bytes());
 }
 
 /// The attributes that name what an uninstrumented client span calls, in [`KeyFinder`] order.
-static PEER_KEYS: LazyLock<KeyFinder> = LazyLock::new(|| {
-    KeyFinder::new(
-        &[
-            "peer.service",
-            "db.system.name",
-            "db.system",
-            "messaging.system",
-            "server.address",
-            "net.peer.name",
-        ]
-        .map(String::from),
-    )
-});
+const PEER_KEY_NAMES: [&str; 6] = [
+    "peer.service",
+    "db.system.name",
+    "db.system",
+    "messaging.system",
+    "server.address",
+    "net.peer.name",
+];
+static PEER_KEYS: LazyLock<KeyFinder> =
+    LazyLock::new(|| KeyFinder::new(&PEER_KEY_NAMES.map(String::from)));
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
@@ -231,9 +288,16 @@ impl Topology {
             edge_server: Family::new_with_constructor(b.clone()),
             edge_client: Family::new_with_constructor(b),
             overflow: Family::default(),
+            label_checks: Family::default(),
             series: AtomicUsize::new(0),
             ops: RwLock::default(),
+            overflow_ops: Default::default(),
             edges: RwLock::default(),
+            labels: LabelPolicy::new(
+                cfg.max_series
+                    .saturating_mul(MAX_TEMPLATES_PER_SERIES + 1)
+                    .saturating_add(cfg.max_edges.saturating_mul(2)),
+            ),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -258,6 +322,11 @@ impl Topology {
                 "topology_overflow",
                 "Series or edges past the cardinality bound",
                 t.overflow.clone(),
+            );
+            r.register(
+                "topology_label_checks",
+                "Label values (service, operation, peer names) checked against the redaction policy, by outcome",
+                t.label_checks.clone(),
             );
         }
         registry.register(
@@ -288,65 +357,123 @@ impl Topology {
         &self.registry
     }
 
-    /// Accounts a complete trace (all its spans, whatever the decision will be).
-    pub fn observe(&self, spans: &[SpanRecord]) {
+    /// Accounts a complete trace (all its spans, whatever the decision will be). New label values pass
+    /// `redactors` (the live policy's) before they are exposed.
+    pub fn observe(&self, spans: &[SpanRecord], redactors: &Redactors) {
         if !self.enabled || spans.is_empty() {
             return;
         }
-        self.observe_ops(spans);
-        self.observe_edges(spans);
+        self.observe_ops(spans, redactors);
+        self.observe_edges(spans, redactors);
     }
 
     /// Accounts late spans (operations only: their parents were already accounted).
-    pub fn observe_late(&self, spans: &[SpanRecord]) {
+    pub fn observe_late(&self, spans: &[SpanRecord], redactors: &Redactors) {
         if self.enabled {
-            self.observe_ops(spans);
+            self.observe_ops(spans, redactors);
         }
     }
 
-    fn observe_ops(&self, spans: &[SpanRecord]) {
+    /// The label of a service name already checked against the policy (for the status page's list of
+    /// dropped traces); `None` when it was not (yet) seen or topology is off.
+    pub fn service_label(&self, service: &str) -> Option<Arc<str>> {
+        self.labels.cached(Source::Service(service))
+    }
+
+    fn count_check(&self, c: Checked) {
+        let outcome = match c {
+            Checked::Unchanged => "unchanged",
+            Checked::Redacted => "redacted",
+            Checked::Failed => "failed",
+        };
+        self.label_checks
+            .get_or_create(&CheckLabels { outcome })
+            .inc();
+    }
+
+    fn observe_ops(&self, spans: &[SpanRecord], redactors: &Redactors) {
         let mut key = Vec::with_capacity(64);
+        let mut tpl = String::new();
         let mut misses = Vec::new();
         {
             let ops = read(&self.ops);
             for (i, s) in spans.iter().enumerate() {
-                op_key(&mut key, s);
-                match ops.get(key.as_slice()) {
-                    Some(h) => h.record(s, self),
-                    None => misses.push(i),
+                // Most names are their own template: one lookup by the raw name finds them.
+                op_key(&mut key, s, s.name_bytes());
+                if let Some(h) = ops.get(key.as_slice()) {
+                    h.record(s, self);
+                    continue;
                 }
+                template(s.name(), &mut tpl);
+                if tpl.as_bytes() != s.name_bytes() {
+                    op_key(&mut key, s, tpl.as_bytes());
+                    if let Some(h) = ops.get(key.as_slice()) {
+                        h.record(s, self);
+                        continue;
+                    }
+                }
+                misses.push(i);
             }
         }
         for i in misses {
             let s = &spans[i];
-            op_key(&mut key, s);
-            self.resolve_op(&key, s).record(s, self);
+            template(s.name(), &mut tpl);
+            op_key(&mut key, s, tpl.as_bytes());
+            self.resolve_op(&key, s, &tpl, redactors).record(s, self);
         }
     }
 
-    /// The handles of a span's operation on a cache miss: creates its series, or counts it under
-    /// `__overflow__` past `max_series` (such operations are not cached, so the cache stays bounded).
-    fn resolve_op(&self, key: &[u8], s: &SpanRecord) -> Arc<OpHandles> {
+    /// The handles of a span's operation on a cache miss: checks its labels against the policy and
+    /// creates its series, or counts it under `__overflow__` past the bounds (such operations are not
+    /// cached, so the cache stays bounded, and are not checked, so the redactor calls are bounded too).
+    fn resolve_op(
+        &self,
+        key: &[u8],
+        s: &SpanRecord,
+        tpl: &str,
+        redactors: &Redactors,
+    ) -> Arc<OpHandles> {
+        let full = |ops: &FastMap<Vec<u8>, Arc<OpHandles>>| {
+            self.series.load(Ordering::Relaxed) >= self.max_series
+                || ops.len() >= self.max_series.saturating_mul(MAX_TEMPLATES_PER_SERIES)
+        };
+        {
+            let ops = read(&self.ops);
+            if let Some(h) = ops.get(key) {
+                return h.clone();
+            }
+            if full(&ops) {
+                return self.overflow_op(s.kind);
+            }
+        }
+        // Checked without holding the map: a redactor call takes microseconds to milliseconds.
+        let checked = self.labels.labels(
+            &[
+                Source::Service(&s.origin.service_name),
+                Source::Operation(tpl),
+            ],
+            redactors,
+            |c| self.count_check(c),
+        );
+        let labels = OpLabels {
+            service: checked[0].to_string(),
+            operation: checked[1].to_string(),
+            span_kind: kind_name(s.kind),
+        };
         let mut ops = write(&self.ops);
         if let Some(h) = ops.get(key) {
             return h.clone();
         }
-        let mut labels = OpLabels {
-            service: s.origin.service_name.to_string(),
-            operation: s.name().to_owned(),
-            span_kind: kind_name(s.kind),
-        };
-        let mut cache = true;
         if self.calls.get(&labels).is_none() {
-            if self.series.load(Ordering::Relaxed) >= self.max_series {
-                self.overflow
-                    .get_or_create(&OverflowLabels { kind: "series" })
-                    .inc();
-                labels.operation = OVERFLOW.to_owned();
-                cache = false;
-            } else {
-                self.series.fetch_add(1, Ordering::Relaxed);
+            if full(&ops) {
+                drop(ops);
+                return self.overflow_op(s.kind);
             }
+            self.series.fetch_add(1, Ordering::Relaxed);
+        } else if full(&ops) {
+            // The templates' bound: an existing series, but no room to remember this template.
+            drop(ops);
+            return self.overflow_op(s.kind);
         }
         let h = Arc::new(OpHandles {
             calls: self.calls.get_or_create(&labels).clone(),
@@ -354,13 +481,34 @@ impl Topology {
             durations: self.durations.get_or_create(&labels).clone(),
             labels,
         });
-        if cache {
-            ops.insert(key.to_vec(), h.clone());
-        }
+        ops.insert(key.to_vec(), h.clone());
         h
     }
 
-    fn observe_edges(&self, spans: &[SpanRecord]) {
+    /// The overflow series of a span kind, counted once per span.
+    fn overflow_op(&self, kind: u8) -> Arc<OpHandles> {
+        self.overflow
+            .get_or_create(&OverflowLabels { kind: "series" })
+            .inc();
+        let i = if kind <= CONSUMER { kind as usize } else { 0 };
+        self.overflow_ops[i]
+            .get_or_init(|| {
+                let labels = OpLabels {
+                    service: OVERFLOW.to_owned(),
+                    operation: OVERFLOW.to_owned(),
+                    span_kind: kind_name(kind),
+                };
+                Arc::new(OpHandles {
+                    calls: self.calls.get_or_create(&labels).clone(),
+                    errors: OnceLock::new(),
+                    durations: self.durations.get_or_create(&labels).clone(),
+                    labels,
+                })
+            })
+            .clone()
+    }
+
+    fn observe_edges(&self, spans: &[SpanRecord], redactors: &Redactors) {
         let by_id: FastMap<u64, &SpanRecord> = spans.iter().map(|s| (s.span_id, s)).collect();
         let mut has_remote_child: FastSet<u64> = FastSet::default();
         for s in spans {
@@ -385,11 +533,11 @@ impl Topology {
             let failed = p.status == StatusCode::Error || s.status == StatusCode::Error;
             self.edge(
                 &p.origin.service_name,
-                &s.origin.service_name,
+                Server::Service(&s.origin.service_name),
                 conn,
                 failed,
-                p.duration_nanos(),
-                s.duration_nanos(),
+                (p.duration_nanos(), s.duration_nanos()),
+                redactors,
             );
         }
         // Calls into what is not instrumented: a database, a queue, an external service.
@@ -397,14 +545,14 @@ impl Topology {
             if !(s.kind == CLIENT || s.kind == PRODUCER) || has_remote_child.contains(&s.span_id) {
                 continue;
             }
-            let (mut peer, mut db, mut queue, mut addr) = (None, None, None, None);
-            PEER_KEYS.span_attributes(&s.raw, |i, v| match i {
-                0 => peer = v.as_str(),
-                1 | 2 => db = v.as_str(),
-                3 => queue = v.as_str(),
-                _ => addr = v.as_str(),
+            let mut found: [Option<&str>; 6] = [None; 6];
+            PEER_KEYS.span_attributes(&s.raw, |i, v| {
+                if let Some(slot) = found.get_mut(i) {
+                    *slot = v.as_str();
+                }
             });
-            let target = match (peer, db, queue, addr) {
+            let peer = |i: usize| found[i].map(|v| Server::Peer(PEER_KEY_NAMES[i], v));
+            let target = match (peer(0), peer(1).or(peer(2)), peer(3), peer(4).or(peer(5))) {
                 (Some(p), ..) => Some((p, "virtual_node")),
                 (None, Some(d), ..) => Some((d, "database")),
                 (None, None, Some(q), _) => Some((q, "messaging_system")),
@@ -418,56 +566,37 @@ impl Topology {
                     server,
                     conn,
                     failed,
-                    s.duration_nanos(),
-                    s.duration_nanos(),
+                    (s.duration_nanos(), s.duration_nanos()),
+                    redactors,
                 );
             }
         }
     }
 
+    /// Counts one call on an edge; `nanos` is (client side, server side).
     fn edge(
         &self,
         client: &str,
-        server: &str,
+        server: Server<'_>,
         conn: &'static str,
         failed: bool,
-        client_ns: u64,
-        server_ns: u64,
+        (client_ns, server_ns): (u64, u64),
+        redactors: &Redactors,
     ) {
         let mut key = Vec::with_capacity(64);
         edge_key(&mut key, client, server, conn);
-        let cached = read(&self.edges).get(key.as_slice()).cloned();
+        let cached = read(&self.edges).by_key.get(key.as_slice()).cloned();
         let h = match cached {
             Some(h) => h,
-            None => {
-                let mut edges = write(&self.edges);
-                match edges.get(key.as_slice()) {
-                    Some(h) => h.clone(),
-                    None if edges.len() >= self.max_edges => {
-                        self.overflow
-                            .get_or_create(&OverflowLabels { kind: "edges" })
-                            .inc();
-                        return;
-                    }
-                    None => {
-                        let labels = EdgeLabels {
-                            client: client.to_owned(),
-                            server: server.to_owned(),
-                            connection_type: conn,
-                        };
-                        let h = Arc::new(EdgeHandles {
-                            requests: self.edge_requests.get_or_create(&labels).clone(),
-                            failed: OnceLock::new(),
-                            server_seconds: self.edge_server.get_or_create(&labels).clone(),
-                            client_seconds: self.edge_client.get_or_create(&labels).clone(),
-                            server_nanos: AtomicU64::new(0),
-                            labels,
-                        });
-                        edges.insert(key, h.clone());
-                        h
-                    }
+            None => match self.resolve_edge(key, client, server, conn, redactors) {
+                Some(h) => h,
+                None => {
+                    self.overflow
+                        .get_or_create(&OverflowLabels { kind: "edges" })
+                        .inc();
+                    return;
                 }
-            }
+            },
         };
         h.requests.inc();
         if failed {
@@ -480,10 +609,59 @@ impl Topology {
         h.client_seconds.observe(client_ns as f64 / 1e9);
     }
 
+    /// The handles of a new edge, its labels checked against the policy; `None` past `max_edges`.
+    fn resolve_edge(
+        &self,
+        key: Vec<u8>,
+        client: &str,
+        server: Server<'_>,
+        conn: &'static str,
+        redactors: &Redactors,
+    ) -> Option<Arc<EdgeHandles>> {
+        if read(&self.edges).by_key.len() >= self.max_edges {
+            return None;
+        }
+        let checked = self.labels.labels(
+            &[Source::Service(client), server.source()],
+            redactors,
+            |c| self.count_check(c),
+        );
+        let labels = EdgeLabels {
+            client: checked[0].to_string(),
+            server: checked[1].to_string(),
+            connection_type: conn,
+        };
+        let mut edges = write(&self.edges);
+        if let Some(h) = edges.by_key.get(key.as_slice()) {
+            return Some(h.clone());
+        }
+        if edges.by_key.len() >= self.max_edges {
+            return None;
+        }
+        let h = match edges.by_labels.get(&labels) {
+            Some(h) => h.clone(),
+            None => {
+                let h = Arc::new(EdgeHandles {
+                    requests: self.edge_requests.get_or_create(&labels).clone(),
+                    failed: OnceLock::new(),
+                    server_seconds: self.edge_server.get_or_create(&labels).clone(),
+                    client_seconds: self.edge_client.get_or_create(&labels).clone(),
+                    server_nanos: AtomicU64::new(0),
+                    labels: labels.clone(),
+                });
+                edges.by_labels.insert(labels, h.clone());
+                h
+            }
+        };
+        edges.by_key.insert(key, h.clone());
+        Some(h)
+    }
+
     /// The service graph so far.
     pub fn graph(&self) -> Graph {
         let edges = read(&self.edges);
         let mut out: Vec<Edge> = edges
+            .by_labels
             .values()
             .map(|h| {
                 let requests = h.requests.get();

@@ -246,3 +246,91 @@ fn same_value_same_token_across_traces() {
     assert_eq!(a, b);
     assert!(a.starts_with("user.email=hmac:k1:"), "{a}");
 }
+
+/// A trace that puts `value` where the topology reads label values from: the resource's `service.name`,
+/// the root span's name, a client span's `server.address` and another's `peer.service`.
+fn label_trace(i: u64, value: &str) -> Vec<SpanRecord> {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let t0 = 1_700_000_000_000_000_000u64;
+    let span = |id: u64, parent: u64, name: &str, kind: SpanKind, peer: Option<(&str, &str)>| {
+        let mut s = tailgate::testing::span_in(u128::from(i) + 1, id, parent, name, t0, t0 + 1000);
+        s.kind = kind as i32;
+        if let Some((k, v)) = peer {
+            s.attributes.push(tailgate::testing::kv_str(k, v));
+        }
+        s
+    };
+    records(&tailgate::testing::request(
+        value,
+        vec![
+            span(1, 0, value, SpanKind::Server, None),
+            span(
+                2,
+                1,
+                "GET /x",
+                SpanKind::Client,
+                Some(("server.address", value)),
+            ),
+            span(
+                3,
+                1,
+                "call",
+                SpanKind::Client,
+                Some(("peer.service", value)),
+            ),
+        ],
+    ))
+}
+
+/// The topology's labels (`/metrics`) and service graph (`/api/service-graph`) are computed from every
+/// trace, so they must carry no more than the export does: every planted value that the policy strips
+/// from a span name, a service name or a peer attribute is absent from both.
+#[test]
+fn topology_labels_carry_no_more_than_the_export() {
+    let redactors = pii_redactors("{}", settings());
+    let metrics = Metrics::new();
+    let mut exported = Vec::new();
+    for (i, p) in PLANTED.iter().enumerate() {
+        let spans = label_trace(i as u64, p);
+        metrics.topology.observe(&spans, &redactors);
+        let Outcome::Export(out) = redactors.redact(TRACE_ID, spans, &Metrics::new()) else {
+            panic!("dropped")
+        };
+        exported.push(flatten(&out));
+    }
+    let labels = format!(
+        "{}\n{}",
+        metrics.encode(),
+        serde_json::to_string(&metrics.topology.graph()).expect("json")
+    );
+    let in_labels: Vec<&str> = PLANTED
+        .iter()
+        .copied()
+        .filter(|p| labels.contains(p))
+        .collect();
+    let in_export: Vec<&str> = PLANTED
+        .iter()
+        .zip(&exported)
+        .filter(|(p, e)| e.contains(**p))
+        .map(|(p, _)| *p)
+        .collect();
+    println!(
+        "topology labels: planted {} values as service, span and peer names; the export keeps {} of them \
+         there ({in_export:?}), the labels {}",
+        PLANTED.len(),
+        in_export.len(),
+        in_labels.len()
+    );
+    let more: Vec<&&str> = in_labels
+        .iter()
+        .filter(|p| !in_export.contains(p))
+        .collect();
+    assert!(
+        more.is_empty(),
+        "labels carry what the export does not: {more:?}\n{labels}"
+    );
+    // What the export keeps there is what the detectors cannot tell by the value alone (passwords and
+    // user names are found by their attribute key, and a service or span name has none).
+    assert!(in_export.len() <= 9, "{in_export:?}");
+    assert!(labels.contains("tailgate_topology_label_checks_total{outcome=\"redacted\"}"));
+}

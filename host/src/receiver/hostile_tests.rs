@@ -774,7 +774,7 @@ fn through_pipeline(
             panic!("nothing was decided before, so nothing is late")
         };
         // Everything a trace meets before export must take the hostile spans too.
-        metrics.topology.observe(&t.spans);
+        metrics.topology.observe(&t.spans, &policy.redactors);
         let _ = crate::plugin::pack(&t.spans);
         let _ = crate::plugin::marshal::full_trace(&t.spans);
         let summary = crate::plugin::marshal::summary(t.trace_id, &t.spans, u64::MAX);

@@ -1,5 +1,7 @@
 use super::*;
 use crate::otlp::scan_export_request;
+use crate::plugin::{EditAction, FieldKind, FieldRef, PluginFailure, RedactionEdit};
+use crate::redact::{RedactionSettings, RedactorRule, TraceRedactor};
 use crate::testing::{kv_str, span_in};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status};
@@ -73,7 +75,7 @@ fn line_value(text: &str, prefix: &str) -> Option<f64> {
 fn red_metrics_and_edges_match_a_hand_count() {
     let m = crate::metrics::Metrics::new();
     for _ in 0..3 {
-        m.topology.observe(&checkout_trace());
+        m.topology.observe(&checkout_trace(), &Redactors::none());
     }
     let text = m.encode();
     let get = |p: &str| line_value(&text, p).unwrap_or_else(|| panic!("no `{p}` in\n{text}"));
@@ -153,6 +155,18 @@ fn red_metrics_and_edges_match_a_hand_count() {
     assert!(!text.contains(r#"client="frontend",server="frontend""#));
 }
 
+/// `i` in base 26 with the letters a-z: a distinct name that no template touches.
+fn letters(mut i: u64) -> String {
+    let mut s = String::new();
+    loop {
+        s.push((b'a' + (i % 26) as u8) as char);
+        i /= 26;
+        if i == 0 {
+            return s;
+        }
+    }
+}
+
 #[test]
 fn cardinality_is_bounded_under_a_flood_of_span_names() {
     let m = crate::metrics::Metrics::with_topology(&TopologyConfig {
@@ -165,13 +179,13 @@ fn cardinality_is_bounded_under_a_flood_of_span_names() {
             vec![sp(
                 1,
                 0,
-                &format!("GET /item/{i}"),
+                &format!("GET /item/{}", letters(i)),
                 SpanKind::Server,
                 1,
                 false,
             )],
         )]);
-        m.topology.observe(&trace);
+        m.topology.observe(&trace, &Redactors::none());
     }
     let text = m.encode();
     let series = text
@@ -182,7 +196,7 @@ fn cardinality_is_bounded_under_a_flood_of_span_names() {
     assert_eq!(
         line_value(
             &text,
-            r#"tailgate_span_calls_total{service="svc",operation="__overflow__",span_kind="server"}"#
+            r#"tailgate_span_calls_total{service="__overflow__",operation="__overflow__",span_kind="server"}"#
         ),
         Some(450.0)
     );
@@ -198,7 +212,242 @@ fn disabled_computes_nothing() {
         enabled: false,
         ..TopologyConfig::default()
     });
-    m.topology.observe(&checkout_trace());
+    m.topology.observe(&checkout_trace(), &Redactors::none());
     assert!(!m.encode().contains("tailgate_span_calls_total{"));
     assert!(m.topology.graph().edges.is_empty());
+}
+
+#[test]
+fn ids_and_emails_in_span_names_become_one_templated_series() {
+    let m = crate::metrics::Metrics::new();
+    for i in 0..200u64 {
+        let name = match i % 2 {
+            0 => format!("GET /api/users/user{i}@example.com"),
+            _ => format!("GET /api/orders/{}", 100_000 + i),
+        };
+        let trace = records(vec![(
+            "svc",
+            vec![sp(1, 0, &name, SpanKind::Server, 1, false)],
+        )]);
+        m.topology.observe(&trace, &Redactors::none());
+    }
+    let text = m.encode();
+    assert!(!text.contains("@example.com"), "{text}");
+    assert_eq!(
+        line_value(
+            &text,
+            r#"tailgate_span_calls_total{service="svc",operation="GET /api/users/{email}",span_kind="server"}"#
+        ),
+        Some(100.0)
+    );
+    assert_eq!(
+        line_value(
+            &text,
+            r#"tailgate_span_calls_total{service="svc",operation="GET /api/orders/{n}",span_kind="server"}"#
+        ),
+        Some(100.0)
+    );
+    assert!(line_value(&text, "tailgate_topology_overflow_total").is_none());
+    // Two series, two templates and one service checked once each, never per span.
+    assert_eq!(
+        line_value(
+            &text,
+            r#"tailgate_topology_label_checks_total{outcome="unchanged"}"#
+        ),
+        Some(3.0)
+    );
+}
+
+/// A redactor that replaces every name, service name and peer attribute containing `secret` with
+/// `[hidden]`, and fails when one contains `boom`; it counts its calls.
+struct HideSecrets(std::sync::atomic::AtomicUsize);
+
+impl TraceRedactor for HideSecrets {
+    fn redact(
+        &self,
+        _: crate::otlp::TraceId,
+        spans: &[SpanRecord],
+    ) -> Result<Vec<RedactionEdit>, PluginFailure> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        let layout = crate::plugin::layout(spans);
+        let mut edits = Vec::new();
+        let mut hide = |kind, owner: usize, index: usize, key: &str, value: &str| {
+            if value.contains("boom") {
+                return Err(PluginFailure::Trap("boom".into()));
+            }
+            if value.contains("secret") {
+                edits.push(RedactionEdit {
+                    field: FieldRef {
+                        kind,
+                        owner: owner as u32,
+                        item: 0,
+                        attribute_index: index as u32,
+                        key: key.into(),
+                        is_string: true,
+                        value_len: value.len() as u32,
+                    },
+                    action: EditAction::Replace("[hidden]".into()),
+                    reason: Some("secret".into()),
+                });
+            }
+            Ok(())
+        };
+        let mut resources_done = std::collections::HashSet::new();
+        for (i, s) in spans.iter().enumerate() {
+            hide(FieldKind::SpanName, i, 0, "", s.name())?;
+            for (j, a) in s.attributes().enumerate() {
+                hide(
+                    FieldKind::SpanAttribute,
+                    i,
+                    j,
+                    a.key,
+                    a.value.as_str().unwrap_or(""),
+                )?;
+            }
+            let r = layout.span_resource[i] as usize;
+            if resources_done.insert(r) {
+                for (j, a) in
+                    crate::otlp::resource_attributes(&s.origin.resource_fields).enumerate()
+                {
+                    hide(
+                        FieldKind::ResourceAttribute,
+                        r,
+                        j,
+                        a.key,
+                        a.value.as_str().unwrap_or(""),
+                    )?;
+                }
+            }
+        }
+        Ok(edits)
+    }
+}
+
+fn hiding() -> (Arc<HideSecrets>, Redactors) {
+    let r = Arc::new(HideSecrets(Default::default()));
+    let redactors = Redactors::new(
+        vec![RedactorRule {
+            name: "hide".into(),
+            redactor: r.clone(),
+        }],
+        RedactionSettings::default(),
+        crate::config::RedactorFailurePolicy::StrictScrub,
+    );
+    (r, redactors)
+}
+
+#[test]
+fn labels_and_graph_nodes_pass_the_redactors_once_per_value() {
+    let m = crate::metrics::Metrics::new();
+    let (calls, redactors) = hiding();
+    let trace = || {
+        let call = sp(2, 1, "POST /pay", SpanKind::Client, 3, false);
+        let mut admin = sp(5, 1, "GET /secret-admin", SpanKind::Client, 3, false);
+        admin
+            .attributes
+            .push(kv_str("server.address", "secret.internal"));
+        let mut db = sp(4, 3, "SELECT", SpanKind::Client, 1, false);
+        db.attributes.push(kv_str("db.system.name", "boom-db"));
+        records(vec![
+            (
+                "secret-service",
+                vec![
+                    sp(1, 0, "GET /secret/reports", SpanKind::Server, 5, false),
+                    call,
+                    admin,
+                ],
+            ),
+            (
+                "payments",
+                vec![sp(3, 2, "POST /pay", SpanKind::Server, 2, false), db],
+            ),
+        ])
+    };
+    for _ in 0..5 {
+        m.topology.observe(&trace(), &redactors);
+    }
+    let text = m.encode();
+    let graph = serde_json::to_string(&m.topology.graph()).expect("json");
+    for out in [&text, &graph] {
+        assert!(!out.contains("secret"), "{out}");
+        assert!(!out.contains("boom"), "{out}");
+    }
+    assert_eq!(
+        line_value(
+            &text,
+            r#"tailgate_span_calls_total{service="[hidden]",operation="[hidden]",span_kind="server"}"#
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        line_value(
+            &text,
+            r#"traces_service_graph_request_total{client="[hidden]",server="payments",connection_type=""}"#
+        ),
+        Some(5.0)
+    );
+    // The redactor failed on the database's name: the node fails closed.
+    assert_eq!(
+        line_value(
+            &text,
+            r#"traces_service_graph_request_total{client="payments",server="{redacted}",connection_type="database"}"#
+        ),
+        Some(5.0)
+    );
+    assert!(
+        line_value(
+            &text,
+            r#"tailgate_topology_label_checks_total{outcome="failed"}"#
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    assert!(
+        line_value(
+            &text,
+            r#"tailgate_topology_label_checks_total{outcome="redacted"}"#
+        )
+        .is_some_and(|n| n >= 3.0)
+    );
+    // Checked when the series were created, not per trace.
+    let after_first = calls.0.load(Ordering::Relaxed);
+    m.topology.observe(&trace(), &redactors);
+    assert_eq!(calls.0.load(Ordering::Relaxed), after_first);
+    assert!(after_first <= 8, "{after_first} redactor calls");
+    let g = m.topology.graph();
+    assert_eq!(g.nodes, vec!["[hidden]", "payments", "{redacted}"]);
+    assert_eq!(g.edges.len(), 3, "{g:?}");
+    assert_eq!(
+        m.topology.service_label("secret-service").as_deref(),
+        Some("[hidden]")
+    );
+    assert_eq!(m.topology.service_label("never-seen"), None);
+}
+
+#[test]
+fn overflowing_operations_are_neither_cached_nor_checked() {
+    let m = crate::metrics::Metrics::with_topology(&TopologyConfig {
+        max_series: 3,
+        ..TopologyConfig::default()
+    });
+    let (calls, redactors) = hiding();
+    for i in 0..50u64 {
+        let trace = records(vec![(
+            "svc",
+            vec![sp(
+                1,
+                0,
+                &format!("op {}", letters(i)),
+                SpanKind::Server,
+                1,
+                false,
+            )],
+        )]);
+        m.topology.observe(&trace, &redactors);
+    }
+    let text = m.encode();
+    assert_eq!(
+        line_value(&text, r#"tailgate_topology_overflow_total{kind="series"}"#),
+        Some(47.0)
+    );
+    assert!(calls.0.load(Ordering::Relaxed) <= 3, "one call per series");
 }
