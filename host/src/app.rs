@@ -51,6 +51,8 @@ pub enum AppError {
     #[error(transparent)]
     Record(#[from] crate::record::RecordError),
     #[error("{0}")]
+    Recording(String),
+    #[error("{0}")]
     Kafka(String),
 }
 
@@ -121,6 +123,8 @@ async fn start_stages(
     predicates: PredicateSlot,
     reloader: Option<Arc<Reloader>>,
 ) -> Result<RunningApp, AppError> {
+    // Before anything starts: a recording of unredacted traffic must have been asked for by name.
+    config.validate_record().map_err(AppError::Recording)?;
     let cfg = Arc::new(config);
 
     // Read certificates and build the checks first, so a bad file fails before anything listens.
@@ -170,7 +174,13 @@ async fn start_stages(
     let limits = BufferLimits::from(&cfg.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
     let recorder = match &cfg.record {
-        Some(r) => Some(crate::record::Recorder::start(&r.path, r.max_bytes.0)?),
+        Some(r) => {
+            tracing::warn!(
+                path = %r.path.display(),
+                "recording received traffic unredacted (record.unredacted): the file holds personal data as sent"
+            );
+            Some(crate::record::Recorder::start(&r.path, r.max_bytes.0)?)
+        }
         None => None,
     };
     let (ingest, ingest_rx) = IngestHandle::channel(cfg.buffer.queue_size, pressure.clone());

@@ -68,13 +68,15 @@ impl Cli {
             None => Config::parse(DEFAULT_CONFIG, "built-in default")?,
         };
         cfg.apply(&self.overrides);
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            path: self
-                .config
-                .as_ref()
-                .map_or("command line".into(), |p| p.display().to_string()),
-            message,
-        })?;
+        cfg.validate()
+            .and_then(|()| cfg.validate_record())
+            .map_err(|message| ConfigError::Invalid {
+                path: self
+                    .config
+                    .as_ref()
+                    .map_or("command line".into(), |p| p.display().to_string()),
+                message,
+            })?;
         Ok(cfg)
     }
 }

@@ -58,6 +58,10 @@ pub struct RecordConfig {
     /// Recording stops (with a log line) before the file would pass this size. Default 100MiB.
     #[serde(default = "RecordConfig::default_max_bytes")]
     pub max_bytes: ByteSize,
+    /// The recording holds the traffic as received, before sampling and redaction (personal data
+    /// included), so tailgate refuses to record unless this says so. Default false.
+    #[serde(default)]
+    pub unredacted: bool,
 }
 
 impl RecordConfig {
@@ -750,6 +754,10 @@ pub struct Overrides {
     /// Stop recording before the file passes this size, e.g. 100MiB (file: record.max_bytes).
     #[arg(long, env = "TAILGATE_RECORD_MAX_BYTES")]
     pub record_max_bytes: Option<ByteSize>,
+    /// Allow the recording: it holds the traffic as received, not redacted, personal data included
+    /// (file: record.unredacted). Without it tailgate refuses to record.
+    #[arg(long)]
+    pub record_unredacted: bool,
 }
 
 impl Config {
@@ -843,13 +851,18 @@ impl Config {
                 .record
                 .as_ref()
                 .map_or_else(RecordConfig::default_max_bytes, |r| r.max_bytes);
+            let unredacted = self.record.as_ref().is_some_and(|r| r.unredacted);
             self.record = Some(RecordConfig {
                 path: p.clone(),
                 max_bytes,
+                unredacted,
             });
         }
         if let (Some(m), Some(r)) = (o.record_max_bytes, self.record.as_mut()) {
             r.max_bytes = m;
+        }
+        if let (true, Some(r)) = (o.record_unredacted, self.record.as_mut()) {
+            r.unredacted = true;
         }
     }
 
@@ -897,6 +910,22 @@ impl Config {
             return Err("exporters.otlp.tls: cert_file and key_file must be set together".into());
         }
         Ok(())
+    }
+
+    /// Refuses a recording that does not say it may hold unredacted traffic (`record.unredacted`,
+    /// `--record-unredacted`). Checked after the flags are applied (a flag can allow a recording the
+    /// file configures), by `tailgate validate` and again when the proxy starts.
+    pub fn validate_record(&self) -> Result<(), String> {
+        if let Some(r) = self.record.as_ref().filter(|r| !r.unredacted) {
+            Err(format!(
+                "record: the recording ({}) would hold the traffic as received, before sampling and \
+                 redaction, personal data included; tailgate records only when told so: set \
+                 `record.unredacted: true` or pass --record-unredacted (and protect the file)",
+                r.path.display()
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// Checks relations between keys that serde cannot.
@@ -1166,8 +1195,22 @@ mod tests {
             record: Some("t.json".into()),
             ..Default::default()
         });
-        let r = c.record.expect("set by the flag");
+        let r = c.record.clone().expect("set by the flag");
         assert_eq!((r.path, r.max_bytes), ("t.json".into(), ByteSize::mib(100)));
+        // Unredacted traffic on disk only when asked for by name.
+        let err = c.validate_record().expect_err("refused without the flag");
+        assert!(err.contains("--record-unredacted"), "{err}");
+        c.apply(&Overrides {
+            record_unredacted: true,
+            ..Default::default()
+        });
+        assert!(c.record.as_ref().is_some_and(|r| r.unredacted));
+        assert!(c.validate_record().is_ok());
+        let c = Config::parse("record:\n  path: a.pb\n", "t").expect("parses");
+        let err = c.validate_record().expect_err("refused");
+        assert!(err.contains("record.unredacted"), "{err}");
+        let c = Config::parse("record:\n  path: a.pb\n  unredacted: true\n", "t").expect("valid");
+        assert!(c.validate_record().is_ok());
         let err = Config::parse("record:\n  path: a.pb\n  max_byte: 1\n", "t").expect_err("typo");
         assert!(err.to_string().contains("max_byte"), "{err}");
         let c = Config::parse("admin:\n  jaeger_ui_url: http://j:16686\n", "t").expect("valid");

@@ -13,6 +13,10 @@
 //!   `writeDelimitedTo`).
 //!
 //! One request per accepted batch; ids, resources and scopes are kept as received.
+//!
+//! Not redacted: the file holds what the services sent, personal data included (replay decides and
+//! redacts it as the proxy would). So a recording starts only when the configuration says so by name
+//! (`record.unredacted` / `--record-unredacted`, [`crate::config::Config::validate_record`]).
 
 use crate::otlp::{ExportBuilder, SpanRecord, TraceId};
 use bytes::Bytes;

@@ -42,7 +42,11 @@ async fn recorded_traffic_replays_through_the_seed_policy_with_the_proxys_decisi
     let capture = CaptureServer::start().await?;
     let mut cfg = TestConfig::passthrough_to(capture.grpc_endpoint());
     cfg.policy = seed_policy();
-    let yaml = format!("{}record:\n  path: {}\n", cfg.yaml(), recording.display());
+    let yaml = format!(
+        "{}record:\n  path: {}\n  unredacted: true\n",
+        cfg.yaml(),
+        recording.display()
+    );
     tailgate_e2e::init_logging();
     let app = tailgate::app::start(Config::parse(&yaml, "replay test")?).await?;
     let seed = python::run_script(
@@ -228,8 +232,17 @@ async fn the_recording_stops_at_its_byte_bound() -> anyhow::Result<()> {
     let recording = dir.join("small.json");
     let capture = CaptureServer::start().await?;
     let cfg = TestConfig::passthrough_to(capture.grpc_endpoint());
+    // Unredacted traffic goes to disk only when the config says so by name: refused before anything
+    // starts otherwise.
+    let unasked = format!("{}record:\n  path: {}\n", cfg.yaml(), recording.display());
+    let refused = tailgate::app::start(Config::parse(&unasked, "record refusal test")?).await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("record.unredacted")),
+        "a recording without record.unredacted must be refused"
+    );
+    assert!(!recording.exists(), "nothing was written");
     let yaml = format!(
-        "{}record:\n  path: {}\n  max_bytes: 3KiB\n",
+        "{}record:\n  path: {}\n  max_bytes: 3KiB\n  unredacted: true\n",
         cfg.yaml(),
         recording.display()
     );
