@@ -334,3 +334,255 @@ fn topology_labels_carry_no_more_than_the_export() {
     assert!(in_export.len() <= 9, "{in_export:?}");
     assert!(labels.contains("tailgate_topology_label_checks_total{outcome=\"redacted\"}"));
 }
+
+/// A writer for the test's log subscriber: every line tailgate logs, kept to be scanned.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// Every string in a JSON document (keys and values), one per line.
+fn json_strings(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| {
+            out.push_str(k);
+            out.push('\n');
+            json_strings(v, out);
+        }),
+        _ => {}
+    }
+}
+
+/// The corpus with every trace id set to `trace_id`; without `error`, the error status becomes unset (so
+/// `keep-errors` lets the trace fall to the default, drop) but keeps its message.
+fn corpus_as(trace_id: u128, error: bool) -> ExportTraceServiceRequest {
+    let mut req = corpus();
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            for s in &mut ss.spans {
+                s.trace_id = trace_id.to_be_bytes().to_vec();
+                if let (false, Some(st)) = (error, s.status.as_mut()) {
+                    st.code = 0;
+                }
+            }
+        }
+    }
+    req
+}
+
+/// Issue 22, item 1: the PII corpus (personal data in every field kind and value type) goes through the
+/// running proxy twice - one trace kept (it has an error) and one dropped (default) - and then every way
+/// out is scanned for every planted value: the export (the file exporter's output), `/metrics` (the
+/// topology's labels, the redaction counters), `/api/service-graph`, `/api/status` (recent decisions),
+/// `/debug/traces/{id}` for both traces, and everything tailgate logged (all of its levels). Recording
+/// (`record:`) is the one way out that writes traffic as received: it is refused without
+/// `record.unredacted` (config tests and the e2e replay test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_output_surface_carries_a_planted_value() {
+    let logs = Logs::default();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("tailgate=trace,warn"))
+            .finish(),
+    )
+    .expect("the only subscriber of this test binary");
+    let dir = std::env::temp_dir().join(format!("tailgate-surfaces-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let exported = dir.join("export.jsonl");
+    let yaml = format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  otlp:
+    protocol: file
+    endpoint: "{export}"
+    batch:
+      timeout: 50ms
+buffer:
+  settle: 100ms
+  idle_timeout: 300ms
+  max_wait: 5s
+policy:
+  default: drop
+  rules:
+    - name: errors
+      plugin: "{errors}"
+  redactors:
+    - name: pii
+      plugin: "{pii}"
+      call_timeout: 2s
+  on_redactor_failure: strict_scrub
+  redaction:
+    hash_key: corpus-test-key-0123456789
+    hash_key_id: k1
+admin:
+  endpoint: 127.0.0.1:0
+"#,
+        export = exported.display(),
+        errors = plugin("keep-errors").display(),
+        pii = plugin("pii").display(),
+    );
+    let config = tailgate::config::Config::parse(&yaml, "surfaces test").expect("valid config");
+    let app = tailgate::app::start(config).await.expect("starts");
+    let (kept_id, dropped_id) = (TRACE_ID, TRACE_ID ^ 0xffff);
+    let http = reqwest::Client::new();
+    let otlp = format!("http://{}/v1/traces", app.http_addr.expect("http receiver"));
+    for req in [corpus_as(kept_id, true), corpus_as(dropped_id, false)] {
+        let r = http
+            .post(&otlp)
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            .expect("sent");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let admin = format!("http://{}", app.admin_addr);
+    let get = |path: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let r = http
+                .get(format!("{admin}{path}"))
+                .send()
+                .await
+                .expect("admin answers");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    // Both decided, the kept one exported (polled: the buffer settles and the exporter batches).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut explanations = Vec::new();
+    for id in [kept_id, dropped_id] {
+        loop {
+            let (status, body) = get(format!("/debug/traces/{id:032x}")).await;
+            if status == 200 {
+                explanations.push(body);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id:032x} never decided"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    while std::fs::read(&exported).map_or(0, |b| b.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing exported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let decisions: Vec<serde_json::Value> = explanations
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("json"))
+        .collect();
+    assert_eq!(decisions[0]["decision"], "keep", "{}", decisions[0]);
+    assert_eq!(decisions[1]["decision"], "drop", "{}", decisions[1]);
+
+    let mut surfaces: Vec<(String, String)> = Vec::new();
+    let (_, metrics) = get("/metrics".into()).await;
+    // Span-derived text does reach the labels, as templates: the scan below is not vacuous.
+    assert!(
+        metrics.contains(r#"operation="GET /users/{email}""#),
+        "the root's name, templated: {metrics}"
+    );
+    // Prometheus label values escape `\`, `"` and newlines.
+    let unescaped = metrics
+        .replace("\\n", "\n")
+        .replace("\\\"", "\"")
+        .replace("\\\\", "\\");
+    surfaces.push(("/metrics".into(), unescaped));
+    for path in ["/api/service-graph", "/api/status"] {
+        let (status, body) = get(path.into()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        surfaces.push((path.into(), body));
+    }
+    for (id, body) in [kept_id, dropped_id].iter().zip(explanations) {
+        surfaces.push((format!("/debug/traces/{id:032x}"), body));
+    }
+    // JSON surfaces: their strings as text (escapes undone).
+    for (name, body) in surfaces.iter_mut() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+            let mut text = String::new();
+            json_strings(&v, &mut text);
+            *body = text;
+        } else {
+            assert_eq!(name, "/metrics", "{name} is not JSON: {body}");
+        }
+    }
+    app.shutdown().await;
+    let mut export_text = String::new();
+    let file = std::fs::read_to_string(&exported).expect("export file");
+    for line in file.lines().filter(|l| !l.trim().is_empty()) {
+        let req: ExportTraceServiceRequest = serde_json::from_str(line).expect("OTLP/JSON line");
+        export_text.push_str(&flatten(&records(&req)));
+    }
+    assert!(
+        export_text.contains("hmac:k1:"),
+        "the kept trace was exported redacted: {export_text}"
+    );
+    surfaces.push(("export".into(), export_text));
+    let logged =
+        String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(
+        logged.contains("tailgate"),
+        "the subscriber saw tailgate's logs: {logged}"
+    );
+    surfaces.push(("logs".into(), logged));
+
+    let mut leaks = Vec::new();
+    for (name, text) in &surfaces {
+        for p in PLANTED.iter().filter(|p| text.contains(**p)) {
+            leaks.push(format!("{name}: {p:?}"));
+        }
+    }
+    println!(
+        "output surfaces: {} scanned ({}) for {} planted values: {} leaks",
+        surfaces.len(),
+        surfaces
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        PLANTED.len(),
+        leaks.len()
+    );
+    assert!(
+        leaks.is_empty(),
+        "leaks:\n{}\n{}",
+        leaks.join("\n"),
+        surfaces
+            .iter()
+            .map(|(n, t)| format!("--- {n} ---\n{t}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
