@@ -49,6 +49,8 @@ pub enum AppError {
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
+    #[error(transparent)]
     Record(#[from] crate::record::RecordError),
     #[error("{0}")]
     Recording(String),

@@ -245,7 +245,7 @@ impl ReceiverAuth {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/x-protobuf"));
         let code = tonic::Code::Unauthenticated as i32;
         let (content_type, body) = if protobuf {
-            let status = crate::receiver::RpcStatus {
+            let status = crate::otlp::rpc::RpcStatus {
                 code,
                 message,
                 details: Vec::new(),

@@ -7,7 +7,6 @@
 //! recorded and at least half of those failed (trap, timeout, out of memory, bad result). It recovers as
 //! soon as successful calls bring the failures in the window under half.
 
-use crate::metrics::{Metrics, PluginNameLabels};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -161,34 +160,6 @@ impl PluginHealth {
     /// The degraded plugins.
     pub fn degraded(&self) -> Vec<PluginStatus> {
         self.snapshot().into_iter().filter(|p| p.degraded).collect()
-    }
-}
-
-/// Records a plugin call in `metrics.plugin_health`, keeps `tailgate_plugin_degraded` in step, and logs
-/// when a plugin becomes degraded or recovers.
-pub fn record_call(
-    metrics: &Metrics,
-    plugin: &str,
-    role: PluginRole,
-    failure: Option<&'static str>,
-) {
-    let Some(degraded) = metrics.plugin_health.record(plugin, role, failure) else {
-        return;
-    };
-    metrics
-        .plugin_degraded
-        .get_or_create(&PluginNameLabels {
-            plugin: plugin.to_owned(),
-        })
-        .set(i64::from(degraded));
-    if degraded {
-        tracing::error!(
-            plugin,
-            ?role,
-            "plugin degraded: at least half of its recent calls failed (see /health)"
-        );
-    } else {
-        tracing::info!(plugin, ?role, "plugin recovered");
     }
 }
 

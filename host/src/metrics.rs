@@ -13,6 +13,9 @@
 //!
 //! (A span moving between stages may be counted in two gauges for an instant; once idle it is exact.)
 
+pub mod kafka;
+
+use crate::health::{PluginHealth, PluginRole};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -154,7 +157,7 @@ pub struct Metrics {
     /// crash), skipped at startup or on read.
     pub persistent_queue_corrupt_records: Counter,
     /// Per-plugin call outcomes over a recent window, for `/health` (see [`crate::health`]).
-    pub plugin_health: crate::health::PluginHealth,
+    pub plugin_health: PluginHealth,
     /// 1 while a plugin is degraded (most of its recent calls failed), by plugin.
     pub plugin_degraded: Family<PluginNameLabels, Gauge>,
     /// Bytes charged to the buffer.
@@ -198,7 +201,7 @@ pub struct Metrics {
     /// Prometheus: a bounded log beside the metrics, fed by the same stage.
     pub decision_log: crate::explain::DecisionLog,
     /// The Kafka source and sink (see `crate::kafka`).
-    pub kafka: crate::kafka::KafkaMetrics,
+    pub kafka: kafka::KafkaMetrics,
     /// Seconds from a kept trace being due to its spans reaching the exporter's queue (decision,
     /// redaction queue, redaction), for traces decided while due (not late spans).
     pub handoff_latency: Histogram,
@@ -217,6 +220,33 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 }
 
 impl Metrics {
+    /// Records a plugin call in [`Metrics::plugin_health`], keeps `tailgate_plugin_degraded` in step, and logs
+    /// when a plugin becomes degraded or recovers.
+    pub fn record_plugin_call(
+        &self,
+        plugin: &str,
+        role: PluginRole,
+        failure: Option<&'static str>,
+    ) {
+        let Some(degraded) = self.plugin_health.record(plugin, role, failure) else {
+            return;
+        };
+        self.plugin_degraded
+            .get_or_create(&PluginNameLabels {
+                plugin: plugin.to_owned(),
+            })
+            .set(i64::from(degraded));
+        if degraded {
+            tracing::error!(
+                plugin,
+                ?role,
+                "plugin degraded: at least half of its recent calls failed (see /health)"
+            );
+        } else {
+            tracing::info!(plugin, ?role, "plugin recovered");
+        }
+    }
+
     pub fn new() -> Arc<Metrics> {
         Metrics::with_topology(&crate::topology::TopologyConfig::default())
     }
@@ -245,7 +275,7 @@ impl Metrics {
             persistent_queue_capacity_bytes: Gauge::default(),
             persistent_queue_recovered_spans: Counter::default(),
             persistent_queue_corrupt_records: Counter::default(),
-            plugin_health: crate::health::PluginHealth::default(),
+            plugin_health: PluginHealth::default(),
             plugin_degraded: Family::default(),
             buffer_bytes: Gauge::default(),
             buffer_bytes_limit: Gauge::default(),
@@ -266,7 +296,7 @@ impl Metrics {
             redaction_scrubbed_spans: Counter::default(),
             redaction_latency: Histogram::new(exponential_buckets(0.000_002, 2.0, 18)),
             decision_log: crate::explain::DecisionLog::default(),
-            kafka: crate::kafka::KafkaMetrics::default(),
+            kafka: kafka::KafkaMetrics::default(),
             handoff_latency: Histogram::new(latency_buckets()),
             redaction_queue_full: Counter::default(),
             registry: Registry::default(),

@@ -13,6 +13,7 @@
 
 mod encode;
 pub mod predicate;
+pub mod rpc;
 mod scan;
 mod view;
 mod wire;

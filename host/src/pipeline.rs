@@ -125,8 +125,7 @@ impl Policy {
     pub fn decide(&self, trace_id: TraceId, spans: &[SpanRecord], metrics: &Metrics) -> Decision {
         for rule in self.rules.iter().filter(|r| !r.shadow) {
             let result = rule.sampler.sample(trace_id, spans);
-            crate::health::record_call(
-                metrics,
+            metrics.record_plugin_call(
                 &rule.name,
                 crate::health::PluginRole::Sampler,
                 result.as_ref().err().map(|f| f.kind),

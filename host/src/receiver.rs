@@ -226,64 +226,6 @@ pub fn json_to_protobuf(body: &[u8]) -> Result<Bytes, ReceiveError> {
     Ok(Bytes::from(request.encode_to_vec()))
 }
 
-/// `google.rpc.Status`: the error body of OTLP/HTTP and the `grpc-status-details-bin` of gRPC errors.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RpcStatus {
-    /// A `google.rpc.Code` (gRPC status code).
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoAny {
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`: how long to wait before retrying; OTLP/gRPC clients honour it on
-/// `RESOURCE_EXHAUSTED`, which is only retryable when it is present.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// Type URL of [`RetryInfo`] inside an `Any`.
-pub const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-impl RetryInfo {
-    /// `RetryInfo` for `delay`, wrapped in an `Any`.
-    pub fn any(delay: Duration) -> ProtoAny {
-        let info = RetryInfo {
-            retry_delay: Some(ProtoDuration {
-                seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
-                // Sub-second nanos are always below 10^9, which fits an i32.
-                nanos: i32::try_from(delay.subsec_nanos()).unwrap_or(0),
-            }),
-        };
-        ProtoAny {
-            type_url: RETRY_INFO_TYPE_URL.into(),
-            value: info.encode_to_vec(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

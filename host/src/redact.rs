@@ -224,8 +224,7 @@ impl Redactors {
                         .map(|applied| (edits, Some(applied)))
                         .map_err(|e| ("bad_result", e.to_string()))
                 });
-            crate::health::record_call(
-                metrics,
+            metrics.record_plugin_call(
                 &rule.name,
                 crate::health::PluginRole::Redactor,
                 result.as_ref().err().map(|(kind, _)| *kind),

@@ -1,12 +1,20 @@
 //! The receivers' and the admin API's TLS and authentication, loaded once at startup from the
 //! configuration (see [`crate::tls`] and [`crate::auth`]) and handed to each server.
 
-use crate::app::AppError;
-use crate::auth::{Authenticator, ReceiverAuth};
+use crate::auth::{AuthError, Authenticator, ReceiverAuth};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::tls::LoadedServerTls;
+use crate::tls::{LoadedServerTls, TlsError};
 use std::sync::Arc;
+
+/// Why the receivers' or the admin API's security could not be loaded; names the key and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
 
 /// What each server gets: `None` everywhere means plaintext and no checks (the default).
 #[derive(Clone, Default)]
@@ -20,7 +28,7 @@ pub struct ReceiverSecurity {
 
 impl ReceiverSecurity {
     /// Reads the certificate files and builds the checks; errors name the key and the file.
-    pub fn load(cfg: &Config, metrics: &Arc<Metrics>) -> Result<ReceiverSecurity, AppError> {
+    pub fn load(cfg: &Config, metrics: &Arc<Metrics>) -> Result<ReceiverSecurity, SecurityError> {
         let mut out = ReceiverSecurity::default();
         let p = &cfg.receivers.otlp.protocols;
         let auth = |c: &crate::auth::AuthConfig, name: &'static str| {

@@ -387,7 +387,7 @@ admin: {{ endpoint: 127.0.0.1:0 }}
         resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
         Some(&b"Bearer realm=\"tailgate\""[..])
     );
-    let status = tailgate::receiver::RpcStatus::decode(resp.bytes().await?)?;
+    let status = tailgate::otlp::rpc::RpcStatus::decode(resp.bytes().await?)?;
     assert_eq!(status.code, tonic::Code::Unauthenticated as i32);
     let resp = client
         .post(&url)

@@ -1,9 +1,9 @@
 //! OTLP/gRPC export: the pre-encoded request bytes go out as the message as-is (no decode and re-encode),
 //! over a lazily connected tonic channel.
 
-use super::retry::retry_info_delay;
 use super::{Accepted, ExportError, Failure};
 use crate::config::{Compression, OtlpExporter};
+use crate::otlp::rpc::RetryInfo;
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use std::time::Duration;
@@ -97,7 +97,7 @@ impl GrpcTransport {
 /// DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED only when the
 /// server sent `RetryInfo` (otherwise it means the request can never fit, e.g. it is too large).
 pub(super) fn classify(status: &tonic::Status) -> Failure {
-    let retry_after = retry_info_delay(status.details());
+    let retry_after = RetryInfo::delay_in(status.details());
     let (reason, retryable) = match status.code() {
         Code::Cancelled => ("cancelled", true),
         Code::DeadlineExceeded => ("deadline_exceeded", true),

@@ -1,8 +1,9 @@
 //! OTLP/HTTP export: `POST <endpoint>/v1/traces` with `application/x-protobuf`, optionally gzipped.
 
-use super::retry::{RpcStatus, parse_retry_after};
+use super::retry::parse_retry_after;
 use super::{Accepted, ExportError, Failure};
 use crate::config::{Compression, OtlpExporter};
+use crate::otlp::rpc::RpcStatus;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;

@@ -1,10 +1,11 @@
 //! Exporter tests against capture servers standing in for Jaeger: an OTLP/gRPC `TraceService` and an
 //! OTLP/HTTP endpoint, both able to fail the first N requests, stall, or report partial success.
 
-use super::retry::{Backoff, ProtoAny, ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
+use super::retry::Backoff;
 use super::*;
 use crate::config::{BatchConfig, ByteSize, Compression, SendingQueue};
 use crate::metrics::ReasonLabels;
+use crate::otlp::rpc::{ProtoAny, ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 use crate::otlp::{SpanPatch, scan_export_request};
 use crate::testing::{request, span_in};
 use axum::http::{HeaderMap, StatusCode};
@@ -767,10 +768,10 @@ fn retry_info_is_read_from_status_details() {
         ],
     };
     assert_eq!(
-        retry::retry_info_delay(&status.encode_to_vec()),
+        RetryInfo::delay_in(&status.encode_to_vec()),
         Some(Duration::from_millis(2500))
     );
-    assert_eq!(retry::retry_info_delay(&[]), None);
+    assert_eq!(RetryInfo::delay_in(&[]), None);
     let s =
         tonic::Status::with_details(Code::ResourceExhausted, "x", status.encode_to_vec().into());
     let f = grpc::classify(&s);

@@ -6,11 +6,11 @@
 //! decompression bomb, bad gzip) are rewritten to the codes the OTLP spec asks for and counted.
 
 use super::{
-    AS_SENT, DECOMPRESSED, RETRY_AFTER, ReceiveError, ReceiverContext, RetryInfo, RpcStatus,
-    count_refusal, receive,
+    AS_SENT, DECOMPRESSED, RETRY_AFTER, ReceiveError, ReceiverContext, count_refusal, receive,
 };
 use crate::auth::ReceiverAuth;
 use crate::ingest::Refused;
+use crate::otlp::rpc::{RetryInfo, RpcStatus};
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;

@@ -9,6 +9,7 @@ use crate::inbox::{BufferOutput, Trigger};
 use crate::ingest::{Pressure, SpanBatch};
 use crate::metrics::{ReceiverLabels, RefusedLabels};
 use crate::otlp::ScanError;
+use crate::otlp::rpc::RpcStatus;
 use crate::otlp::scan_export_request;
 use crate::testing::{kv_str, request, sample_request, span, span_in};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

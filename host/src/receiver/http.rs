@@ -8,11 +8,12 @@
 //! shutdown.
 
 use super::{
-    AS_SENT, Accepted, RETRY_AFTER, ReceiveError, ReceiverContext, RpcStatus, count_refusal,
-    gunzip_bounded, json_to_protobuf, receive,
+    AS_SENT, Accepted, RETRY_AFTER, ReceiveError, ReceiverContext, count_refusal, gunzip_bounded,
+    json_to_protobuf, receive,
 };
 use crate::auth::ReceiverAuth;
 use crate::ingest::Refused;
+use crate::otlp::rpc::RpcStatus;
 use crate::tls::TlsListener;
 use axum::Router;
 use axum::body::Body;

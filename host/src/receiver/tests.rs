@@ -4,6 +4,7 @@
 use super::*;
 use crate::ingest::{Pressure, SpanBatch};
 use crate::metrics::{ReceiverLabels, RefusedLabels};
+use crate::otlp::rpc::{ProtoDuration, RETRY_INFO_TYPE_URL, RetryInfo, RpcStatus};
 use crate::otlp::{SpanRecord, StatusCode as SpanStatus};
 use crate::testing::{kv_str, request, sample_request, span};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
