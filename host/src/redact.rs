@@ -162,6 +162,25 @@ pub enum Outcome {
     Dropped,
 }
 
+impl crate::topology::LabelRedactor for Redactors {
+    fn is_empty(&self) -> bool {
+        Redactors::is_empty(self)
+    }
+
+    fn redact_labels(&self, trace_id: u128, spans: Vec<SpanRecord>) -> Option<Vec<SpanRecord>> {
+        let mut spans = spans;
+        for rule in &self.rules {
+            let edits = rule.redactor.redact(trace_id, &spans).ok()?;
+            if !edits.is_empty() {
+                spans = apply(&spans, &edits, &rule.name, &self.settings.hasher)
+                    .ok()?
+                    .spans;
+            }
+        }
+        Some(spans)
+    }
+}
+
 impl Redactors {
     /// No redactors: traces pass unchanged.
     pub fn none() -> Redactors {

@@ -29,8 +29,8 @@
 pub mod labels;
 
 use crate::otlp::{KeyFinder, SpanRecord, StatusCode};
-use crate::redact::Redactors;
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
+pub use labels::LabelRedactor;
 use labels::{Checked, LabelPolicy, Source, template};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -359,7 +359,7 @@ impl Topology {
 
     /// Accounts a complete trace (all its spans, whatever the decision will be). New label values pass
     /// `redactors` (the live policy's) before they are exposed.
-    pub fn observe(&self, spans: &[SpanRecord], redactors: &Redactors) {
+    pub fn observe(&self, spans: &[SpanRecord], redactors: &dyn LabelRedactor) {
         if !self.enabled || spans.is_empty() {
             return;
         }
@@ -368,7 +368,7 @@ impl Topology {
     }
 
     /// Accounts late spans (operations only: their parents were already accounted).
-    pub fn observe_late(&self, spans: &[SpanRecord], redactors: &Redactors) {
+    pub fn observe_late(&self, spans: &[SpanRecord], redactors: &dyn LabelRedactor) {
         if self.enabled {
             self.observe_ops(spans, redactors);
         }
@@ -391,7 +391,7 @@ impl Topology {
             .inc();
     }
 
-    fn observe_ops(&self, spans: &[SpanRecord], redactors: &Redactors) {
+    fn observe_ops(&self, spans: &[SpanRecord], redactors: &dyn LabelRedactor) {
         let mut key = Vec::with_capacity(64);
         let mut tpl = String::new();
         let mut misses = Vec::new();
@@ -431,7 +431,7 @@ impl Topology {
         key: &[u8],
         s: &SpanRecord,
         tpl: &str,
-        redactors: &Redactors,
+        redactors: &dyn LabelRedactor,
     ) -> Arc<OpHandles> {
         let full = |ops: &FastMap<Vec<u8>, Arc<OpHandles>>| {
             self.series.load(Ordering::Relaxed) >= self.max_series
@@ -508,7 +508,7 @@ impl Topology {
             .clone()
     }
 
-    fn observe_edges(&self, spans: &[SpanRecord], redactors: &Redactors) {
+    fn observe_edges(&self, spans: &[SpanRecord], redactors: &dyn LabelRedactor) {
         let by_id: FastMap<u64, &SpanRecord> = spans.iter().map(|s| (s.span_id, s)).collect();
         let mut has_remote_child: FastSet<u64> = FastSet::default();
         for s in spans {
@@ -581,7 +581,7 @@ impl Topology {
         conn: &'static str,
         failed: bool,
         (client_ns, server_ns): (u64, u64),
-        redactors: &Redactors,
+        redactors: &dyn LabelRedactor,
     ) {
         let mut key = Vec::with_capacity(64);
         edge_key(&mut key, client, server, conn);
@@ -616,7 +616,7 @@ impl Topology {
         client: &str,
         server: Server<'_>,
         conn: &'static str,
-        redactors: &Redactors,
+        redactors: &dyn LabelRedactor,
     ) -> Option<Arc<EdgeHandles>> {
         if read(&self.edges).by_key.len() >= self.max_edges {
             return None;

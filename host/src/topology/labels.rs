@@ -17,7 +17,6 @@
 //! carries what the export carries. In dry-run mode (`policy.redaction.dry_run`) labels are still edited.
 
 use crate::otlp::{SpanRecord, scan_export_request};
-use crate::redact::{Redactors, apply};
 use foldhash::HashMap as FastMap;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -249,7 +248,7 @@ impl LabelPolicy {
     pub fn labels(
         &self,
         sources: &[Source<'_>],
-        redactors: &Redactors,
+        redactors: &dyn LabelRedactor,
         mut checked: impl FnMut(Checked),
     ) -> Vec<Arc<str>> {
         let mut out: Vec<Option<Arc<str>>> = {
@@ -335,9 +334,20 @@ fn synthetic(sources: &[Source<'_>]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }
 
+/// What the topology needs of the redaction policy: to run it on spans built from label values. The
+/// policy's `Redactors` implement it (in `redact.rs`); the topology names no redaction type, so the
+/// stage that redacts can record topology without a loop between the two.
+pub trait LabelRedactor {
+    /// No redactor in the policy: labels go as they are (templated and cut).
+    fn is_empty(&self) -> bool;
+    /// `spans` as every redactor of the policy leaves them, in order; `None` when one failed or its
+    /// edits did not apply (the caller fails closed). Not counted in the redaction metrics.
+    fn redact_labels(&self, trace_id: u128, spans: Vec<SpanRecord>) -> Option<Vec<SpanRecord>>;
+}
+
 /// Runs the redactors on the sources; each answer is the value as the redactors left it, or `None` when
 /// they removed it. `Err` when one of them failed (or the edits did not fit).
-fn check(sources: &[Source<'_>], redactors: &Redactors) -> Result<Vec<Option<String>>, ()> {
+fn check(sources: &[Source<'_>], redactors: &dyn LabelRedactor) -> Result<Vec<Option<String>>, ()> {
     let cut_value = |v: &str| {
         let mut v = v.to_owned();
         cut(&mut v, MAX_LABEL);
@@ -354,19 +364,8 @@ fn check(sources: &[Source<'_>], redactors: &Redactors) -> Result<Vec<Option<Str
     if scanned.spans.len() != sources.len() {
         return Err(());
     }
-    let mut spans: Vec<SpanRecord> = scanned.spans.into_iter().map(|(_, s)| s).collect();
-    for rule in &redactors.rules {
-        let Ok(edits) = rule.redactor.redact(LABEL_TRACE_ID, &spans) else {
-            return Err(());
-        };
-        if edits.is_empty() {
-            continue;
-        }
-        match apply(&spans, &edits, &rule.name, &redactors.settings.hasher) {
-            Ok(applied) => spans = applied.spans,
-            Err(_) => return Err(()),
-        }
-    }
+    let spans: Vec<SpanRecord> = scanned.spans.into_iter().map(|(_, s)| s).collect();
+    let spans = redactors.redact_labels(LABEL_TRACE_ID, spans).ok_or(())?;
     Ok(sources
         .iter()
         .enumerate()
@@ -388,6 +387,7 @@ fn check(sources: &[Source<'_>], redactors: &Redactors) -> Result<Vec<Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::Redactors;
 
     fn t(name: &str) -> String {
         let mut out = String::new();

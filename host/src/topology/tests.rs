@@ -1,7 +1,7 @@
 use super::*;
 use crate::otlp::scan_export_request;
 use crate::plugin::{EditAction, FieldKind, FieldRef, PluginFailure, RedactionEdit};
-use crate::redact::{RedactionSettings, RedactorRule, TraceRedactor};
+use crate::redact::{RedactionSettings, RedactorRule, Redactors, TraceRedactor};
 use crate::testing::{kv_str, span_in};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status};
