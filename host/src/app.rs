@@ -1,5 +1,6 @@
 //! Wires the stages together, runs them, and shuts them down in order: stop the receivers, decide what is
-//! buffered, let the pipeline finish, let the exporter drain within the grace period.
+//! buffered, let the pipeline finish, let the exporter drain, all by one deadline (`service.shutdown_grace`
+//! after the shutdown request), then log the final accounting.
 
 use crate::admin::{self, AdminState};
 use crate::buffer::{self, BufferLimits, TraceBuffer};
@@ -76,8 +77,9 @@ pub struct RunningApp {
 }
 
 impl RunningApp {
-    /// Graceful shutdown: returns once everything accepted is exported or accounted for, or the grace
-    /// period ran out.
+    /// Graceful shutdown: returns once everything accepted is exported, on disk in the persistent queue
+    /// or counted (lost to `shutdown` at the latest when `service.shutdown_grace`, counted from this call,
+    /// ran out), whatever the downstream does; then logs the final counts (`tailgate stopped`).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.done.await;
@@ -191,7 +193,13 @@ async fn start_stages(
         .with_predicates(predicates);
     let buffer_task = match &cfg.exporters.kafka {
         // The ingest tier: spans go to the Kafka topic instead of the buffer.
-        Some(k) => kafka_sink(k, ingest_rx, pressure, metrics.clone())?,
+        Some(k) => kafka_sink(
+            k,
+            ingest_rx,
+            pressure,
+            metrics.clone(),
+            exporter.abandon_handle(),
+        )?,
         None => buffer::spawn(
             ingest_rx,
             TraceBuffer::new(limits, cache),
@@ -203,12 +211,7 @@ async fn start_stages(
         .map_err(AppError::Threads)?,
     };
     let kafka_source = match &cfg.receivers.kafka {
-        Some(k) => Some(kafka_source(
-            k,
-            ingest.clone(),
-            metrics.clone(),
-            cfg.service.shutdown_grace,
-        )?),
+        Some(k) => Some(kafka_source(k, ingest.clone(), metrics.clone())?),
         None => None,
     };
 
@@ -219,14 +222,6 @@ async fn start_stages(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let kafka_task = kafka_source.map(|source| {
-        let stop = stopped();
-        tokio::spawn(async move {
-            stop.await;
-            source.stop();
-            source.finish().await;
-        })
-    });
     let mut receivers = Vec::new();
     if let (Some(l), Some(g)) = (grpc_listener, &protocols.grpc) {
         let ctx = ReceiverContext {
@@ -289,38 +284,29 @@ async fn start_stages(
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "tailgate is listening");
 
     let grace = cfg.service.shutdown_grace;
-    // The grace is counted from the shutdown request, not from when the pipeline has drained: with the
-    // downstream unreachable, the export queue is full and the pipeline, the buffer and the receivers all
-    // wait on it, so a clock started after them would never start. When it runs out, the exporter
-    // abandons what it holds (counted as lost to `shutdown`, or left in the persistent queue) and every
-    // stage upstream drains at once.
     let abandon = exporter.abandon_handle();
-    let grace_clock = stopped();
-    let finished = tokio_util::sync::CancellationToken::new();
-    let shutdown_finished = finished.clone();
-    tokio::spawn(async move {
-        grace_clock.await;
-        tokio::select! {
-            _ = abandon.cancelled() => {}
-            _ = finished.cancelled() => {}
-            _ = tokio::time::sleep(grace) => {
-                tracing::warn!(
-                    ?grace,
-                    "shutdown grace ran out before every stage drained; abandoning undelivered spans"
-                );
-                abandon.cancel();
-            }
-        }
-    });
+    let shutdown_requested = stopped();
     let done_metrics = metrics.clone();
-    let receivers_abandon = exporter.abandon_handle();
     let done = tokio::spawn(async move {
+        shutdown_requested.await;
+        // The one shutdown deadline, computed once here and passed to every stage that can wait on
+        // something outside the process. It is counted from the shutdown request, not from when the
+        // pipeline has drained: with the downstream unreachable, the export queue is full and the
+        // pipeline, the buffer and the receivers all wait on it, so a clock started after them would
+        // never start. At the deadline the exporter abandons what it holds (counted as lost to
+        // `shutdown`, or left in the persistent queue) and every stage upstream drains at once.
+        let requested = tokio::time::Instant::now();
+        let deadline = requested + grace;
+        let clock = spawn_deadline_clock(deadline, grace, abandon.clone());
+        if let Some(source) = &kafka_source {
+            source.stop_by(deadline.into_std());
+        }
         for mut r in receivers {
-            // A receiver waits for its open connections to end; past the grace it is stopped outright
+            // A receiver waits for its open connections to end; past the deadline it is stopped outright
             // (the buffer has closed the ingest queue by then, so nothing more is accepted).
             let ended = tokio::select! {
                 ended = &mut r => Some(ended),
-                _ = receivers_abandon.cancelled() => None,
+                _ = abandon.cancelled() => None,
             };
             match ended {
                 Some(Ok(Err(e))) => tracing::error!(error = %e, "receiver stopped with an error"),
@@ -336,7 +322,8 @@ async fn start_stages(
         }
         ready.store(false, Ordering::Relaxed);
         if let Some(t) = reload_task {
-            let _ = t.await;
+            // A reload in progress (compiling plugins) is not waited for past the deadline.
+            until_deadline(t, deadline, "configuration reload").await;
         }
         tracing::info!("receivers stopped; deciding buffered traces");
         // The buffer ends when the last ingest handle (held by receivers) is gone, then hands everything
@@ -347,25 +334,31 @@ async fn start_stages(
             let _ = tokio::task::spawn_blocking(move || r.finish()).await;
         }
         let _ = pipeline_done.await;
-        // Everything the Kafka source handed over is decided: it commits and leaves the group.
-        if let Some(t) = kafka_task {
-            let _ = t.await;
+        // Everything the Kafka source handed over is decided: it commits and leaves the group (its wait
+        // for acknowledgements ends at the deadline too).
+        if let Some(source) = kafka_source {
+            source.finish().await;
         }
         tracing::info!("pipeline finished; draining exporter");
-        exporter.shutdown(grace).await;
-        let _ = admin_task.await;
-        let lost_to_shutdown = done_metrics
-            .spans_lost
-            .get_or_create(&crate::metrics::ReasonLabels { reason: "shutdown" })
-            .get();
+        exporter.shutdown_by(deadline).await;
+        // An admin request still open (a slow scrape) does not hold the exit past the deadline.
+        until_deadline(admin_task, deadline, "admin server").await;
+        clock.abort();
+        let counts = done_metrics.accounting();
         tracing::info!(
-            spans_exported = done_metrics.spans_exported.get(),
-            spans_sampled_out = done_metrics.spans_sampled_out.get(),
-            spans_lost_to_shutdown = lost_to_shutdown,
-            persistent_queue_spans = done_metrics.persistent_queue_spans.get(),
+            spans_received = counts.received,
+            spans_recovered = counts.recovered,
+            spans_exported = counts.exported,
+            spans_sampled_out = counts.sampled_out,
+            spans_lost = counts.lost_total(),
+            spans_lost_to_shutdown = counts.lost_to("shutdown"),
+            spans_lost_by_reason = %counts.lost_by_reason(),
+            spans_in_flight = counts.in_flight,
+            persistent_queue_spans = counts.persistent_queue,
+            accounting_identity_holds = counts.balanced(),
+            shutdown_ms = requested.elapsed().as_millis() as u64,
             "tailgate stopped"
         );
-        shutdown_finished.cancel();
     });
     Ok(RunningApp {
         grpc_addr,
@@ -379,12 +372,41 @@ async fn start_stages(
     })
 }
 
+/// Fires `abandon` at the shutdown deadline: from then on nothing waits on the downstream.
+fn spawn_deadline_clock(
+    deadline: tokio::time::Instant,
+    grace: std::time::Duration,
+    abandon: tokio_util::sync::CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = abandon.cancelled() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    ?grace,
+                    "shutdown grace ran out before every stage drained; abandoning undelivered spans"
+                );
+                abandon.cancel();
+            }
+        }
+    })
+}
+
+/// Waits for `task` until the shutdown deadline, then aborts it.
+async fn until_deadline<T>(mut task: JoinHandle<T>, deadline: tokio::time::Instant, what: &str) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        tracing::warn!("{what} still busy when the shutdown grace ran out; stopping it");
+        task.abort();
+    }
+}
+
 #[cfg(feature = "kafka")]
 fn kafka_sink(
     cfg: &crate::config::KafkaExporter,
     rx: tokio::sync::mpsc::Receiver<crate::ingest::SpanBatch>,
     pressure: Arc<Pressure>,
     metrics: Arc<crate::metrics::Metrics>,
+    deadline_passed: tokio_util::sync::CancellationToken,
 ) -> Result<JoinHandle<()>, AppError> {
     let producer = crate::kafka::sink::producer(cfg)
         .map_err(|e| AppError::Kafka(format!("exporters.kafka: {e}")))?;
@@ -395,6 +417,7 @@ fn kafka_sink(
         cfg.topic.clone(),
         pressure,
         metrics,
+        deadline_passed,
     )))
 }
 
@@ -403,10 +426,8 @@ fn kafka_source(
     cfg: &crate::config::KafkaReceiver,
     ingest: IngestHandle,
     metrics: Arc<crate::metrics::Metrics>,
-    grace: std::time::Duration,
 ) -> Result<crate::kafka::source::KafkaSource, AppError> {
-    crate::kafka::source::start(cfg, ingest, metrics, grace)
-        .map_err(|e| AppError::Kafka(e.to_string()))
+    crate::kafka::source::start(cfg, ingest, metrics).map_err(|e| AppError::Kafka(e.to_string()))
 }
 
 #[cfg(not(feature = "kafka"))]
@@ -418,6 +439,7 @@ fn kafka_sink(
     _: tokio::sync::mpsc::Receiver<crate::ingest::SpanBatch>,
     _: Arc<Pressure>,
     _: Arc<crate::metrics::Metrics>,
+    _: tokio_util::sync::CancellationToken,
 ) -> Result<JoinHandle<()>, AppError> {
     Err(AppError::Kafka(format!("exporters.kafka: {NO_KAFKA}")))
 }
@@ -427,7 +449,7 @@ struct NoSource;
 
 #[cfg(not(feature = "kafka"))]
 impl NoSource {
-    fn stop(&self) {}
+    fn stop_by(&self, _: std::time::Instant) {}
     async fn finish(self) {}
 }
 
@@ -436,7 +458,6 @@ fn kafka_source(
     _: &crate::config::KafkaReceiver,
     _: IngestHandle,
     _: Arc<crate::metrics::Metrics>,
-    _: std::time::Duration,
 ) -> Result<NoSource, AppError> {
     Err(AppError::Kafka(format!("receivers.kafka: {NO_KAFKA}")))
 }

@@ -500,20 +500,31 @@ impl Exporter {
         self.cancel.clone()
     }
 
-    /// Waits until every queued span is delivered or given up on, at most `grace`; call after all
-    /// `ExportHandle`s are dropped. What is still undelivered at the deadline is counted in
-    /// `spans_lost{reason="shutdown"}`.
+    /// [`Exporter::shutdown_by`] a deadline `grace` from now, for callers without a deadline of their
+    /// own (tests, tools).
     pub async fn shutdown(self, grace: Duration) {
+        self.shutdown_by(tokio::time::Instant::now() + grace).await;
+    }
+
+    /// Waits until every queued span is delivered or given up on, at most until `deadline` (the app's
+    /// one shutdown deadline, not a grace of its own); call after all `ExportHandle`s are dropped. What
+    /// is still undelivered at the deadline is counted in `spans_lost{reason="shutdown"}`, or stays in
+    /// the persistent queue. Every retry, backoff sleep, in-flight call and queue drain watches the same
+    /// cancellation, so this returns right after the deadline whatever the downstream does.
+    pub async fn shutdown_by(self, deadline: tokio::time::Instant) {
         let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            tracing::warn!(
-                ?grace,
-                "exporter did not drain within the shutdown grace; abandoning the rest"
-            );
-            self.cancel.cancel();
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "exporter task failed during shutdown");
+        let ended = match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::warn!(
+                    "exporter did not drain by the shutdown deadline; abandoning the rest"
+                );
+                self.cancel.cancel();
+                task.await
             }
+        };
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "exporter task failed during shutdown");
         }
         let queue = &self.sender.queue;
         queue.permits.close();

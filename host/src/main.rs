@@ -107,7 +107,12 @@ fn main() -> anyhow::Result<()> {
                     None => tailgate::app::run(config, shutdown_signal()).await,
                 }
             };
-            rt.block_on(run).context("tailgate")
+            let result = rt.block_on(run);
+            // Everything that settles spans has ended by now (`app::run` returns after the shutdown
+            // deadline at the latest). Dropping the runtime would wait for any blocking task still
+            // running (a plugin compile of a reload cut short, say) without bound: leave those behind.
+            rt.shutdown_background();
+            result.context("tailgate")
         }
     }
 }

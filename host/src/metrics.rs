@@ -515,4 +515,96 @@ impl Metrics {
             .get_or_create(&ReasonLabels { reason })
             .inc_by(spans);
     }
+
+    /// The terms of the accounting identity (docs/operations.md) as they are now.
+    pub fn accounting(&self) -> Accounting {
+        // The families are read through the text encoding, so every label value is included.
+        let mut families = Registry::default();
+        families.register("received", "", self.spans_received.clone());
+        families.register("lost", "", self.spans_lost.clone());
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &families);
+        let mut a = Accounting {
+            recovered: self.persistent_queue_recovered_spans.get(),
+            exported: self.spans_exported.get(),
+            sampled_out: self.spans_sampled_out.get(),
+            in_flight: [
+                &self.ingest_queue_spans,
+                &self.buffer_spans,
+                &self.pipeline_spans,
+                &self.export_queue_spans,
+            ]
+            .iter()
+            .map(|g| u64::try_from(g.get()).unwrap_or(0))
+            .sum(),
+            persistent_queue: u64::try_from(self.persistent_queue_spans.get()).unwrap_or(0),
+            ..Accounting::default()
+        };
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((head, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            if head.starts_with("received_total") {
+                a.received += value;
+            } else if let Some(reason) = head
+                .strip_prefix("lost_total{reason=\"")
+                .and_then(|r| r.split('"').next())
+            {
+                *a.lost.entry(reason.to_owned()).or_default() += value;
+            }
+        }
+        a
+    }
+}
+
+/// The terms of the accounting identity of docs/operations.md at one instant: every span accepted (by
+/// this run, or by a previous one and recovered from the persistent queue) is exported, sampled out,
+/// lost with a reason, in flight in a memory stage, or on disk in the persistent queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounting {
+    /// `tailgate_spans_received_total`, all receivers.
+    pub received: u64,
+    /// `tailgate_persistent_queue_recovered_spans_total`: left on disk by a previous run.
+    pub recovered: u64,
+    pub exported: u64,
+    pub sampled_out: u64,
+    /// `tailgate_spans_lost_total` by reason.
+    pub lost: std::collections::BTreeMap<String, u64>,
+    /// The memory stages: ingest queue, buffer, pipeline, export queue.
+    pub in_flight: u64,
+    /// `tailgate_persistent_queue_spans`.
+    pub persistent_queue: u64,
+}
+
+impl Accounting {
+    pub fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+
+    pub fn lost_to(&self, reason: &str) -> u64 {
+        self.lost.get(reason).copied().unwrap_or(0)
+    }
+
+    /// `reason=spans` pairs, comma-separated (`-` when nothing was lost), for a log line.
+    pub fn lost_by_reason(&self) -> String {
+        if self.lost.is_empty() {
+            return "-".into();
+        }
+        let pairs: Vec<String> = self.lost.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        pairs.join(",")
+    }
+
+    /// Whether the identity holds: what came in equals where it went.
+    pub fn balanced(&self) -> bool {
+        self.received + self.recovered
+            == self.exported
+                + self.sampled_out
+                + self.lost_total()
+                + self.in_flight
+                + self.persistent_queue
+    }
 }

@@ -69,7 +69,11 @@ impl Batcher {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    self.abandon();
+                    if self.spool.is_some() {
+                        self.spool_rest().await;
+                    } else {
+                        self.abandon();
+                    }
                     break;
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush().await,
@@ -188,7 +192,19 @@ impl Batcher {
         });
     }
 
-    /// Shutdown grace ran out: settles the batch being built and everything still queued as lost.
+    /// Shutdown deadline passed, with the persistent queue on: the batch being built and everything still
+    /// queued are written to disk (no waiting for room: a full queue counts them lost to `shutdown`), so
+    /// the next start sends them. Nothing here waits on the downstream; the channel holds at most
+    /// `queue_size` spans, so this is a bounded amount of local work.
+    async fn spool_rest(&mut self) {
+        self.rx.close();
+        while let Ok(kept) = self.rx.try_recv() {
+            self.add(kept).await;
+        }
+        self.flush().await;
+    }
+
+    /// Shutdown deadline passed: settles the batch being built and everything still queued as lost.
     fn abandon(&mut self) {
         let building = std::mem::take(&mut self.builder).span_count();
         self.rx.close();

@@ -916,3 +916,60 @@ async fn a_full_persistent_queue_drops_with_a_named_reason_and_keeps_the_rest_on
     assert_eq!(metrics.export_queue_spans.get(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn at_the_shutdown_deadline_what_the_batcher_holds_goes_to_the_persistent_queue() {
+    // A downstream that never answers, and a batch that is never full and never times out: at the
+    // deadline the spans are still in the batcher (built or queued), not on disk.
+    let (endpoint, _capture) = grpc_capture(Script {
+        stall: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!(
+        "tailgate-export-spool-deadline-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let persistent = crate::config::PersistentQueue {
+        path: dir.clone(),
+        max_bytes: ByteSize::mib(1),
+        segment_bytes: ByteSize::mib(1),
+        fsync: crate::config::FsyncPolicy::Never,
+        fsync_interval: Duration::from_secs(1),
+        when_full: crate::config::WhenFull::Block,
+    };
+    let metrics = Metrics::new();
+    let mut cfg = config(ExportProtocol::Grpc, endpoint);
+    cfg.sending_queue = SendingQueue {
+        queue_size: 1000,
+        num_consumers: 1,
+        persistent: Some(persistent.clone()),
+    };
+    cfg.batch = BatchConfig {
+        send_batch_size: 1000,
+        send_batch_max_size: 1000,
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
+        timeout: Duration::from_secs(3600),
+    };
+    let (handle, exporter) = Exporter::start(&cfg, metrics.clone()).expect("start");
+    handle.send(kept(1, 30)).await.expect("send");
+    // The handle stays alive, as the pipeline's does when the deadline passes while it still drains.
+    exporter.shutdown_by(tokio::time::Instant::now()).await;
+    assert_eq!(metrics.persistent_queue_spans.get(), 30, "on disk");
+    assert_eq!(lost(&metrics, "shutdown"), 0, "nothing lost");
+    assert_eq!(metrics.export_queue_spans.get(), 0);
+    assert!(
+        handle.send(kept(31, 1)).await.is_err(),
+        "past the deadline the exporter refuses (the pipeline counts the spans lost to shutdown)"
+    );
+    drop(handle);
+    let reopened = Metrics::new();
+    let _spool = spool::Spool::open(&persistent, reopened.clone()).expect("reopens");
+    assert_eq!(
+        reopened.persistent_queue_recovered_spans.get(),
+        30,
+        "the next start sends them"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// The librdkafka producer configuration for `cfg`.
 pub fn producer_config(cfg: &KafkaExporter) -> ClientConfig {
@@ -57,13 +58,15 @@ pub fn encode_trace(spans: &[SpanRecord]) -> Bytes {
 }
 
 /// Publishes batches until the ingest queue closes (the receivers stopped), then waits for the broker's
-/// acknowledgements of everything in flight.
+/// acknowledgements of everything in flight, until `deadline_passed` fires (the app's shutdown deadline):
+/// what is unacknowledged then is counted in `tailgate_spans_lost_total{reason="shutdown"}`.
 pub async fn run(
     mut rx: mpsc::Receiver<SpanBatch>,
     producer: FutureProducer,
     topic: String,
     pressure: Arc<Pressure>,
     metrics: Arc<Metrics>,
+    deadline_passed: CancellationToken,
 ) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut deliveries = JoinSet::new();
@@ -89,6 +92,9 @@ pub async fn run(
                         r,
                     )) => {
                         record = r;
+                        if deadline_passed.is_cancelled() {
+                            break None;
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     Err((e, _)) => {
@@ -102,12 +108,22 @@ pub async fn run(
         // Reap finished delivery tasks so the set stays small.
         while deliveries.try_join_next().is_some() {}
         let (in_flight, pressure, metrics) = (in_flight.clone(), pressure.clone(), metrics.clone());
+        let abandon = deadline_passed.clone();
         deliveries.spawn(async move {
             for (delivery, n) in waits {
                 let ok = match delivery {
-                    Some(d) => matches!(d.await, Ok(Ok(_))),
+                    Some(d) => tokio::select! {
+                        biased;
+                        r = d => matches!(r, Ok(Ok(_))),
+                        _ = abandon.cancelled() => false,
+                    },
                     None => false,
                 };
+                if !ok && abandon.is_cancelled() {
+                    // Unacknowledged at the shutdown deadline (or never queued because of it).
+                    metrics.lost("shutdown", n);
+                    continue;
+                }
                 let outcome = if ok { "ok" } else { "error" };
                 metrics
                     .kafka
@@ -127,8 +143,11 @@ pub async fn run(
         });
     }
     while deliveries.join_next().await.is_some() {}
-    let p = producer.clone();
-    let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5))).await;
+    if !deadline_passed.is_cancelled() {
+        // Every delivery above is settled: this only hands librdkafka's last requests to the broker.
+        let p = producer.clone();
+        let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5))).await;
+    }
     pressure.set_buffered(0);
     tracing::info!("kafka exporter: everything in flight acknowledged");
 }

@@ -42,20 +42,35 @@ pub enum SourceError {
 
 /// A running source. [`KafkaSource::finish`] waits for its final commit.
 pub struct KafkaSource {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// The shutdown request the consumer thread polls for, with the app's shutdown deadline.
+#[derive(Default)]
+struct Stop {
+    requested: AtomicBool,
+    /// Until when the thread waits for what it handed over to be decided.
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Stop {
+    /// `wait_until`, or the shutdown deadline if that comes first.
+    fn bound(&self, wait_until: Instant) -> Instant {
+        lock(&self.deadline).map_or(wait_until, |d| d.min(wait_until))
+    }
+}
+
 impl KafkaSource {
-    /// Asks the consumer thread to stop reading; it then waits for what it handed over to be decided,
-    /// commits, and leaves the group.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// Asks the consumer thread to stop reading; it then waits for what it handed over to be decided
+    /// (until `deadline`, the app's one shutdown deadline), commits, and leaves the group.
+    pub fn stop_by(&self, deadline: Instant) {
+        *lock(&self.stop.deadline) = Some(deadline);
+        self.stop.requested.store(true, Ordering::Relaxed);
     }
 
-    /// Waits until the thread has committed and left the group.
+    /// Waits until the thread has committed and left the group (call [`KafkaSource::stop_by`] first).
     pub async fn finish(self) {
-        self.stop();
         let _ = self.done.await;
     }
 }
@@ -81,6 +96,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     topic: String,
     handoff_timeout: Duration,
+    /// Set at shutdown; no hand-off waits past its deadline.
+    stop: Arc<Stop>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,7 +224,7 @@ impl Shared {
             }
             tracing::info!(partitions = ?revoked, traces = n, "kafka partitions revoked: deciding their traces now");
         }
-        let deadline = Instant::now() + self.handoff_timeout;
+        let deadline = self.stop.bound(Instant::now() + self.handoff_timeout);
         let unsettled = self.wait_settled(Some(revoked), deadline);
         if unsettled > 0 {
             self.metrics.kafka.handoff_timeouts.inc_by(unsettled as u64);
@@ -358,7 +375,6 @@ pub fn start(
     cfg: &KafkaReceiver,
     ingest: IngestHandle,
     metrics: Arc<Metrics>,
-    shutdown_grace: Duration,
 ) -> Result<KafkaSource, SourceError> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
@@ -369,27 +385,20 @@ pub fn start(
         metrics,
         topic: cfg.topic.clone(),
         handoff_timeout: cfg.handoff_timeout,
+        stop: Arc::new(Stop::default()),
     });
     let consumer: BaseConsumer<SourceContext> =
         consumer_config(cfg).create_with_context(SourceContext {
             shared: shared.clone(),
         })?;
     consumer.subscribe(&[cfg.topic.as_str()])?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = shared.stop.clone();
     let (done_tx, done) = tokio::sync::oneshot::channel();
-    let thread_stop = stop.clone();
     let commit_interval = cfg.commit_interval;
-    let drain_timeout = shutdown_grace.max(cfg.handoff_timeout);
     std::thread::Builder::new()
         .name("tailgate-kafka".into())
         .spawn(move || {
-            run(
-                &consumer,
-                &shared,
-                &thread_stop,
-                commit_interval,
-                drain_timeout,
-            );
+            run(&consumer, &shared, commit_interval);
             drop(consumer); // leaves the group (the revoke callback commits what is left)
             let _ = done_tx.send(());
         })
@@ -398,16 +407,11 @@ pub fn start(
     Ok(KafkaSource { stop, done })
 }
 
-fn run(
-    consumer: &BaseConsumer<SourceContext>,
-    shared: &Arc<Shared>,
-    stop: &AtomicBool,
-    commit_interval: Duration,
-    drain_timeout: Duration,
-) {
+fn run(consumer: &BaseConsumer<SourceContext>, shared: &Arc<Shared>, commit_interval: Duration) {
+    let stop = &shared.stop;
     let mut last_commit = Instant::now();
     let mut errors_logged = Instant::now() - Duration::from_secs(60);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.requested.load(Ordering::Relaxed) {
         let polled = consumer.poll(Duration::from_millis(100));
         shared.fetch_reservations(consumer);
         match polled {
@@ -437,7 +441,10 @@ fn run(
     }
     // Let go of the ingest queue so the buffer can decide what it holds, then commit what got decided.
     lock(&shared.ingest).take();
-    let unsettled = shared.wait_settled(None, Instant::now() + drain_timeout);
+    // Until the app's shutdown deadline (the handoff timeout if the loop ended some other way).
+    let deadline =
+        (*lock(&stop.deadline)).unwrap_or_else(|| Instant::now() + shared.handoff_timeout);
+    let unsettled = shared.wait_settled(None, deadline);
     if unsettled > 0 {
         tracing::warn!(
             partitions = unsettled,
