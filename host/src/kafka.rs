@@ -1,5 +1,5 @@
 //! Scale-out on Kafka (cargo feature `kafka`): the ingest tier publishes each trace's spans to a topic
-//! keyed by trace id ([`sink`]), and sampler replicas in one consumer group read it ([`source`]), so every
+//! keyed by trace id (`kafka::sink`), and sampler replicas in one consumer group read it (`kafka::source`), so every
 //! span of a trace reaches the same replica and a dead replica's partitions move to the others.
 //!
 //! ```text

@@ -5,7 +5,7 @@
 //!
 //! Runs on dedicated worker threads (plugin code never runs on a tokio worker); the buffer routes each trace
 //! id to one worker, so a trace's late spans are handled after its decision. The samplers themselves run
-//! on the buffer's thread by default ([`InlineDecider`]): the thread that is awake at a trace's deadline
+//! on the buffer's thread by default (`InlineDecider`): the thread that is awake at a trace's deadline
 //! decides it at once, and the worker does the rest (topology, shadow rules, export), so a decision waits
 //! for one thread's wake-up, not two. When the policy has
 //! redactors, kept spans are redacted and exported by the threads of the redaction stage, so
@@ -192,7 +192,7 @@ pub struct PipelineContext {
 /// kept traces); returns the pipeline's [`Inbox`] (a queue of `capacity` traces per worker) and a handle
 /// that completes when all threads have finished (after the inbox is dropped and the redaction queue is
 /// drained). With `decide_inline` (`plugins.decide_on_buffer_thread`), due traces are decided on the
-/// thread that sends them ([`InlineDecider`]).
+/// thread that sends them (`InlineDecider`).
 pub fn start(
     workers: usize,
     capacity: usize,
@@ -228,7 +228,7 @@ pub fn start(
     ))
 }
 
-/// What a pipeline worker is handed: the buffer's output, or a trace its [`InlineDecider`] decided.
+/// What a pipeline worker is handed: the buffer's output, or a trace its `InlineDecider` decided.
 #[derive(Debug)]
 pub(crate) enum WorkItem {
     /// A trace to decide.
@@ -468,7 +468,7 @@ fn hand_on(d: DecidedTrace, ctx: &PipelineContext, stage: &RedactionStage) -> De
     Decided::Kept { staged }
 }
 
-/// Longest an inline decision may take before the [`InlineDecider`] stops deciding on the buffer's thread
+/// Longest an inline decision may take before the `InlineDecider` stops deciding on the buffer's thread
 /// for [`INLINE_PAUSE`]. Samplers answer in microseconds; one that runs into its call timeout would
 /// otherwise hold up span intake and the buffer's timers.
 pub const INLINE_DECISION_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);

@@ -6,8 +6,8 @@
 //! `http_status` is a class (`"4xx"`, `"5xx"`) or an exact code (`429` or `"429"`).
 //!
 //! A `tailgate:plugin@0.2.0` sampler: each class or code is an integer-range predicate on each status key,
-//! evaluated by tailgate as the spans arrive (ints, and strings holding a decimal integer, as before), so
-//! a call carries only how many spans matched.
+//! evaluated by tailgate as the spans arrive (ints, and strings holding a decimal integer), so a call
+//! carries only how many spans matched.
 
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::v0_2::{Decision, Predicate, Sampler, SamplerInterest, ValueTest};
@@ -79,9 +79,9 @@ pub struct KeepErrors {
 }
 
 impl KeepErrors {
-    /// Builds the sampler from its JSON config.
-    /// The plugin and its interest: one predicate per status key and configured class or code, an integer
-    /// range that the host also applies to decimal strings (`"503"`), exactly as 0.1 parsed them.
+    /// Builds the sampler from its JSON config, with its interest: the summary, and one predicate per
+    /// status key and configured class or code (an integer range, which the host also applies to
+    /// decimal strings such as `"503"`).
     pub fn from_config(config: &str) -> Result<(Self, SamplerInterest), String> {
         let c: Config = tailgate_plugin_sdk::parse_config(config)?;
         let http = c
@@ -105,7 +105,8 @@ impl KeepErrors {
         ))
     }
 
-    /// The decision for a summary and the projected HTTP status attributes.
+    /// The decision for a summary and the match counts of the declared predicates (in declaration
+    /// order: any non-zero count is a span with a configured HTTP status).
     pub fn decide_on(&self, summary: &TraceSummary, predicate_matches: &[u32]) -> Decision {
         if self.status_error && summary.error_span_count > 0 {
             return Decision::keep("error");
