@@ -7,9 +7,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum VarintError {
     Truncated,
-    /// Ten bytes whose last one carries more than the 64th bit.
+    /// A tenth byte carrying more than the 64th bit (or continuing: a varint is at most 10 bytes).
     Overflow,
-    TooLong,
 }
 
 impl VarintError {
@@ -17,7 +16,6 @@ impl VarintError {
         match self {
             VarintError::Truncated => "truncated varint",
             VarintError::Overflow => "varint overflows 64 bits",
-            VarintError::TooLong => "varint longer than 10 bytes",
         }
     }
 }
@@ -34,21 +32,25 @@ pub(crate) fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
         return Ok(u64::from(b));
     }
     let mut v = u64::from(b & 0x7f);
-    for i in 1..10 {
+    for i in 1..9 {
         let Some(&b) = buf.get(*pos) else {
             return Err(VarintError::Truncated);
         };
         *pos += 1;
-        if i == 9 && b > 1 {
-            // The 10th byte holds only the 64th bit.
-            return Err(VarintError::Overflow);
-        }
         v |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
             return Ok(v);
         }
     }
-    Err(VarintError::TooLong)
+    // The 10th byte holds only the 64th bit (checked here, off the loop's path).
+    let Some(&b) = buf.get(*pos) else {
+        return Err(VarintError::Truncated);
+    };
+    *pos += 1;
+    if b > 1 {
+        return Err(VarintError::Overflow);
+    }
+    Ok(v | u64::from(b) << 63)
 }
 
 pub(crate) const WIRE_VARINT: u8 = 0;
@@ -63,11 +65,13 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
         Reader { buf, pos }
     }
 
     /// Next field key, or `None` at the end.
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<Option<(u32, u8)>, String> {
         if self.pos >= self.buf.len() {
             return Ok(None);
@@ -84,16 +88,19 @@ impl<'a> Reader<'a> {
         Ok(Some((field as u32, wire)))
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64, String> {
         varint(self.buf, &mut self.pos).map_err(|e| e.as_str().to_owned())
     }
 
+    #[inline]
     pub(crate) fn fixed64(&mut self) -> Result<u64, String> {
         let b = self.take(8)?;
         // `take` returned exactly 8 bytes.
         Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
         let Some(end) = end else {
@@ -108,6 +115,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-delimited field's absolute byte range.
+    #[inline]
     pub(crate) fn len_delimited(&mut self) -> Result<(usize, usize), String> {
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| "length overflows".to_owned())?;
@@ -116,11 +124,13 @@ impl<'a> Reader<'a> {
         Ok((start, self.pos))
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], String> {
         let (s, e) = self.len_delimited()?;
         Ok(&self.buf[s..e])
     }
 
+    #[inline]
     pub(crate) fn skip(&mut self, wire: u8) -> Result<(), String> {
         match wire {
             WIRE_VARINT => self.varint().map(|_| ()),
