@@ -66,6 +66,36 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A free loopback port below the kernel's ephemeral range, for a third-party server (a Kafka broker)
+/// that binds it seconds later. A [`free_port`] can be handed out again in between, to another
+/// `bind(0)` or to an outgoing connection of a parallel test (seen: a broker failing with "Address
+/// already in use"); the kernel never assigns ports below the ephemeral range, so only another caller
+/// of this function could take it, and they walk disjoint ports (per process and per call).
+pub fn reserved_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const FIRST: u32 = 10_000;
+    anyhow::ensure!(
+        low > FIRST + 1000,
+        "the ephemeral port range starts at {low}"
+    );
+    let span = low - FIRST;
+    // Processes start at different offsets (their pid), calls within one process walk on from there.
+    let base = (std::process::id() * 97) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (base + n) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return Ok(port as u16);
+        }
+    }
+    anyhow::bail!("no free loopback port in {FIRST}..{low}")
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn poll_until<T>(
     what: &str,

@@ -90,7 +90,7 @@ impl KafkaCluster {
         ));
         std::fs::create_dir_all(&dir)?;
         let ports: Vec<(u16, u16)> = (0..brokers)
-            .map(|_| Ok((crate::free_port()?, crate::free_port()?)))
+            .map(|_| Ok((crate::reserved_port()?, crate::reserved_port()?)))
             .collect::<anyhow::Result<_>>()?;
         let voters = ports
             .iter()
