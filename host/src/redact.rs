@@ -26,6 +26,7 @@
 
 mod apply;
 mod hash;
+mod nested;
 mod scrub;
 mod splice;
 

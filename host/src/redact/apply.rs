@@ -665,6 +665,9 @@ pub(super) fn edit_kv(
                 Some(any_value::Value::BytesValue(b)) => {
                     any_value::Value::BytesValue(mask_bytes(b, ranges, f)?)
                 }
+                Some(any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_)) => {
+                    return mask_container(kv, ranges, f).map(|()| false);
+                }
                 _ => any_value::Value::StringValue(mask_str(
                     &value_text(kv.value.as_ref()),
                     ranges,
@@ -675,6 +678,29 @@ pub(super) fn edit_kv(
         }
     }
     Ok(false)
+}
+
+/// Masks an array or kvlist value in the elements the ranges (of its JSON text) cover, keeping its shape
+/// (see `redact/nested.rs`).
+fn mask_container(
+    kv: &mut KeyValue,
+    ranges: &[std::ops::Range<u32>],
+    f: &FieldRef,
+) -> Result<(), ApplyError> {
+    let json = value_text(kv.value.as_ref());
+    check_ranges(json.len(), ranges, f, |i| json.is_char_boundary(i))?;
+    let Some(v) = kv.value.as_ref() else {
+        return Ok(());
+    };
+    kv.value = Some(match super::nested::mask_nested(v, &json, ranges) {
+        Some(masked) => masked,
+        // The element mapping did not reproduce the redactor's text (a bug): mask the text itself, so
+        // nothing in a range survives, at the cost of the value's type.
+        None => AnyValue {
+            value: Some(any_value::Value::StringValue(mask_str(&json, ranges, f)?)),
+        },
+    });
+    Ok(())
 }
 
 /// A value's text exactly as the redactor saw it in the packed trace (see `value-type` in the WIT).

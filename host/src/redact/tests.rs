@@ -379,8 +379,10 @@ fn edits_apply_and_are_audited() {
 }
 
 #[test]
-fn non_string_values_become_masked_strings_and_bytes_stay_bytes() {
+fn a_mask_inside_an_array_keeps_the_array_and_a_masked_scalar_becomes_a_string() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
     let s = spans();
+    // `tags` is `[true,1.5,"AAEC"]` to the redactor; 1..5 is the `true`.
     let tags = edit(&s, |f| f.key == "tags", EditAction::Mask(vec![1..5]));
     let out = apply(&s, &[tags], "r", &hasher()).expect("applies");
     let p = decoded(&out.spans);
@@ -390,10 +392,363 @@ fn non_string_values_become_masked_strings_and_bytes_stay_bytes() {
         .iter()
         .find(|kv| kv.key == "tags")
         .and_then(|kv| kv.value.clone());
+    let av = |v| AnyValue { value: Some(v) };
     assert_eq!(
         v.and_then(|v| v.value),
-        Some(Value::StringValue("[****,1.5,\"AAEC\"]".into()))
+        Some(Value::ArrayValue(ArrayValue {
+            values: vec![
+                av(Value::StringValue("****".into())),
+                av(Value::DoubleValue(1.5)),
+                av(Value::BytesValue(vec![0, 1, 2])),
+            ]
+        }))
     );
+}
+
+// ---- type preservation: masks inside arrays and kvlists ----
+
+fn any(v: Value) -> opentelemetry_proto::tonic::common::v1::AnyValue {
+    opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(v) }
+}
+
+fn array(values: Vec<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Value {
+    Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue { values })
+}
+
+fn kvlist(entries: Vec<(&str, opentelemetry_proto::tonic::common::v1::AnyValue)>) -> Value {
+    use opentelemetry_proto::tonic::common::v1::{KeyValue, KeyValueList};
+    Value::KvlistValue(KeyValueList {
+        values: entries
+            .into_iter()
+            .map(|(k, v)| KeyValue {
+                key: k.into(),
+                value: Some(v),
+                ..Default::default()
+            })
+            .collect(),
+    })
+}
+
+fn kv_any(key: &str, v: Value) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: key.into(),
+        value: Some(any(v)),
+        ..Default::default()
+    }
+}
+
+/// One span (id 1) with attribute `v` = `value` among others, and one event carrying `v` too.
+fn span_with_value(value: Value) -> Vec<SpanRecord> {
+    use crate::testing::{kv_str, request, span_in};
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    let mut sp = span_in(9, 1, 0, "op", 10, 20);
+    sp.attributes = vec![
+        kv_str("before", "plain"),
+        kv_any("v", value.clone()),
+        kv_str("after", "plain"),
+    ];
+    sp.events = vec![Event {
+        time_unix_nano: 15,
+        name: "ev".into(),
+        attributes: vec![kv_any("v", value)],
+        ..Default::default()
+    }];
+    let body = bytes::Bytes::from(request("svc", vec![sp]).encode_to_vec());
+    scan_export_request(&body)
+        .expect("valid")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// The packed fields with key `v` (span attribute, event attribute) and the text the redactor sees.
+fn packed_v(s: &[SpanRecord]) -> Vec<(FieldRef, String)> {
+    let packed = pack(s);
+    packed
+        .fields
+        .iter()
+        .zip(&packed.wit.fields)
+        .filter(|(f, _)| f.key == "v")
+        .map(|(f, w)| {
+            let r = w.value.offset as usize..(w.value.offset + w.value.len) as usize;
+            (
+                f.clone(),
+                String::from_utf8(packed.wit.text[r].to_vec()).expect("json is UTF-8"),
+            )
+        })
+        .collect()
+}
+
+/// Masks `ranges` of `v` as a span attribute and as an event attribute, by both apply paths (which
+/// must agree); returns the two edited values.
+fn mask_both_paths(
+    value: Value,
+    ranges: impl Fn(&str) -> Vec<std::ops::Range<u32>>,
+) -> Vec<Option<Value>> {
+    let s = span_with_value(value);
+    let edits: Vec<RedactionEdit> = packed_v(&s)
+        .into_iter()
+        .map(|(field, json)| RedactionEdit {
+            field,
+            action: EditAction::Mask(ranges(&json)),
+            reason: None,
+        })
+        .collect();
+    assert_eq!(edits.len(), 2);
+    let a = spliced(&s, &edits, "r").expect("spliced");
+    let b = apply_without_splicing(&s, &edits, "r", &hasher()).expect("decoded");
+    assert_eq!(by_id(&a.spans), by_id(&b.spans), "the two paths agree");
+    let p = &by_id(&a.spans)[0];
+    let get = |list: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        list.iter()
+            .find(|kv| kv.key == "v")
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value)
+    };
+    vec![get(&p.attributes), get(&p.events[0].attributes)]
+}
+
+/// The range of the first `needle` in `json`.
+fn range_of(json: &str, needle: &str) -> std::ops::Range<u32> {
+    let at = json.find(needle).expect("needle in the text") as u32;
+    at..at + needle.len() as u32
+}
+
+#[test]
+fn a_mask_inside_a_string_array_masks_only_that_element() {
+    let value = array(vec![
+        any(Value::StringValue("admin".into())),
+        any(Value::StringValue("mail jane@example.com now".into())),
+        any(Value::StringValue("x\"y".into())),
+    ]);
+    let out = mask_both_paths(value, |json| vec![range_of(json, "jane@example.com")]);
+    let want = array(vec![
+        any(Value::StringValue("admin".into())),
+        any(Value::StringValue("mail **************** now".into())),
+        any(Value::StringValue("x\"y".into())),
+    ]);
+    assert_eq!(out, vec![Some(want.clone()), Some(want)]);
+}
+
+#[test]
+fn a_mask_inside_a_nested_kvlist_masks_values_and_keys_in_place() {
+    let value = kvlist(vec![
+        ("id", any(Value::IntValue(42))),
+        (
+            "user",
+            any(kvlist(vec![
+                ("email", any(Value::StringValue("ada@example.org".into()))),
+                ("ada@example.org", any(Value::BoolValue(true))),
+                (
+                    "tags",
+                    any(array(vec![any(Value::StringValue("ok".into()))])),
+                ),
+            ])),
+        ),
+        ("pin", any(Value::IntValue(123456))),
+        ("raw", any(Value::BytesValue(b"abcdef".to_vec()))),
+    ]);
+    let out = mask_both_paths(value, |json| {
+        let first = range_of(json, "ada@example.org");
+        let second_at = json[first.end as usize..]
+            .find("ada@example.org")
+            .expect("second") as u32
+            + first.end;
+        // The value, the key, the pin's middle digits, the first base64 digit of `raw` (bytes 0).
+        let pin = range_of(json, "123456");
+        let raw = range_of(json, "YWJjZGVm");
+        vec![
+            first,
+            second_at..second_at + 15,
+            pin.start + 2..pin.start + 4,
+            raw.start..raw.start + 1,
+        ]
+    });
+    let want = kvlist(vec![
+        ("id", any(Value::IntValue(42))),
+        (
+            "user",
+            any(kvlist(vec![
+                ("email", any(Value::StringValue("*".repeat(15)))),
+                ("***************", any(Value::BoolValue(true))),
+                (
+                    "tags",
+                    any(array(vec![any(Value::StringValue("ok".into()))])),
+                ),
+            ])),
+        ),
+        ("pin", any(Value::StringValue("12**56".into()))),
+        ("raw", any(Value::BytesValue(b"*bcdef".to_vec()))),
+    ]);
+    assert_eq!(out, vec![Some(want.clone()), Some(want)]);
+}
+
+#[test]
+fn hash_and_replace_of_an_array_replace_the_whole_value_with_a_string() {
+    let value = array(vec![any(Value::StringValue("jane@example.com".into()))]);
+    let s = span_with_value(value);
+    for action in [EditAction::Hash, EditAction::Replace("[gone]".into())] {
+        let edits: Vec<RedactionEdit> = packed_v(&s)
+            .into_iter()
+            .map(|(field, _)| RedactionEdit {
+                field,
+                action: action.clone(),
+                reason: None,
+            })
+            .collect();
+        let a = spliced(&s, &edits, "r").expect("spliced");
+        let b = apply_without_splicing(&s, &edits, "r", &hasher()).expect("decoded");
+        assert_eq!(by_id(&a.spans), by_id(&b.spans));
+        let p = &by_id(&a.spans)[0];
+        let v = p.attributes[1].value.clone().and_then(|v| v.value);
+        match (&action, v) {
+            (EditAction::Hash, Some(Value::StringValue(t))) => assert!(t.starts_with("hmac:k1:")),
+            (EditAction::Replace(r), Some(Value::StringValue(t))) => assert_eq!(&t, r),
+            (a, v) => panic!("{a:?}: {v:?}"),
+        }
+    }
+}
+
+/// Arbitrary leaves: strings with escapes and multi-byte characters, every scalar type (finite and
+/// infinite doubles; no NaN, which no comparison could check), bytes, empty values.
+fn arb_leaf() -> impl Strategy<Value = opentelemetry_proto::tonic::common::v1::AnyValue> {
+    prop_oneof![
+        "[a-zé@.\"\\\n\u{1}€ ]{0,8}".prop_map(|s| any(Value::StringValue(s))),
+        any_bool().prop_map(|b| any(Value::BoolValue(b))),
+        (i64::MIN..i64::MAX).prop_map(|n| any(Value::IntValue(n))),
+        prop_oneof![-1e9f64..1e9, Just(f64::INFINITY), Just(f64::NEG_INFINITY)]
+            .prop_map(|d| any(Value::DoubleValue(d))),
+        proptest::collection::vec(0u8..=255, 0..7).prop_map(|b| any(Value::BytesValue(b))),
+        Just(opentelemetry_proto::tonic::common::v1::AnyValue { value: None }),
+    ]
+}
+
+fn any_bool() -> impl Strategy<Value = bool> {
+    prop_oneof![Just(true), Just(false)]
+}
+
+/// An array or kvlist of arbitrary (nested) values.
+fn arb_container() -> impl Strategy<Value = Value> {
+    let nested = arb_leaf().prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| any(array(v))),
+            proptest::collection::vec(("[a-z@\"é]{0,4}", inner), 0..4).prop_map(|kvs| {
+                any(kvlist(
+                    kvs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+                ))
+            }),
+        ]
+    });
+    prop_oneof![
+        proptest::collection::vec(nested.clone(), 0..5).prop_map(array),
+        proptest::collection::vec(("[a-z@é]{0,4}", nested), 0..5)
+            .prop_map(|kvs| { kvlist(kvs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()) }),
+    ]
+}
+
+/// Sorted, non-overlapping ranges on character boundaries of `text`, from arbitrary (start, len)s.
+fn snap(text: &str, raw: &[(u16, u8)]) -> Vec<std::ops::Range<u32>> {
+    let len = text.len();
+    let floor = |mut i: usize| {
+        i = i.min(len);
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let mut starts: Vec<(usize, usize)> = raw
+        .iter()
+        .map(|&(s, l)| {
+            let s = floor(s as usize % (len + 1));
+            (s, floor(s + l as usize))
+        })
+        .collect();
+    starts.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (s, e) in starts {
+        if s >= at {
+            out.push(s as u32..e as u32);
+            at = e;
+        }
+    }
+    out
+}
+
+/// Same containers with the same lengths and keys' count; a leaf keeps its type, or is a bool, int or
+/// double turned into a string.
+fn same_shape(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::ArrayValue(x)), Some(Value::ArrayValue(y))) => {
+            x.values.len() == y.values.len()
+                && x.values
+                    .iter()
+                    .zip(&y.values)
+                    .all(|(x, y)| same_shape(x.value.as_ref(), y.value.as_ref()))
+        }
+        (Some(Value::KvlistValue(x)), Some(Value::KvlistValue(y))) => {
+            x.values.len() == y.values.len()
+                && x.values.iter().zip(&y.values).all(|(x, y)| {
+                    same_shape(
+                        x.value.as_ref().and_then(|v| v.value.as_ref()),
+                        y.value.as_ref().and_then(|v| v.value.as_ref()),
+                    )
+                })
+        }
+        (
+            Some(Value::BoolValue(_) | Value::IntValue(_) | Value::DoubleValue(_)),
+            Some(Value::StringValue(_)),
+        ) => true,
+        (a, b) => {
+            std::mem::discriminant(&a) == std::mem::discriminant(&b)
+                && a.map(std::mem::discriminant) == b.map(std::mem::discriminant)
+        }
+    }
+}
+
+/// Every string, key and byte is `*`, every scalar a string of `*`; containers and empty values stay.
+fn fully_masked(v: Option<&Value>) -> bool {
+    let stars = |s: &str| s.chars().all(|c| c == '*');
+    match v {
+        None => true,
+        Some(Value::StringValue(s)) => stars(s),
+        Some(Value::BytesValue(b)) => b.iter().all(|&c| c == b'*'),
+        Some(Value::ArrayValue(a)) => a.values.iter().all(|v| fully_masked(v.value.as_ref())),
+        Some(Value::KvlistValue(l)) => l.values.iter().all(|kv| {
+            stars(&kv.key) && fully_masked(kv.value.as_ref().and_then(|v| v.value.as_ref()))
+        }),
+        Some(_) => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Masks of arbitrary ranges of an arbitrary array or kvlist: the redactor's text is what the mask
+    /// mapping renders, the value keeps its shape (only masked scalars become strings), a mask of the
+    /// whole text masks every element, and the spliced and decoded paths give the same spans.
+    #[test]
+    fn masks_inside_arrays_and_kvlists_keep_their_shape(
+        value in arb_container(),
+        raw in proptest::collection::vec((0u16..400, 0u8..24), 0..5),
+    ) {
+        let av = any(value.clone());
+        let json = apply::value_text(Some(&av));
+        for (_, seen) in packed_v(&span_with_value(value.clone())) {
+            prop_assert_eq!(&seen, &json, "the packed text is the text masks are mapped on");
+        }
+        prop_assert_eq!(nested::mask_nested(&av, &json, &[]), Some(av.clone()));
+        let ranges = snap(&json, &raw);
+        let masked = nested::mask_nested(&av, &json, &ranges).expect("renders the redactor's text");
+        prop_assert!(same_shape(Some(&value), masked.value.as_ref()), "{:?} -> {:?}", value, masked);
+        let all = nested::mask_nested(&av, &json, &[0..json.len() as u32]).expect("renders");
+        prop_assert!(same_shape(Some(&value), all.value.as_ref()));
+        prop_assert!(fully_masked(all.value.as_ref()), "{:?}", all);
+        let r = ranges.clone();
+        let out = mask_both_paths(value, move |_| r.clone());
+        prop_assert_eq!(out, vec![masked.value.clone(), masked.value]);
+    }
 }
 
 #[test]
