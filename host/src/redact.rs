@@ -22,6 +22,9 @@
 //! - Every edited span gets `tailgate.redacted.count` (int: edits on the span, its resource and its scope)
 //!   and `tailgate.redacted.rules` (the redactor rule names, comma-separated): never a value or a reason.
 //! - The `hash` action is HMAC-SHA256 with the configured secret: `hmac:<key id>:<32 hex digits>`.
+//! - Values keep their types: `replace` and `hash` make a string of any value (arrays and kvlists whole),
+//!   a `mask` keeps the type except that a masked bool, int or double becomes a string, and a mask of an
+//!   array or kvlist (ranges of its JSON text) edits only the elements it covers (`redact/nested.rs`).
 //! - Dry-run mode counts the edits in metrics and changes nothing.
 
 mod apply;
