@@ -330,9 +330,12 @@ pub enum EditAction {
     /// Replace the value (or name, or message) with this string.
     Replace(String),
     /// Replace each character in these byte ranges of the value with `*`. Ranges are validated: inside
-    /// the value, on UTF-8 boundaries for strings, sorted and not overlapping.
+    /// the value, on UTF-8 boundaries for strings, sorted and not overlapping. On an array or kvlist
+    /// (seen as JSON text) only the elements the ranges cover change and the value keeps its shape; a
+    /// masked bool, int or double becomes a string (`redact/nested.rs`).
     Mask(Vec<std::ops::Range<u32>>),
-    /// Replace the value with the host's keyed hash of it.
+    /// Replace the value with the host's keyed hash of it (a string, whatever the value's type; an
+    /// array or kvlist is hashed as its JSON text).
     Hash,
     /// Rename the attribute's key.
     RenameKey(String),
