@@ -13,8 +13,8 @@
 //!
 //! Ranges are checked by the caller against the JSON text (in bounds, on character boundaries, sorted).
 
+use crate::plugin::marshal::{base64, push_json_escaped};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
-use std::fmt::Write as _;
 use std::ops::Range;
 
 /// `v` (an array or kvlist value) with the parts of its JSON text `json` inside `ranges` masked in the
@@ -117,7 +117,7 @@ impl Masker {
         let mut masked: Option<String> = None;
         for (i, c) in s.char_indices() {
             let start = self.out.len();
-            push_escaped(&mut self.out, c);
+            push_json_escaped(&mut self.out, c);
             if self.hit(start, self.out.len()) {
                 masked.get_or_insert_with(|| s[..i].to_owned()).push('*');
             } else if let Some(m) = masked.as_mut() {
@@ -176,42 +176,6 @@ impl Masker {
                 if let Some(byte) = b.get_mut(3 * g + j) {
                     *byte = b'*';
                 }
-            }
-        }
-    }
-}
-
-/// One character as `json_of_ref` writes it inside a JSON string.
-fn push_escaped(out: &mut String, c: char) {
-    match c {
-        '"' => out.push_str("\\\""),
-        '\\' => out.push_str("\\\\"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        c if (c as u32) < 0x20 => {
-            // Writing into a String cannot fail.
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        }
-        c => out.push(c),
-    }
-}
-
-/// Standard padded base64, as `json_of_ref` writes bytes.
-fn base64(out: &mut String, bytes: &[u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
             }
         }
     }
