@@ -30,8 +30,43 @@ pub enum Remembered {
 pub struct KeepInfo {
     /// Rule that kept the trace (`default` when no rule decided).
     pub rule: Arc<str>,
-    /// Sampling probability applied, when known.
-    pub probability: Option<f64>,
+    /// What keeping the trace does to each span's sampling threshold (late spans' own `tracestate`
+    /// included).
+    pub applied: Applied,
+}
+
+/// What keeping a trace does to the sampling threshold (`ot=th`) of its spans; the arithmetic is in
+/// `pipeline/tracestate.rs`, the contract in docs/plugins.md ("Sampling probability and `ot=th`").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Applied {
+    /// Kept whatever its randomness: a rule keeping every trace that matches a condition, the default,
+    /// a failure policy. Each span's threshold stays as it arrived.
+    Everything,
+    /// Kept by a consistent sampler with probability `p` (`0 < p < 1`): kept iff the trace's randomness
+    /// is at least `T(p)`. The threshold becomes the larger of the upstream one and `T(p)`.
+    Consistent(f64),
+    /// Kept a share `p` (`0 < p < 1`) of the traces that reached the rule, independently of their
+    /// randomness (a rate limiter, a budget). The span's probability becomes the upstream one times `p`.
+    Share(f64),
+    /// Kept with a probability nobody knows (a stateful sampler that reported none, `not` over a
+    /// probabilistic decision): the threshold is erased, as the specification asks.
+    Unknown,
+}
+
+impl Applied {
+    /// The effect of a sampler's keep that reported `probability`: a stateless sampler's probability is
+    /// consistent (it decides on the summary's randomness), a stateful one's is a share.
+    pub fn of(probability: Option<f64>, stateful: bool) -> Applied {
+        match (probability, stateful) {
+            (Some(p), _) if p >= 1.0 => Applied::Everything,
+            // Outside (0, 1]: the host's check refuses such decisions; unknown if one slips through.
+            (Some(p), _) if !(p > 0.0) => Applied::Unknown,
+            (Some(p), false) => Applied::Consistent(p),
+            (Some(p), true) => Applied::Share(p),
+            (None, false) => Applied::Everything,
+            (None, true) => Applied::Unknown,
+        }
+    }
 }
 
 struct Shard {
@@ -139,7 +174,7 @@ mod tests {
         let t0 = Instant::now();
         let info = Arc::new(KeepInfo {
             rule: "errors".into(),
-            probability: None,
+            applied: Applied::Everything,
         });
         c.mark_pending(1);
         assert_eq!(c.lookup(1, t0), Some(Remembered::Pending));

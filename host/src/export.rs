@@ -48,8 +48,18 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct KeptSpans {
     pub spans: Vec<SpanRecord>,
-    /// Encoded fields appended to every span (see `otlp::SpanPatch`).
+    /// Encoded fields appended to every span (see `otlp::SpanPatch`), unless `per_span` is set.
     pub patch: Bytes,
+    /// One patch per span, used instead of `patch` when the spans need different ones (their
+    /// `tracestate`s differ); empty otherwise.
+    pub per_span: Vec<Bytes>,
+}
+
+impl KeptSpans {
+    /// The fields appended to span `i`.
+    pub fn patch_of(&self, i: usize) -> &Bytes {
+        self.per_span.get(i).unwrap_or(&self.patch)
+    }
 }
 
 /// Why the exporter could not start.
@@ -98,12 +108,19 @@ impl ExportHandle {
         if kept.spans.is_empty() {
             return Ok(());
         }
-        let KeptSpans { mut spans, patch } = kept;
+        let KeptSpans {
+            mut spans,
+            patch,
+            mut per_span,
+        } = kept;
         while !spans.is_empty() {
-            let rest = spans.split_off(spans.len().min(self.queue.max_part));
+            let at = spans.len().min(self.queue.max_part);
+            let rest = spans.split_off(at);
+            let per_span_rest = per_span.split_off(at.min(per_span.len()));
             let part = KeptSpans {
                 spans: std::mem::replace(&mut spans, rest),
                 patch: patch.clone(),
+                per_span: std::mem::replace(&mut per_span, per_span_rest),
             };
             let n = part.spans.len();
             self.queue.acquire(n).await?;

@@ -33,7 +33,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use crate::plugin::{SamplerVerdict, Verdict};
-pub use tracestate::{threshold_for_probability, update_tracestate};
+pub use tracestate::{
+    Applied, probability_of_threshold, threshold_for_probability, threshold_in, update_tracestate,
+};
 
 /// Why a sampler could not answer; the failure policy applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,13 @@ pub trait Sampler: Send + Sync {
     /// a predicate is missing from it. Default: nothing to bind.
     fn bind_predicates(&self, _policy: &crate::predicate::PredicateSet) -> bool {
         true
+    }
+
+    /// Whether the sampler's decisions depend on the traces before (a rate limiter, a budget). A
+    /// stateful sampler's probability is the share of the traces reaching it that it keeps; a stateless
+    /// one's is consistent, on the trace's randomness (see [`Applied::of`]). Default: stateless.
+    fn stateful(&self) -> bool {
+        false
     }
 }
 
@@ -117,7 +126,10 @@ pub struct Decision {
     pub keep: bool,
     /// The rule that decided, `default`, or `<rule>:failure` when a failure policy decided.
     pub rule: Arc<str>,
+    /// The probability the deciding rule reported.
     pub probability: Option<f64>,
+    /// What keeping the trace does to its spans' sampling threshold.
+    pub applied: Applied,
 }
 
 impl Policy {
@@ -148,6 +160,7 @@ impl Policy {
                                 keep: p == SamplerFailurePolicy::Keep,
                                 rule: format!("{}:failure", rule.name).into(),
                                 probability: None,
+                                applied: Applied::Everything,
                             };
                         }
                     }
@@ -160,6 +173,7 @@ impl Policy {
                         keep: true,
                         rule: rule.name.clone(),
                         probability: v.probability,
+                        applied: Applied::of(v.probability, rule.sampler.stateful()),
                     };
                 }
                 Verdict::Drop => {
@@ -167,6 +181,7 @@ impl Policy {
                         keep: false,
                         rule: rule.name.clone(),
                         probability: v.probability,
+                        applied: Applied::Everything,
                     };
                 }
             }
@@ -175,6 +190,7 @@ impl Policy {
             keep: self.default == DefaultDecision::Keep,
             rule: "default".into(),
             probability: Some(1.0),
+            applied: Applied::Everything,
         }
     }
 }
@@ -426,7 +442,7 @@ fn remember(
     let kept = decision.keep.then(|| {
         Arc::new(KeepInfo {
             rule: decision.rule.clone(),
-            probability: decision.probability,
+            applied: decision.applied,
         })
     });
     match &kept {

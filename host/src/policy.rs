@@ -170,4 +170,8 @@ impl Sampler for WasmSampler {
     fn bind_predicates(&self, policy: &crate::predicate::PredicateSet) -> bool {
         self.0.bind_predicates(policy)
     }
+
+    fn stateful(&self) -> bool {
+        self.0.is_stateful()
+    }
 }

@@ -214,7 +214,7 @@ pub fn replay(
         report.kept_traces += 1;
         let info = KeepInfo {
             rule: decision.rule.clone(),
-            probability: decision.probability,
+            applied: decision.applied,
         };
         let mut notes = RedactionNotes::default();
         let kept = prepare_kept(
@@ -248,8 +248,8 @@ pub fn replay(
             continue;
         };
         report.kept_spans += kept.spans.len() as u64;
-        for s in &kept.spans {
-            builder.push(s, kept.patch.clone());
+        for (i, s) in kept.spans.iter().enumerate() {
+            builder.push(s, kept.patch_of(i).clone());
         }
         if builder.approx_encoded_len() >= OUTPUT_REQUEST_BYTES {
             let b = std::mem::take(&mut builder);

@@ -97,16 +97,17 @@ impl Batcher {
     }
 
     async fn add(&mut self, kept: KeptSpans) {
-        for span in &kept.spans {
+        for (i, span) in kept.spans.iter().enumerate() {
+            let patch = kept.patch_of(i);
             // What `ExportBuilder::approx_encoded_len` will add for this span.
-            let span_len = span.raw.len() + kept.patch.len() + 8;
+            let span_len = span.raw.len() + patch.len() + 8;
             if self.builder.span_count() >= self.send_batch_max_size
                 || (!self.builder.is_empty()
                     && self.builder.approx_encoded_len() + span_len > self.send_batch_max_bytes)
             {
                 self.flush().await;
             }
-            self.builder.push(span, kept.patch.clone());
+            self.builder.push(span, patch.clone());
         }
         if self.builder.span_count() >= self.send_batch_size {
             self.flush().await;

@@ -37,6 +37,7 @@ fn kept(first: u64, n: u64) -> KeptSpans {
     KeptSpans {
         spans: scanned.spans.into_iter().map(|(_, s)| s).collect(),
         patch: Bytes::new(),
+        per_span: Vec::new(),
     }
 }
 

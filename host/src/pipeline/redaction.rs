@@ -14,7 +14,7 @@
 //! Acks travel with the spans, so a batch counts as handed on only once its kept spans reached the
 //! exporter's queue (or were counted as lost).
 
-use super::{PipelineContext, update_tracestate};
+use super::{Applied, PipelineContext, update_tracestate};
 use crate::decisions::KeepInfo;
 use crate::explain::{Explanation, RedactionNotes};
 use crate::export::KeptSpans;
@@ -198,19 +198,54 @@ pub fn prepare_kept(
 }
 
 /// Kept spans with what tailgate adds to each of them: `tailgate.rule`, and the sampling threshold in
-/// `tracestate` (from the first span's `tracestate`, see [`update_tracestate`]).
+/// `tracestate`, rewritten from each span's own `tracestate` (see [`update_tracestate`]; a deterministic
+/// keep leaves it as it is).
 pub(crate) fn annotate(spans: Vec<SpanRecord>, info: &KeepInfo) -> KeptSpans {
-    let mut patch = SpanPatch::new();
-    patch.string_attribute("tailgate.rule", &info.rule);
-    let existing = spans
+    let mut rule = SpanPatch::new();
+    rule.string_attribute("tailgate.rule", &info.rule);
+    let rule = Bytes::copy_from_slice(rule.as_bytes());
+    if info.applied == Applied::Everything {
+        return KeptSpans {
+            spans,
+            patch: rule,
+            per_span: Vec::new(),
+        };
+    }
+    // The spans of a trace nearly always carry one `tracestate`: the first span's patch is shared, and
+    // `per_span` is only filled once a span needs another one.
+    let patch_for = |existing: &str| match update_tracestate(existing, info.applied) {
+        Some(ts) => {
+            let mut patch = SpanPatch::new();
+            patch.trace_state(&ts);
+            let mut b = Vec::with_capacity(rule.len() + patch.as_bytes().len());
+            b.extend_from_slice(&rule);
+            b.extend_from_slice(patch.as_bytes());
+            Bytes::from(b)
+        }
+        None => rule.clone(),
+    };
+    let first = spans
         .first()
         .map(|s| crate::otlp::span_trace_state(&s.raw))
         .unwrap_or("");
-    if let Some(ts) = update_tracestate(existing, info.probability) {
-        patch.trace_state(&ts);
+    let patch = patch_for(first);
+    let mut per_span: Vec<Bytes> = Vec::new();
+    let mut last: (&str, Bytes) = (first, patch.clone());
+    for (i, s) in spans.iter().enumerate().skip(1) {
+        let existing = crate::otlp::span_trace_state(&s.raw);
+        if existing != last.0 {
+            last = (existing, patch_for(existing));
+            if per_span.is_empty() {
+                per_span = vec![patch.clone(); i];
+            }
+        }
+        if !per_span.is_empty() {
+            per_span.push(last.1.clone());
+        }
     }
     KeptSpans {
         spans,
-        patch: Bytes::copy_from_slice(patch.as_bytes()),
+        patch,
+        per_span,
     }
 }

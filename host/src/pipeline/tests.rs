@@ -81,7 +81,8 @@ fn first_keep_or_drop_wins_in_order() {
         Decision {
             keep: false,
             rule: "b".into(),
-            probability: None
+            probability: None,
+            applied: Applied::Everything,
         }
     );
     assert_eq!(
@@ -572,5 +573,235 @@ mod workers {
             text.contains("tailgate_handoff_latency_seconds_count 3"),
             "{text}"
         );
+    }
+
+    /// Issue 19, item 5: head-sampled traffic (`ot=th:8`, 50 %) through a mixed policy - deterministic
+    /// keeps (errors, slow), a stateful limiter reporting its share, consistent probabilistic sampling -
+    /// with late spans and spans that carry their own vendor entries or an explicit `rv`. The adjusted
+    /// count of every exported span (`1/p`, `p` from its exported `th`) summed per kind of trace matches
+    /// the true totals of the traffic before head sampling, within four standard deviations of the
+    /// Horvitz-Thompson estimate. Trace ids come from a fixed sequence, so the result cannot change
+    /// between runs.
+    #[tokio::test]
+    async fn adjusted_counts_of_a_mixed_policy_over_head_sampled_traffic_stay_true() {
+        use crate::plugin::{PluginRuntime, PluginSpec, RuntimeSettings};
+        use crate::policy::WasmSampler;
+        use opentelemetry_proto::tonic::trace::v1::{Status, status};
+
+        /// Keeps every fourth trace of service `batch` that reaches it and drops the others; reports
+        /// the share it keeps, as a stateful limiter does.
+        struct EveryFourth(AtomicUsize);
+        impl Sampler for EveryFourth {
+            fn sample(
+                &self,
+                _: TraceId,
+                spans: &[SpanRecord],
+            ) -> Result<SamplerVerdict, SamplerFailure> {
+                if spans.iter().all(|s| &*s.origin.service_name != "batch") {
+                    return Ok(SamplerVerdict {
+                        verdict: Verdict::Abstain,
+                        probability: None,
+                        reason: None,
+                    });
+                }
+                let keep = self.0.fetch_add(1, Ordering::Relaxed) % 4 == 0;
+                Ok(SamplerVerdict {
+                    verdict: if keep { Verdict::Keep } else { Verdict::Drop },
+                    probability: Some(0.25),
+                    reason: None,
+                })
+            }
+            fn stateful(&self) -> bool {
+                true
+            }
+        }
+
+        let rt = PluginRuntime::new(RuntimeSettings {
+            default_deadline: Duration::from_secs(5),
+            init_deadline: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .expect("runtime");
+        let wasm = |name: &str, file: &str, config: &str| -> Arc<dyn Sampler> {
+            Arc::new(WasmSampler(
+                rt.load_sampler(&PluginSpec::new(
+                    name,
+                    crate::testing::built_plugin(file),
+                    config,
+                ))
+                .expect("loads"),
+            ))
+        };
+        let rule = |name: &str, sampler: Arc<dyn Sampler>| Rule {
+            name: name.into(),
+            sampler,
+            shadow: false,
+        };
+        let policy = Policy {
+            rules: vec![
+                rule("errors", wasm("errors", "keep-errors", "{}")),
+                rule("slow", wasm("slow", "keep-slow", r#"{"threshold": "1s"}"#)),
+                rule("batch", Arc::new(EveryFourth(AtomicUsize::new(0)))),
+                rule(
+                    "sample",
+                    wasm("sample", "probabilistic", r#"{"probability": 0.1}"#),
+                ),
+                // A shadow rule keeping everything must change nothing of what leaves.
+                Rule {
+                    name: "shadow".into(),
+                    sampler: fixed(Verdict::Keep, Some(0.01)),
+                    shadow: true,
+                },
+            ],
+            ..Policy::with_default(DefaultDecision::Drop)
+        };
+
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+        enum Kind {
+            Error,
+            Slow,
+            Batch,
+            Plain,
+        }
+        // A fixed sequence of well-mixed 128-bit ids (splitmix64).
+        let mut state = 0x5eed_u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        const TRACES: usize = 6_000;
+        const HEAD: u64 = 1 << 55; // th:8, 50 %
+        let mut truth: std::collections::BTreeMap<Kind, u64> = Default::default();
+        let mut kind_of: std::collections::HashMap<Vec<u8>, Kind> = Default::default();
+        let mut sent_state: std::collections::HashMap<Vec<u8>, String> = Default::default();
+        let mut items = Vec::new();
+        let mut next_span = 1u64;
+        for i in 0..TRACES {
+            let tid = (u128::from(next()) << 64) | u128::from(next());
+            let kind = match i % 10 {
+                0 => Kind::Error,
+                1 => Kind::Slow,
+                2 | 3 => Kind::Batch,
+                _ => Kind::Plain,
+            };
+            // Every third trace carries an explicit randomness, which the head decided on.
+            let rv = (i % 3 == 0).then(|| next() & ((1 << 56) - 1));
+            let randomness = rv.unwrap_or(tid as u64 & ((1 << 56) - 1));
+            let n = 1 + (i % 4) as u64;
+            let late_n = u64::from(i % 5 == 0);
+            *truth.entry(kind).or_default() += n + late_n;
+            kind_of.insert(tid.to_be_bytes().to_vec(), kind);
+            if randomness < HEAD {
+                continue; // not sampled at the head: never reaches tailgate
+            }
+            let ot = match rv {
+                Some(rv) => format!("ot=th:8;rv:{rv:014x}"),
+                None => "ot=th:8".to_owned(),
+            };
+            let service = if kind == Kind::Batch { "batch" } else { "web" };
+            let root = next_span;
+            let mut make = |j: u64, parent: u64| {
+                let start = 1_000_000_000 * (i as u64 + 1);
+                let end = start + if kind == Kind::Slow { 2_000_000_000 } else { 1_000_000 };
+                let mut sp = span_in(tid, next_span, parent, "op", start, end);
+                next_span += 1;
+                // Spans of one trace may carry different vendor entries; each keeps its own.
+                sp.trace_state = if j % 2 == 1 {
+                    format!("vendor=s{j},{ot}")
+                } else {
+                    ot.clone()
+                };
+                sent_state.insert(sp.span_id.clone(), sp.trace_state.clone());
+                if kind == Kind::Error && j == 0 {
+                    sp.status = Some(Status {
+                        code: status::StatusCode::Error as i32,
+                        message: String::new(),
+                    });
+                }
+                sp
+            };
+            let spans: Vec<_> = (0..n)
+                .map(|j| make(j, if j == 0 { 0 } else { root }))
+                .collect();
+            let late_spans: Vec<_> = (0..late_n).map(|j| make(n + j, root)).collect();
+            let scan = |spans| {
+                let body = bytes::Bytes::from(request(service, spans).encode_to_vec());
+                scan_export_request(&body)
+                    .expect("valid")
+                    .spans
+                    .into_iter()
+                    .map(|(_, s)| s)
+                    .collect::<Vec<_>>()
+            };
+            items.push(due(tid, scan(spans)));
+            if late_n > 0 {
+                items.push(late(tid, scan(late_spans)));
+            }
+        }
+        let (reqs, _) = run_pipeline(policy, items).await;
+
+        // Estimated total and Horvitz-Thompson variance per kind, from what was exported.
+        let mut estimate: std::collections::BTreeMap<Kind, f64> = Default::default();
+        let mut per_trace: std::collections::HashMap<Vec<u8>, (Kind, f64, f64)> =
+            Default::default();
+        for s in reqs
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            let kind = kind_of[&s.trace_id];
+            let th = threshold_in(&s.trace_state).expect("every kept span carries a threshold");
+            let p = probability_of_threshold(th);
+            // Everything but the threshold is as it arrived: vendors' entries, `rv`.
+            let sent = &sent_state[&s.span_id];
+            for entry in sent.split(',') {
+                match entry.strip_prefix("ot=") {
+                    Some(ot) => {
+                        for sub in ot.split(';').filter(|sub| !sub.starts_with("th:")) {
+                            assert!(s.trace_state.contains(sub), "{sent} -> {}", s.trace_state);
+                        }
+                    }
+                    None => assert!(
+                        s.trace_state.split(',').any(|e| e == entry),
+                        "{sent} -> {}",
+                        s.trace_state
+                    ),
+                }
+            }
+            if kind == Kind::Plain {
+                // Consistent: the probabilistic rule decided on the randomness the head used (`rv`
+                // when the span has one), so every span it kept has randomness >= its threshold.
+                let r = crate::plugin::marshal::explicit_randomness(&s.trace_state).unwrap_or_else(
+                    || {
+                        let id: [u8; 16] = s.trace_id.as_slice().try_into().expect("16 bytes");
+                        crate::plugin::marshal::randomness(u128::from_be_bytes(id))
+                    },
+                );
+                assert!(r >= th, "randomness {r:x} under th {th:x}");
+            }
+            if kind != Kind::Plain && kind != Kind::Batch {
+                assert_eq!(th, HEAD, "a deterministic keep leaves th:8 ({kind:?})");
+            }
+            *estimate.entry(kind).or_default() += 1.0 / p;
+            let e = per_trace.entry(s.trace_id.clone()).or_insert((kind, p, 0.0));
+            assert_eq!(e.1, p, "one threshold per trace");
+            e.2 += 1.0;
+        }
+        let mut variance: std::collections::BTreeMap<Kind, f64> = Default::default();
+        for (kind, p, n) in per_trace.values() {
+            *variance.entry(*kind).or_default() += (1.0 - p) / (p * p) * n * n;
+        }
+        for (kind, want) in &truth {
+            let got = estimate.get(kind).copied().unwrap_or(0.0);
+            let sd = variance.get(kind).copied().unwrap_or(0.0).sqrt();
+            assert!(
+                (got - *want as f64).abs() <= 4.0 * sd + 1.0,
+                "{kind:?}: estimated {got:.0} spans, true {want}, sd {sd:.0}"
+            );
+        }
     }
 }

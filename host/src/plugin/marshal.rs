@@ -63,6 +63,33 @@ pub fn randomness(id: TraceId) -> u64 {
     (id as u64) & ((1 << 56) - 1)
 }
 
+/// A trace's randomness as the OpenTelemetry probability sampling specification defines it: the
+/// explicit `rv` of its (first span's) `tracestate` when there is one, else the trace id's low 56 bits.
+/// A head sampler that drew its decision on `rv` is then consistent with the samplers here.
+pub fn trace_randomness(id: TraceId, spans: &[SpanRecord]) -> u64 {
+    spans
+        .first()
+        .and_then(|s| explicit_randomness(crate::otlp::span_trace_state(&s.raw)))
+        .unwrap_or_else(|| randomness(id))
+}
+
+/// The `rv` (14 hex digits) of a `tracestate`'s `ot` entry, if well formed.
+pub fn explicit_randomness(tracestate: &str) -> Option<u64> {
+    if !tracestate.contains("rv:") {
+        return None;
+    }
+    let rv = tracestate
+        .split(',')
+        .map(str::trim)
+        .find_map(|e| e.strip_prefix("ot="))?
+        .split(';')
+        .find_map(|s| s.strip_prefix("rv:"))?;
+    if rv.len() != 14 || !rv.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(rv, 16).ok()
+}
+
 /// Computes the summary of a trace. `now_unix_nano` is the host's clock at call time.
 pub fn summary(trace_id: TraceId, spans: &[SpanRecord], now_unix_nano: u64) -> TraceSummary {
     let mut start = u64::MAX;
@@ -98,7 +125,7 @@ pub fn summary(trace_id: TraceId, spans: &[SpanRecord], now_unix_nano: u64) -> T
         .unwrap_or_default();
     TraceSummary {
         trace_id: wit_trace_id(trace_id),
-        randomness: randomness(trace_id),
+        randomness: trace_randomness(trace_id, spans),
         span_count: u32::try_from(spans.len()).unwrap_or(u32::MAX),
         error_span_count: errors,
         start_unix_nano: start,

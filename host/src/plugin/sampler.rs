@@ -31,6 +31,12 @@ impl SamplerPlugin {
         &self.core.projection
     }
 
+    /// Whether the plugin declared itself stateful (one instance, serialized calls): its decisions
+    /// depend on the traces before, so a probability it reports is a share (see `pipeline::Applied`).
+    pub fn is_stateful(&self) -> bool {
+        self.core.stateful
+    }
+
     /// Whether the plugin asked for the full trace.
     pub fn wants_full_trace(&self) -> bool {
         self.core.full_trace

@@ -785,11 +785,11 @@ fn through_pipeline(
         assert!(d.keep);
         let info = crate::decisions::KeepInfo {
             rule: d.rule,
-            probability: d.probability,
+            applied: d.applied,
         };
         let kept = crate::pipeline::annotate(t.spans, &info);
-        for s in &kept.spans {
-            builder.push(s, kept.patch.clone());
+        for (i, s) in kept.spans.iter().enumerate() {
+            builder.push(s, kept.patch_of(i).clone());
         }
     }
     ExportTraceServiceRequest::decode(builder.finish())
