@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use std::sync::{Arc, OnceLock};
 use tailgate::config::{DefaultDecision, SamplerFailurePolicy};
-use tailgate::decisions::KeepInfo;
+use tailgate::decisions::{Applied, KeepInfo};
 use tailgate::fuzzing::{WitDecision, WitVerdict, annotate_kept, check_sampler_decision};
 use tailgate::metrics::Metrics;
 use tailgate::otlp::{ExportBuilder, SpanRecord, TraceId};
@@ -158,15 +158,22 @@ fuzz_target!(|input: Input| {
         return;
     }
 
+    // A stateless sampler's keep: deterministic without a probability (or with 1), consistent with one.
+    let applied = if decision.rule.ends_with(":failure") || &*decision.rule == "default" {
+        Applied::Everything
+    } else {
+        Applied::of(decision.probability, false)
+    };
+    assert_eq!(decision.applied, applied);
     let info = KeepInfo {
         rule: decision.rule.clone(),
-        probability: decision.probability,
+        applied,
     };
     let kept = annotate_kept(spans.clone(), &info);
     assert_eq!(kept.spans.len(), spans.len());
     let mut b = ExportBuilder::new();
-    for s in &kept.spans {
-        b.push(s, kept.patch.clone());
+    for (i, s) in kept.spans.iter().enumerate() {
+        b.push(s, kept.patch_of(i).clone());
     }
     let out =
         ExportTraceServiceRequest::decode(b.finish() as Bytes).expect("annotated spans decode");
@@ -184,15 +191,17 @@ fuzz_target!(|input: Input| {
             Some(&any_value::Value::StringValue(rule.clone()))
         );
         let new_th = threshold(&s.trace_state);
-        match info.probability {
+        match info.applied {
+            // A deterministic keep: the tracestate leaves as it arrived.
+            Applied::Everything => assert_eq!(s.trace_state, input.trace_state),
             // Unknown probability: any threshold is erased.
-            None => assert_eq!(
+            Applied::Unknown => assert_eq!(
                 new_th, None,
                 "{:?} -> {:?}",
                 input.trace_state, s.trace_state
             ),
             // A threshold is only ever raised.
-            Some(_) => {
+            Applied::Consistent(_) | Applied::Share(_) => {
                 if let Some(old) = old_th {
                     assert!(
                         new_th.is_some_and(|t| t >= old),

@@ -60,7 +60,7 @@ impl Applied {
         match (probability, stateful) {
             (Some(p), _) if p >= 1.0 => Applied::Everything,
             // Outside (0, 1]: the host's check refuses such decisions; unknown if one slips through.
-            (Some(p), _) if !(p > 0.0) => Applied::Unknown,
+            (Some(p), _) if p.is_nan() || p <= 0.0 => Applied::Unknown,
             (Some(p), false) => Applied::Consistent(p),
             (Some(p), true) => Applied::Share(p),
             (None, false) => Applied::Everything,

@@ -604,7 +604,7 @@ mod workers {
                         reason: None,
                     });
                 }
-                let keep = self.0.fetch_add(1, Ordering::Relaxed) % 4 == 0;
+                let keep = self.0.fetch_add(1, Ordering::Relaxed).is_multiple_of(4);
                 Ok(SamplerVerdict {
                     verdict: if keep { Verdict::Keep } else { Verdict::Drop },
                     probability: Some(0.25),
@@ -705,7 +705,12 @@ mod workers {
             let root = next_span;
             let mut make = |j: u64, parent: u64| {
                 let start = 1_000_000_000 * (i as u64 + 1);
-                let end = start + if kind == Kind::Slow { 2_000_000_000 } else { 1_000_000 };
+                let end = start
+                    + if kind == Kind::Slow {
+                        2_000_000_000
+                    } else {
+                        1_000_000
+                    };
                 let mut sp = span_in(tid, next_span, parent, "op", start, end);
                 next_span += 1;
                 // Spans of one trace may carry different vendor entries; each keeps its own.
@@ -787,7 +792,9 @@ mod workers {
                 assert_eq!(th, HEAD, "a deterministic keep leaves th:8 ({kind:?})");
             }
             *estimate.entry(kind).or_default() += 1.0 / p;
-            let e = per_trace.entry(s.trace_id.clone()).or_insert((kind, p, 0.0));
+            let e = per_trace
+                .entry(s.trace_id.clone())
+                .or_insert((kind, p, 0.0));
             assert_eq!(e.1, p, "one threshold per trace");
             e.2 += 1.0;
         }

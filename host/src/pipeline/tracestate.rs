@@ -171,7 +171,10 @@ mod tests {
     #[test]
     fn probability_one_without_existing_threshold_changes_nothing() {
         assert_eq!(update_tracestate("", consistent(1.0)), None);
-        assert_eq!(update_tracestate("ot=rv:abcdefabcdefab", consistent(1.0)), None);
+        assert_eq!(
+            update_tracestate("ot=rv:abcdefabcdefab", consistent(1.0)),
+            None
+        );
         assert_eq!(update_tracestate("", Applied::of(Some(1.0), true)), None);
     }
 
@@ -193,7 +196,12 @@ mod tests {
         // The defect of issue 19: a rule keeping every error erased the head sampler's 50 %.
         let keep_errors = Applied::of(None, false);
         assert_eq!(keep_errors, Applied::Everything);
-        for ts in ["ot=th:8", "ot=th:8;rv:0123456789abcd,v=1", "v=1,ot=th:c", ""] {
+        for ts in [
+            "ot=th:8",
+            "ot=th:8;rv:0123456789abcd,v=1",
+            "v=1,ot=th:c",
+            "",
+        ] {
             assert_eq!(update_tracestate(ts, keep_errors), None, "{ts}");
         }
     }

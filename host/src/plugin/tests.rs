@@ -338,6 +338,10 @@ fn rate_limit_is_per_key_and_stateful() {
         got,
         [Verdict::Keep, Verdict::Keep, Verdict::Drop, Verdict::Keep]
     );
+    // Keeps report the share kept (stateful: a share, multiplied with the upstream probability).
+    assert!(p.is_stateful());
+    let fresh = trace(8, "c", &[s("x", 0, 0, 1)]);
+    assert_eq!(p.decide(8, &fresh).expect("decides").probability, Some(1.0));
     // Stateful: the bucket survives across calls from several threads because there is one instance.
     std::thread::scope(|sc| {
         for _ in 0..3 {

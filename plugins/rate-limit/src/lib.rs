@@ -3,6 +3,11 @@
 //! or the value of another resource or span attribute. Time comes from the host (`now-unix-nano` in the
 //! summary), so the plugin needs no clock. The plugin is stateful: the host runs one instance of it.
 //!
+//! Each keep reports the share of the key's traces kept over the current and the previous second (1
+//! while nothing was limited): the host multiplies it with the trace's upstream sampling probability and
+//! writes the result as the spans' `ot=th`, so adjusted counts stay true behind the limit (exactly at a
+//! steady rate; a burst is counted low until the window moves past it).
+//!
 //! Config: `{"traces_per_second": 100, "burst": 200, "key": "service.name", "on": "resource",
 //! "max_keys": 10000, "otherwise": "drop"}`.
 
@@ -63,6 +68,40 @@ enum KeySource {
 struct Bucket {
     tokens: f64,
     last_nanos: u64,
+    /// Start of the current one-second window of `seen` / `kept`.
+    window_nanos: u64,
+    /// Traces seen and kept in the current window, and in the one before.
+    seen: [u64; 2],
+    kept: [u64; 2],
+}
+
+/// Length of a share-counting window.
+const WINDOW_NANOS: u64 = 1_000_000_000;
+
+impl Bucket {
+    /// Counts one trace at `now` and returns the share of the key's traces kept over the current and
+    /// the previous window before this one (what this trace's chance was); 1 when none were seen.
+    fn count(&mut self, now: u64, kept: bool) -> f64 {
+        let windows = now.saturating_sub(self.window_nanos) / WINDOW_NANOS;
+        if windows > 0 {
+            // The current window becomes the previous one; after a gap of two or more, both are empty.
+            let carry = windows == 1;
+            self.seen = [0, if carry { self.seen[0] } else { 0 }];
+            self.kept = [0, if carry { self.kept[0] } else { 0 }];
+            self.window_nanos += windows * WINDOW_NANOS;
+        }
+        let seen = self.seen[0] + self.seen[1];
+        let kept_before = self.kept[0] + self.kept[1];
+        self.seen[0] += 1;
+        self.kept[0] += u64::from(kept);
+        let share = match (seen, kept_before) {
+            (0, _) => 1.0,
+            // Nothing kept among them: this is the one keep among `seen + 1`.
+            (_, 0) => 1.0 / (seen + 1) as f64,
+            _ => kept_before as f64 / seen as f64,
+        };
+        share.min(1.0)
+    }
 }
 
 /// The configured sampler and its buckets.
@@ -140,14 +179,19 @@ impl RateLimit {
         let b = self.buckets.entry(key).or_insert(Bucket {
             tokens: burst,
             last_nanos: now,
+            window_nanos: now,
+            seen: [0; 2],
+            kept: [0; 2],
         });
         let elapsed = now.saturating_sub(b.last_nanos) as f64 / 1e9;
         b.tokens = (b.tokens + elapsed * self.rate).min(burst);
         b.last_nanos = b.last_nanos.max(now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            Decision::keep("rate_limit")
+            let share = b.count(now, true);
+            Decision::keep("rate_limit").with_probability(share)
         } else {
+            b.count(now, false);
             match self.otherwise {
                 Otherwise::Drop => Decision::drop("rate_limited"),
                 Otherwise::Abstain => Decision::abstain(),
@@ -199,6 +243,34 @@ mod tests {
             Verdict::Keep,
             "separate bucket"
         );
+    }
+
+    #[test]
+    fn keeps_report_the_share_kept_so_adjusted_counts_add_up() {
+        let (mut p, _) =
+            RateLimit::from_config(r#"{"traces_per_second": 10, "burst": 10}"#).unwrap();
+        let mut s = summary();
+        // Under the limit: everything kept, share 1.
+        s.now_unix_nano = 1_000_000_000;
+        assert_eq!(p.decide_on(&s, &[]).probability, Some(1.0));
+        // 20 s at 100 traces per second: about one in ten kept. After the first seconds (the burst,
+        // where the share lags), the kept ones' 1/share add up to what was seen.
+        let (mut adjusted, mut seen) = (0.0, 0u32);
+        for i in 1..2000u64 {
+            s.now_unix_nano = 1_000_000_000 + i * 10_000_000;
+            let d = p.decide_on(&s, &[]);
+            if i < 500 {
+                continue;
+            }
+            seen += 1;
+            if d.verdict == Verdict::Keep {
+                let share = d.probability.expect("a keep reports its share");
+                assert!(share > 0.0 && share <= 1.0);
+                adjusted += 1.0 / share;
+            }
+        }
+        let err = (adjusted - f64::from(seen)).abs() / f64::from(seen);
+        assert!(err < 0.05, "adjusted {adjusted:.0} of {seen} seen");
     }
 
     #[test]
