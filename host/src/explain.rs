@@ -71,15 +71,29 @@ pub struct RedactionFallback {
 }
 
 impl RedactionNotes {
-    /// Adds the edits one rule returned.
+    /// Adds the edits one rule returned. An attribute the rule renamed is noted under its new key, for
+    /// every edit of it: a redactor renames a key because the key itself carries personal data
+    /// (`user.jane@example.com`), so the key as received is no more shown than a value.
     pub fn add(&mut self, rule: &Arc<str>, edits: &[RedactionEdit]) {
+        let renamed: Vec<(&crate::plugin::FieldRef, &str)> = edits
+            .iter()
+            .filter_map(|e| match &e.action {
+                EditAction::RenameKey(k) => Some((&e.field, k.as_str())),
+                _ => None,
+            })
+            .collect();
         for e in edits {
             let (field, action) = (field_name(e.field.kind), action_name(&e.action));
             let reason = e.reason.as_deref().map(reason_text);
+            let key = renamed
+                .iter()
+                .rev()
+                .find(|(f, _)| same_attribute(f, &e.field))
+                .map_or(e.field.key.as_str(), |(_, k)| k);
             let found = self.applied.iter().position(|n| {
                 n.field == field
                     && n.action == action
-                    && n.key == e.field.key
+                    && n.key == key
                     && *n.rule == **rule
                     && n.reason == reason
             });
@@ -89,7 +103,7 @@ impl RedactionNotes {
                     self.applied.push(RedactionNote {
                         rule: rule.clone(),
                         field,
-                        key: e.field.key.clone(),
+                        key: key.to_owned(),
                         action,
                         reason,
                         count: 1,
@@ -123,6 +137,14 @@ impl RedactionNotes {
         self.fallback = self.fallback.take().or(other.fallback);
         self.dry_run |= other.dry_run;
     }
+}
+
+/// Whether two edits name the same attribute (kind, owner, item and position; keys may repeat).
+fn same_attribute(a: &crate::plugin::FieldRef, b: &crate::plugin::FieldRef) -> bool {
+    a.kind == b.kind
+        && a.owner == b.owner
+        && a.item == b.item
+        && a.attribute_index == b.attribute_index
 }
 
 /// A plugin's reason as shown: plugin output, so only `[A-Za-z0-9_.:-]` (others become `_`) and at most
@@ -394,6 +416,30 @@ mod tests {
         assert_eq!(n.total(), 3);
         let json = serde_json::to_string(&n).expect("test value");
         assert!(!json.contains("example.com"), "{json}");
+    }
+
+    /// A key that carries personal data is renamed by the redactor; the notes show the new key for the
+    /// rename and for the other edits of that attribute, never the key as received.
+    #[test]
+    fn renamed_keys_are_noted_under_their_new_name() {
+        let mut n = RedactionNotes::default();
+        let rule: Arc<str> = "pii".into();
+        let key = "seen.jane@example.com";
+        n.add(
+            &rule,
+            &[
+                edit(
+                    FieldKind::SpanAttribute,
+                    key,
+                    EditAction::RenameKey("seen.****@example.com".into()),
+                ),
+                edit(FieldKind::SpanAttribute, key, EditAction::Mask(vec![0..3])),
+            ],
+        );
+        assert_eq!(n.applied.len(), 2, "{:?}", n.applied);
+        assert!(n.applied.iter().all(|a| a.key == "seen.****@example.com"));
+        let json = serde_json::to_string(&n).expect("test value");
+        assert!(!json.contains("jane@"), "{json}");
     }
 
     #[test]

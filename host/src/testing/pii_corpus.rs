@@ -93,6 +93,20 @@ pub const PLANTED: &[&str] = &[
     "pa55word!",
     "192.0.2.146",
     "4539-5787-6362-1486",
+    // issue 22, item 3: credentials by key name (env, JSON, YAML), a PEM block whole, phone numbers,
+    // attribute keys that carry personal data
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "cS-91f0e2d4c7b8a6",
+    "Tr0ub4dor&3",
+    "ak_7Hq2Lm9Zx4",
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6",
+    "ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u",
+    "-----END RSA PRIVATE KEY-----",
+    "+1 415-555-0132",
+    "(212) 555-0187",
+    "+44 20 7946 0958",
+    "carla@example.net",
+    "maria@acme-corp.io",
 ];
 
 /// Look-alikes that must come out exactly as they went in.
@@ -118,7 +132,31 @@ pub const NEAR_MISSES: &[&str] = &[
     "POST /pay",
     "0.75",
     "ORD-2024-000123",
+    // issue 22, item 3: keys about secrets, ids, hashes, versions, times, epochs, templates, digit groups
+    "gen_ai.usage.input_tokens=1200",
+    "token_count: 17",
+    "secret_name=db-creds",
+    "auth_method: oauth",
+    "author: Jane Austen",
+    "max_tokens=4096",
+    "3f786850e387550fdab836ed7e6dc881de23001b",
+    "3f78685",
+    "9e107d9d372bb6826bd81d3542a419d6",
+    "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+    "v2.14.3-rc.1+build.5",
+    "1733234567",
+    "1733234567123",
+    "2024-12-03T14:10:49+01:00",
+    "Tue, 03 Dec 2024 14:10:49 GMT",
+    "/api/v1/users/{user_id}/orders/{order_id}",
+    "checkout-7d9f8b6c5d-x2k4q",
+    "100-200-3000",
+    "20240115 102030",
+    "1 234 567 890",
 ];
+
+/// A PEM private key block (header, key material, footer) as a log line would carry it.
+const PEM_BLOCK: &str = "loaded -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6\nffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u\n-----END RSA PRIVATE KEY----- from disk";
 
 pub fn corpus() -> ExportTraceServiceRequest {
     let t0 = 1_700_000_000_000_000_000u64;
@@ -197,6 +235,43 @@ pub fn corpus() -> ExportTraceServiceRequest {
         ),
         kv("shipment.tracking", s("1Z999AA10123456784")),
         kv("order.number", s("ORD-2024-000123")),
+        // the key carries the personal data
+        kv("seen.carla@example.net", Value::IntValue(1)),
+        kv(
+            "http.request.body",
+            s(r#"{"clientId":"web","clientSecret":"cS-91f0e2d4c7b8a6"}"#),
+        ),
+        kv(
+            "app.settings",
+            s(
+                "token_count: 17, secret_name=db-creds, auth_method: oauth, author: Jane Austen, max_tokens=4096",
+            ),
+        ),
+        kv("gen_ai.usage.input_tokens", Value::IntValue(1200)),
+        kv(
+            "vcs.ref.head.revision",
+            s("3f786850e387550fdab836ed7e6dc881de23001b"),
+        ),
+        kv("app.short_sha", s("3f78685")),
+        kv("app.md5", s("9e107d9d372bb6826bd81d3542a419d6")),
+        kv("app.trace_ref", s("f47ac10b-58cc-4372-a567-0e02b2c3d479")),
+        kv("service.build", s("v2.14.3-rc.1+build.5")),
+        kv("app.epoch_s", Value::IntValue(1_733_234_567)),
+        kv("app.epoch_ms", s("1733234567123")),
+        kv("app.sent_at", s("2024-12-03T14:10:49+01:00")),
+        kv(
+            "http.response.header.date",
+            arr(vec![s("Tue, 03 Dec 2024 14:10:49 GMT")]),
+        ),
+        kv(
+            "app.route_template",
+            s("/api/v1/users/{user_id}/orders/{order_id}"),
+        ),
+        kv("k8s.pod.name", s("checkout-7d9f8b6c5d-x2k4q")),
+        kv(
+            "app.batch",
+            s("batch 100-200-3000 at 20240115 102030, 1 234 567 890 rows"),
+        ),
     ];
 
     let mut db = span_in(
@@ -243,6 +318,12 @@ pub fn corpus() -> ExportTraceServiceRequest {
                     "exception.stacktrace",
                     s("at login(password=Hunter2!)\n  at main()"),
                 ),
+                kv(
+                    "log.message",
+                    s(
+                        "env: AWS_REGION=eu-west-1 AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                    ),
+                ),
             ],
             dropped_attributes_count: 0,
         },
@@ -261,6 +342,7 @@ pub fn corpus() -> ExportTraceServiceRequest {
             kv("link.peer", s("2001:db8:85a3::8a2e:370:7334")),
             kv("link.note", s("aws key AKIAIOSFODNN7EXAMPLE")),
             kv("link.slack", s("xoxb-123456789012-abcdefghij")),
+            kv("link.contact", s("uk desk +44 20 7946 0958")),
         ],
         dropped_attributes_count: 0,
         flags: 0,
@@ -279,6 +361,15 @@ pub fn corpus() -> ExportTraceServiceRequest {
         ),
         kv("net.sock.peer.addr", s("192.0.2.146")),
         kv("message", s("charged 4539-5787-6362-1486 ok")),
+        kv(
+            "app.config_dump",
+            s("db:\n  host: db.internal\n  password: 'Tr0ub4dor&3'\napi-key: ak_7Hq2Lm9Zx4\n"),
+        ),
+        kv("app.debug", s(PEM_BLOCK)),
+        kv(
+            "customer.note",
+            s("callback requested at +1 415-555-0132 or (212) 555-0187"),
+        ),
     ];
 
     let checkout = ResourceSpans {
@@ -288,6 +379,7 @@ pub fn corpus() -> ExportTraceServiceRequest {
                 kv("service.version", s("1.2.3.4")),
                 kv("owner.contact", s("ops-lead@acme-corp.io")),
                 kv("host.ip", arr(vec![s("10.20.30.40")])),
+                kv("oncall.maria@acme-corp.io", s("primary")),
             ],
             ..Default::default()
         }),

@@ -3,6 +3,7 @@
 //! each candidate (Luhn, mod-97, SSN ranges, address parsing). Most strings of a trace fail every gate
 //! and never reach a regex. Every regex is linear-time (the `regex` crate has no backtracking).
 
+use crate::phone;
 use regex::Regex;
 use std::ops::Range;
 
@@ -119,15 +120,24 @@ fn patterns_of(kind: Kind) -> Vec<(&'static str, usize)> {
             (r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}(?-u:\b)", 0),
             (r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----", 0),
         ],
+        // A key naming a secret (checked by [`is_secret_key`]), an optional closing quote (JSON, an
+        // escaped JSON quote), `=` or `:`, then the value: a `\"`-quoted, `"`-quoted (with escapes) or
+        // `'`-quoted string, or a bare token.
         Kind::Password => vec![(
-            r#"(?i)(?-u:\b)[A-Za-z0-9_\-]{0,40}(?:password|passwd|pwd|secret|api[_\-]?key|apikey|token)["']?\s*[=:]\s*["']?([^\s"'&;,}\]]{1,256})"#,
+            concat!(
+                r#"(?i)(?-u:\b)[A-Za-z0-9_.\-]*"#,
+                r#"(?:pass|pwd|secret|token|credential|auth|cookie|(?:api|access|private|secret|signing|encryption|master|client|session)[_.\-]?keys?)"#,
+                r#"[A-Za-z0-9_.\-]*\\?["']?\s*[=:]\s*"#,
+                r#"(?:\\"([^"\\\r\n]+)|"((?:[^"\\\r\n]|\\.)+)|'([^'\\\r\n]+)|([^\s"'\\&;,{}\[\]<>]+))"#,
+            ),
             1,
         )],
         Kind::UrlUserinfo => vec![(
             r"(?i)(?-u:\b)[a-z][a-z0-9+.\-]{1,20}://([^/\s:@]{1,128}:[^/\s@]{1,256})@",
             1,
         )],
-        Kind::Phone => vec![(r"\+?[0-9][0-9 ().\-]{7,20}[0-9]", 0)],
+        // Found by `phone::find`, a parser, not a regex.
+        Kind::Phone => vec![],
     }
 }
 
@@ -175,6 +185,10 @@ impl Detectors {
                 }
             }
         }
+        if possible & bit(Kind::Phone) != 0 {
+            let covered: Vec<Range<usize>> = out.iter().map(|f| f.range.clone()).collect();
+            out.extend(phone::find(text, &covered).into_iter().map(phone_finding));
+        }
         if out.is_empty() {
             return out;
         }
@@ -188,11 +202,17 @@ impl Detectors {
         let mut out = Vec::new();
         for p in &self.patterns {
             for c in p.re.captures_iter(text) {
-                let Some(m) = c.get(p.group) else { continue };
+                let Some(m) = group_of(&c, p.group) else {
+                    continue;
+                };
                 if let Some(f) = validate(p.kind, text, m.range()) {
                     out.push(f);
                 }
             }
+        }
+        if self.enabled & bit(Kind::Phone) != 0 {
+            let covered: Vec<Range<usize>> = out.iter().map(|f| f.range.clone()).collect();
+            out.extend(phone::find(text, &covered).into_iter().map(phone_finding));
         }
         Self::resolve(out)
     }
@@ -204,7 +224,7 @@ impl Detectors {
         let mut out = Vec::new();
         for p in self.patterns.iter().filter(|p| p.group != 0) {
             for c in p.re.captures_iter(text) {
-                let (Some(m), Some(g)) = (c.get(0), c.get(p.group)) else {
+                let (Some(m), Some(g)) = (c.get(0), group_of(&c, p.group)) else {
                     continue;
                 };
                 out.push((g.range(), secret_of(p.kind, text, m.range())));
@@ -231,13 +251,33 @@ impl Detectors {
     }
 }
 
+/// The secret of a match: group 0 for a pattern without groups, else the first group that took part (the
+/// password pattern has one per form of value).
+#[cfg(test)]
+fn group_of<'t>(c: &regex::Captures<'t>, group: usize) -> Option<regex::Match<'t>> {
+    if group == 0 {
+        c.get(0)
+    } else {
+        c.iter().skip(group).flatten().next()
+    }
+}
+
+/// A phone number's finding: a partial mask keeps its last two digits.
+fn phone_finding(r: Range<usize>) -> Finding {
+    Finding {
+        kind: Kind::Phone,
+        keep: Some(r.end.saturating_sub(2).max(r.start)..r.end),
+        range: r,
+    }
+}
+
 /// Where capture group 1 of a pattern with a group lies inside a whole match `m` of it, found from the
 /// pattern's shape instead of by the regex engine (tested against `captures` in `gate_equals_ungated`):
 ///
 /// - bearer: the word, whitespace, then the group: it starts after the first run of whitespace;
 /// - password: key characters and a key word (neither `=`, `:` nor whitespace), an optional quote,
-///   whitespace, then `=` or `:`, whitespace and an optional quote, then the group (which holds no
-///   whitespace or quote): it starts after the first `=`/`:` and the whitespace and quote after it;
+///   whitespace, then `=` or `:`, whitespace and an optional `\"`, `"` or `'`, then the group (a bare
+///   value starts with none of them): it starts after the first `=`/`:`, the whitespace and the quote;
 /// - url userinfo: a scheme (no `:`), `://`, the group, then `@` which ends the match.
 ///
 /// The group always ends where the match does, except url userinfo's before its final `@`.
@@ -257,10 +297,10 @@ fn secret_of(kind: Kind, text: &str, m: Range<usize>) -> Range<usize> {
         Kind::Password => {
             let sep = s.find(['=', ':']).map_or(s.len(), |i| i + 1);
             let at = skip_space(sep);
-            if matches!(s.as_bytes().get(at), Some(b'"' | b'\'')) {
-                at + 1
-            } else {
-                at
+            match (s.as_bytes().get(at), s.as_bytes().get(at + 1)) {
+                (Some(b'\\'), Some(b'"')) => at + 2,
+                (Some(b'"' | b'\''), _) => at + 1,
+                _ => at,
             }
         }
         Kind::UrlUserinfo => {
@@ -294,9 +334,10 @@ fn ends_with_word(text: &[u8], end: usize, word: &[u8]) -> bool {
 /// - IPv6 a run of hex digits, colons and dots with 2 colons and a hex digit;
 /// - JWT `eyJ` twice; API keys `-----` or a format's literal (`AKIA ASIA ABIA ACCA AIza`, `gh?_`,
 ///   `github_pat_`, `_live_`/`_test_`, `xox?-`) in a text of at least 15 bytes;
-/// - bearer `bearer|basic|token|digest` right before whitespace; password `...key|token|pwd|secret|
-///   password|passwd` right before an optional quote, optional whitespace and `=` or `:`;
-/// - phone a run of 9 `[0-9 ().+-]`.
+/// - bearer `bearer|basic|token|digest` right before whitespace; password a run of key characters with
+///   `pass|pwd|secret|token|credential|auth|cookie|key` in it right before optional quotes, optional
+///   whitespace and `=` or `:`;
+/// - phone a run of 9 `[0-9 ().+-]` (the shortest number `phone::find` takes: `+` and 8 digits).
 ///
 /// Text with non-ASCII bytes keeps bearer and password (their `(?i)` and `\s` are Unicode-aware).
 /// A table-driven pass over byte classes and counts (no positions) runs first and rules out most
@@ -462,7 +503,7 @@ fn exact_candidates(text: &[u8], coarse: u16, classes: u16) -> u16 {
 }
 
 /// Card (12 digits at most one space, dash or plus apart), SSN (`ddd-dd-dddd`), IBAN (two capitals, two
-/// digits), IPv4 (a run of digits and dots with 3 dots and 7 bytes), phone (a run of 9 `[0-9 ().+-]`).
+/// digits), IPv4 (a run of digits and dots with 3 dots and 7 bytes), phone (see [`candidates`]).
 fn numeric_candidates(text: &[u8]) -> u16 {
     let mut out = 0u16;
     let (mut card_run, mut card_sep) = (0u32, false);
@@ -545,26 +586,37 @@ fn is_ssn_at(text: &[u8], end: usize) -> bool {
             .all(|(k, b)| k == 3 || k == 6 || b.is_ascii_digit())
 }
 
-/// Whether the bytes before the `=` or `:` at `at` end with a password-like key: optional ASCII
-/// whitespace, an optional quote, then one of the password pattern's words.
+/// Whether the bytes before the `=` or `:` at `at` hold a password-like key: optional ASCII whitespace,
+/// optional quotes and backslashes, then a run of key characters containing one of the password
+/// pattern's stems (`pass pwd secret token credential auth cookie key`, any case). The key's words are
+/// judged later ([`is_secret_key`]); this only rules texts out.
 fn password_key_before(text: &[u8], at: usize) -> bool {
     let mut end = at;
     while end > 0 && is_space(text[end - 1]) {
         end -= 1;
     }
-    if end > 0 && matches!(text[end - 1], b'"' | b'\'') {
+    while end > 0 && matches!(text[end - 1], b'"' | b'\'' | b'\\') {
         end -= 1;
     }
-    [
-        &b"password"[..],
-        b"passwd",
-        b"pwd",
-        b"secret",
-        b"key",
-        b"token",
-    ]
-    .iter()
-    .any(|w| ends_with_word(text, end, w))
+    // One pass back over the key characters, dispatching on each byte's letter.
+    let mut j = end;
+    while j > 0 && is_key_byte(text[j - 1]) {
+        j -= 1;
+        let at = |w: &[u8]| end - j >= w.len() && text[j..j + w.len()].eq_ignore_ascii_case(w);
+        let hit = match text[j] | 0x20 {
+            b'p' => at(b"pass") || at(b"pwd"),
+            b's' => at(b"secret"),
+            b't' => at(b"token"),
+            b'c' => at(b"credential") || at(b"cookie"),
+            b'a' => at(b"auth"),
+            b'k' => at(b"key"),
+            _ => false,
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
 }
 
 fn byte_before(text: &str, at: usize) -> Option<u8> {
@@ -788,22 +840,288 @@ fn validate(kind: Kind, text: &str, r: Range<usize>) -> Option<Finding> {
         {
             None
         }
-        Kind::Bearer | Kind::ApiKey | Kind::Password | Kind::UrlUserinfo => whole(None),
-        Kind::Phone => {
-            if !standalone_number(text, &r, b"-.") {
+        Kind::Password => {
+            let key = key_before_separator(&text[..r.start]);
+            if placeholder_value(&text[r.start..], s)
+                || working_directory(key, s)
+                || !is_secret_key(key)
+            {
                 return None;
             }
-            let d = digits_of(s);
-            // International numbers are 8-15 digits (E.164); require a `+` or separators so that plain
-            // ids and timestamps are not numbers.
-            let shaped =
-                s.starts_with('+') || s.bytes().any(|b| matches!(b, b' ' | b'-' | b'(' | b'.'));
-            if !(8..=15).contains(&d.len()) || !shaped || s.contains("..") {
-                return None;
+            // An escaped JSON string (`\"password\":\"x\"`) ends before the backslash of its quote.
+            let end = if s.len() > 1 && s.ends_with('\\') {
+                r.end - 1
+            } else {
+                r.end
+            };
+            Some(Finding {
+                kind,
+                range: r.start..end,
+                keep: None,
+            })
+        }
+        // A private key block goes whole: its BEGIN line, the key material and headers, the END line.
+        Kind::ApiKey if s.starts_with("-----BEGIN") => Some(Finding {
+            kind,
+            range: r.start..pem_end(text, r.end),
+            keep: None,
+        }),
+        Kind::Bearer | Kind::ApiKey | Kind::UrlUserinfo => whole(None),
+        // Phone numbers have no pattern: `phone::find` validates as it parses.
+        Kind::Phone => None,
+    }
+}
+
+/// Where a private key block whose BEGIN line ends at `from` ends: after its `-----END ...-----` line, or
+/// at the end of the text when it has none (a cut value, a block split over several strings: everything
+/// after the BEGIN line may be key material).
+fn pem_end(text: &str, from: usize) -> usize {
+    let rest = &text[from..];
+    let Some(at) = rest.find("-----END ") else {
+        return text.len();
+    };
+    let after = at + "-----END ".len();
+    match rest[after..].find("-----") {
+        // The END line's label is short (`RSA PRIVATE KEY`); past that the block's footer is broken.
+        Some(close) if close <= 40 => from + after + close + "-----".len(),
+        _ => text.len(),
+    }
+}
+
+/// The key of a `key=value` match: the key characters right before the `=`/`:` at the end of `before`
+/// (the text up to the value), without the whitespace, quote and backslash between them.
+fn key_before_separator(before: &str) -> &str {
+    let b = before.as_bytes();
+    let mut end = b.len();
+    // The value's opening quote and the whitespace after the separator.
+    while end > 0 && matches!(b[end - 1], b'"' | b'\'' | b'\\') {
+        end -= 1;
+    }
+    while end > 0 && (is_space(b[end - 1]) || !b[end - 1].is_ascii()) {
+        end -= 1;
+    }
+    if end > 0 && matches!(b[end - 1], b'=' | b':') {
+        end -= 1;
+    }
+    while end > 0 && (is_space(b[end - 1]) || !b[end - 1].is_ascii()) {
+        end -= 1;
+    }
+    while end > 0 && matches!(b[end - 1], b'"' | b'\'' | b'\\') {
+        end -= 1;
+    }
+    let mut start = end;
+    while start > 0 && (is_key_byte(b[start - 1]) || !b[start - 1].is_ascii()) {
+        start -= 1;
+    }
+    // On a character boundary: the loops stepped over whole non-ASCII characters only.
+    before.get(start..end).unwrap_or("")
+}
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// Values that stand for no secret: booleans and empty markers, what a redaction already wrote, masks,
+/// template (`${VAR}`, `{{ var }}`: `from` is the text from the value on) and SQL placeholders, auth scheme names (the bearer detector takes the credential after them).
+fn placeholder_value(from: &str, v: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "null",
+        "nil",
+        "none",
+        "undefined",
+        "empty",
+        "required",
+        "optional",
+        "missing",
+        "invalid",
+        "expired",
+        "redacted",
+        "bearer",
+        "basic",
+        "digest",
+        "negotiate",
+        "?",
+    ];
+    let v = v.trim();
+    WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
+        || v.starts_with("REDACTED")
+        || v.starts_with("[REDACTED")
+        || from.starts_with("${")
+        || from.starts_with("{{")
+        || v.starts_with("%s")
+        || v.bytes().all(|b| matches!(b, b'*' | b'x' | b'X' | b'.'))
+        || (v.len() > 1 && v.starts_with('$') && v[1..].bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `PWD=/home/app`: the working directory in an environment dump, not a password.
+fn working_directory(key: &str, value: &str) -> bool {
+    (key.eq_ignore_ascii_case("pwd") || key.eq_ignore_ascii_case("oldpwd"))
+        && (value.starts_with('/') || value.starts_with('~'))
+}
+
+/// Words that name a secret on their own, also at the end of a longer word (`accesstoken`, `dbpassword`).
+const SECRET_WORD_ENDINGS: &[&str] = &[
+    "password",
+    "passwords",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "passcode",
+    "secret",
+    "secrets",
+    "token",
+    "credential",
+    "credentials",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "secretkey",
+    "authkey",
+    "cookie",
+    "cookies",
+];
+
+/// Words that name a secret only as a whole word (`pass` but not `bypass`, `auth` but not `oauth`).
+const SECRET_WORDS: &[&str] = &["pass", "auth", "authorization", "authentication"];
+
+/// Words that make a following `key` a secret key (`api_key`, `PRIVATE-KEY`, `secret_access_key`).
+const KEY_QUALIFIERS: &[&str] = &[
+    "api",
+    "access",
+    "private",
+    "secret",
+    "signing",
+    "encryption",
+    "master",
+    "client",
+    "session",
+    "auth",
+];
+
+/// Words that may follow the secret in its key and keep it one (`SECRET_ACCESS_KEY`, `password_hash`,
+/// `token_value`); any other (`token_count`, `token_type`, `password_policy`, `secret_name`) says the
+/// value is about the secret, not the secret.
+const SECRET_TAIL_WORDS: &[&str] = &[
+    "key",
+    "keys",
+    "access",
+    "value",
+    "val",
+    "b64",
+    "base64",
+    "hex",
+    "hash",
+    "enc",
+    "encrypted",
+    "raw",
+    "plain",
+    "plaintext",
+    "str",
+    "string",
+    "data",
+    "material",
+    "base",
+    "old",
+    "new",
+    "current",
+    "confirm",
+    "confirmation",
+    "text",
+];
+
+/// Words before the secret that say the value is a setting about it (`max_tokens`, `require_password`).
+const SETTING_HEAD_WORDS: &[&str] = &[
+    "max", "min", "num", "count", "total", "has", "is", "use", "enable", "disable", "require",
+    "allow",
+];
+
+/// The words of a key, lower-case: split at every non-alphanumeric character and at camelCase
+/// boundaries (`clientSecret`, `APIKey`, `AWS_SECRET_ACCESS_KEY`, `x-api-key`), trailing digits dropped
+/// (`password2`). The long s and the Kelvin sign fold to `s` and `k` as the regex's case folding does.
+fn key_words(key: &str) -> Vec<String> {
+    let chars: Vec<char> = key
+        .chars()
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c,
+        })
+        .collect();
+    let mut words = Vec::new();
+    let mut w = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            if !w.is_empty() {
+                words.push(std::mem::take(&mut w));
             }
-            whole(Some(r.end.saturating_sub(2).max(r.start)..r.end))
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1);
+        let boundary = c.is_uppercase()
+            && (prev.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit())
+                || (prev.is_some_and(char::is_uppercase)
+                    && next.is_some_and(|n| n.is_lowercase())));
+        if boundary && !w.is_empty() {
+            words.push(std::mem::take(&mut w));
+        }
+        w.extend(c.to_lowercase());
+    }
+    if !w.is_empty() {
+        words.push(w);
+    }
+    for w in &mut words {
+        let t = w.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if t > 0 {
+            w.truncate(t);
         }
     }
+    words
+}
+
+/// Whether a key (an attribute key, or the key of a `key=value` in text) names a secret, in any case and
+/// separator style: a secret word (`password`, `passwd`, `pwd`, `secret`, `token`, `credential`, `auth`,
+/// `authorization`, `cookie`, or `key` after `api`, `access`, `private`, `signing`, ...), followed only by
+/// words that keep it one (`key`, `value`, `hash`, ...), and not after a word that makes it a setting
+/// (`max`, `require`, `is`, ...). `AWS_SECRET_ACCESS_KEY`, `clientSecret`, `x-api-key`, `db.password`
+/// are secret keys; `token_count`, `max_tokens`, `secret_name`, `auth_method`, `author` are not.
+pub fn is_secret_key(key: &str) -> bool {
+    let words = key_words(key);
+    let mut last = None;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].as_str();
+        let n = if KEY_QUALIFIERS.contains(&w)
+            && words.get(i + 1).is_some_and(|k| k == "key" || k == "keys")
+        {
+            2
+        } else if SECRET_WORDS.contains(&w) || SECRET_WORD_ENDINGS.iter().any(|e| w.ends_with(e)) {
+            1
+        } else {
+            0
+        };
+        if n > 0 {
+            last = Some((i, i + n));
+            i += n;
+        } else {
+            i += 1;
+        }
+    }
+    let Some((start, end)) = last else {
+        return false;
+    };
+    words[end..]
+        .iter()
+        .all(|w| SECRET_TAIL_WORDS.contains(&w.as_str()))
+        && !words[..start]
+            .iter()
+            .any(|w| SETTING_HEAD_WORDS.contains(&w.as_str()))
 }
 
 /// The IBAN check: move the first four characters to the end, letters to numbers (A=10), mod 97 == 1.

@@ -20,6 +20,7 @@
 //! Configuration: see `Config` and docs/plugins.md.
 
 pub mod detect;
+pub mod phone;
 pub mod sql;
 pub mod url;
 
@@ -27,6 +28,7 @@ use detect::{Detectors, Finding, Kind};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::{
     Edit, EditAction, FieldKind, Interest, MaskRange, PackedTrace, Redactor, TextField,
@@ -66,7 +68,7 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, crate = "tailgate_plugin_sdk::serde")]
 pub struct DetectorConfig {
-    /// Default true (false for `phone`).
+    /// Default true.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Default: see [`DetectorsConfig`].
@@ -77,7 +79,7 @@ fn yes() -> bool {
     true
 }
 
-/// The detectors; each `{enabled, action}`. Defaults: all on except `phone`; actions `partial` for
+/// The detectors; each `{enabled, action}`. Defaults: all on; actions `partial` for
 /// email, card, ssn, iban; `mask` for ip addresses and phone; `redact` for tokens, keys and passwords.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default, crate = "tailgate_plugin_sdk::serde")]
@@ -111,9 +113,9 @@ pub struct Config {
     pub extra_identity_keys: Vec<String>,
     /// Action for identity keys. Default `hash`.
     pub identity_action: Action,
-    /// Keys whose value is a secret; replaces the default list. A key is also secret when its last
-    /// dot-separated segment contains `password`, `passwd`, `secret`, `token`, `api_key`, `apikey`,
-    /// `authorization`, `cookie`, `credential` or `private_key`.
+    /// Keys whose value is a secret; replaces the default list. A key is also secret when its words name
+    /// a secret (`detect::is_secret_key`: `db.password`, `aws.secret_access_key`, `clientSecret`,
+    /// `x-api-key`, `app.session_token`, but not `gen_ai.usage.input_tokens` or `auth.method`).
     pub secret_keys: Option<Vec<String>>,
     /// Added to the secret keys.
     pub extra_secret_keys: Vec<String>,
@@ -192,21 +194,6 @@ pub const DEFAULT_SECRET_KEYS: &[&str] = &[
     "db.connection_string",
 ];
 
-/// Words that make a key secret when its last segment contains them.
-const SECRET_KEY_WORDS: &[&str] = &[
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "api-key",
-    "authorization",
-    "cookie",
-    "credential",
-    "private_key",
-];
-
 /// Keys holding full URLs.
 pub const DEFAULT_URL_KEYS: &[&str] = &["url.full", "http.url", "url.original", "http.target"];
 /// Keys holding query strings.
@@ -240,8 +227,10 @@ pub struct Pii {
 const MAX_CACHED_KEYS: usize = 4096;
 
 /// What an attribute key means to the redactor.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct KeyClass {
+    /// The key itself carries personal data (`user.jane@example.com`): what it becomes.
+    key_edit: Option<Rc<KeyEdit>>,
     /// Allow-list mode: the key passes.
     allowed: bool,
     secret: bool,
@@ -251,6 +240,15 @@ struct KeyClass {
     sql: bool,
     /// The key's last segment marks a version (no IPv4 detection).
     skip_ip: bool,
+}
+
+/// The edit of a key that carries personal data: renamed with the findings masked or redacted (as the
+/// detectors' actions say; `hash` masks, the host hashes values only), or the attribute removed when an
+/// action is `remove`.
+#[derive(Debug)]
+struct KeyEdit {
+    action: EditAction,
+    reason: String,
 }
 
 /// FNV-1a: keys are short and the cache is private to one instance, so a fast hash is enough.
@@ -301,7 +299,7 @@ impl Pii {
             (Kind::ApiKey, d.api_key, true, Action::Redact),
             (Kind::Password, d.password, true, Action::Redact),
             (Kind::UrlUserinfo, d.url_userinfo, true, Action::Redact),
-            (Kind::Phone, d.phone, false, Action::Mask),
+            (Kind::Phone, d.phone, true, Action::Mask),
         ];
         let mut kinds = Vec::new();
         let mut actions = HashMap::new();
@@ -357,13 +355,14 @@ impl Pii {
     fn key_class(&self, key: &str) -> KeyClass {
         let mut cache = self.key_classes.borrow_mut();
         if let Some(c) = cache.get(key) {
-            return *c;
+            return c.clone();
         }
         let kl = key.to_ascii_lowercase();
         let last_segment = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
         let c = KeyClass {
+            key_edit: self.key_edit(key).map(Rc::new),
             allowed: self.allowed(key),
-            secret: self.is_secret(&kl),
+            secret: self.is_secret(key, &kl),
             identity: self.is_identity(&kl),
             url: self.url_keys.iter().any(|k| k == key),
             query: self.query_string_keys.iter().any(|k| k == key),
@@ -376,8 +375,28 @@ impl Pii {
         if cache.len() >= MAX_CACHED_KEYS {
             cache.clear();
         }
-        cache.insert(key.into(), c);
+        cache.insert(key.into(), c.clone());
         c
+    }
+
+    /// The edit of a key whose text the detectors flag, if any.
+    fn key_edit(&self, key: &str) -> Option<KeyEdit> {
+        let findings = self.detectors.scan(key, false);
+        if findings.is_empty() {
+            return None;
+        }
+        let actions: Vec<Action> = findings.iter().map(|fi| self.actions[&fi.kind]).collect();
+        let kinds: BTreeSet<&str> = findings.iter().map(|fi| fi.kind.name()).collect();
+        let reason = format!(
+            "key_{}",
+            kinds.into_iter().collect::<Vec<_>>().join("+key_")
+        );
+        let action = if actions.contains(&Action::Remove) {
+            EditAction::Remove
+        } else {
+            EditAction::RenameKey(rewrite(key, &findings, &actions))
+        };
+        Some(KeyEdit { action, reason })
     }
 
     fn allowed(&self, key: &str) -> bool {
@@ -392,19 +411,44 @@ impl Pii {
         self.identity_keys.iter().any(|k| k == key_lower)
     }
 
-    fn is_secret(&self, key_lower: &str) -> bool {
-        if self.secret_keys.iter().any(|k| k == key_lower) {
-            return true;
-        }
-        let last = key_lower.rsplit('.').next().unwrap_or(key_lower);
-        SECRET_KEY_WORDS.iter().any(|w| last.contains(w))
+    fn is_secret(&self, key: &str, key_lower: &str) -> bool {
+        self.secret_keys.iter().any(|k| k == key_lower) || detect::is_secret_key(key)
     }
 
     /// The edits for a packed trace.
     pub fn edits(&self, t: &PackedTrace) -> Vec<Edit> {
         let mut out = Vec::new();
         for (i, f) in t.fields.iter().enumerate() {
-            if let Some(e) = self.field_edit(t, f) {
+            let is_attr = !matches!(
+                f.kind,
+                FieldKind::SpanName | FieldKind::StatusMessage | FieldKind::EventName
+            );
+            if !is_attr && !self.scan_names {
+                continue;
+            }
+            let class = if is_attr {
+                self.key_class(t.key(f))
+            } else {
+                KeyClass::default()
+            };
+            let value = self.field_edit(t, f, is_attr, &class);
+            // A key carrying personal data is renamed (or its attribute removed) whatever happens to its
+            // value, unless the value's edit removes the attribute anyway.
+            if let Some(k) = &class.key_edit
+                && !value
+                    .as_ref()
+                    .is_some_and(|(a, _)| *a == EditAction::Remove)
+            {
+                out.push(Edit {
+                    field: i as u32,
+                    action: k.action.clone(),
+                    reason: Some(k.reason.clone()),
+                });
+                if k.action == EditAction::Remove {
+                    continue;
+                }
+            }
+            if let Some(e) = value {
                 out.push(Edit {
                     field: i as u32,
                     action: e.0,
@@ -415,20 +459,13 @@ impl Pii {
         out
     }
 
-    fn field_edit(&self, t: &PackedTrace, f: &TextField) -> Option<(EditAction, String)> {
-        let is_attr = !matches!(
-            f.kind,
-            FieldKind::SpanName | FieldKind::StatusMessage | FieldKind::EventName
-        );
-        if !is_attr && !self.scan_names {
-            return None;
-        }
-        let key = t.key(f);
-        let class = if is_attr {
-            self.key_class(key)
-        } else {
-            KeyClass::default()
-        };
+    fn field_edit(
+        &self,
+        t: &PackedTrace,
+        f: &TextField,
+        is_attr: bool,
+        class: &KeyClass,
+    ) -> Option<(EditAction, String)> {
         if is_attr && self.mode == Mode::AllowList && !class.allowed {
             return Some((EditAction::Remove, "allow_list".into()));
         }
@@ -497,43 +534,28 @@ impl Pii {
         if whole && actions[0] == Action::Hash {
             return Some((EditAction::Hash, reason));
         }
-        // Pure masks on an unchanged text go as ranges (the host keeps the value's length); anything
-        // else is a rewrite of the whole text.
+        // Pure masks on an unchanged text go as ranges (the host keeps the value's length); so does every
+        // finding in an array or map (a redacted one masked whole), which a replacement would turn into
+        // a string; anything else is a rewrite of the whole text.
+        let container = matches!(f.value_type, ValueType::Array | ValueType::Kvlist);
         let only_masks = actions
             .iter()
             .all(|a| matches!(a, Action::Mask | Action::Partial | Action::Hash));
-        if only_masks && !cut && rewritten.is_none() {
+        if (only_masks || container) && !cut && rewritten.is_none() {
             let ranges = findings
                 .iter()
                 .zip(&actions)
-                .flat_map(|(fi, a)| mask_ranges(fi, *a, base))
+                .flat_map(|(fi, a)| match a {
+                    Action::Redact | Action::Remove => vec![MaskRange {
+                        start: fi.range.start as u32,
+                        len: (fi.range.end - fi.range.start) as u32,
+                    }],
+                    _ => mask_ranges(fi, *a, base),
+                })
                 .collect();
             return Some((EditAction::Mask(ranges), reason));
         }
-        let mut s = String::with_capacity(base.len());
-        let mut at = 0;
-        for (fi, a) in findings.iter().zip(&actions) {
-            s.push_str(&base[at..fi.range.start]);
-            match a {
-                Action::Redact | Action::Remove => {
-                    s.push_str("[REDACTED:");
-                    s.push_str(fi.kind.name());
-                    s.push(']');
-                }
-                _ => {
-                    let mut from = fi.range.start;
-                    for r in mask_ranges(fi, *a, base) {
-                        let (rs, re) = (r.start as usize, (r.start + r.len) as usize);
-                        s.push_str(&base[from..rs]);
-                        s.extend(std::iter::repeat_n('*', base[rs..re].chars().count()));
-                        from = re;
-                    }
-                    s.push_str(&base[from..fi.range.end]);
-                }
-            }
-            at = fi.range.end;
-        }
-        s.push_str(&base[at..]);
+        let mut s = rewrite(base, &findings, &actions);
         if cut {
             s.push_str("...[truncated]");
         }
@@ -568,6 +590,35 @@ impl Pii {
             reasons.into_iter().collect::<Vec<_>>().join("+"),
         ))
     }
+}
+
+/// `base` with each finding redacted (`[REDACTED:<detector>]`) or masked as its action says.
+fn rewrite(base: &str, findings: &[Finding], actions: &[Action]) -> String {
+    let mut s = String::with_capacity(base.len());
+    let mut at = 0;
+    for (fi, a) in findings.iter().zip(actions) {
+        s.push_str(&base[at..fi.range.start]);
+        match a {
+            Action::Redact | Action::Remove => {
+                s.push_str("[REDACTED:");
+                s.push_str(fi.kind.name());
+                s.push(']');
+            }
+            _ => {
+                let mut from = fi.range.start;
+                for r in mask_ranges(fi, *a, base) {
+                    let (rs, re) = (r.start as usize, (r.start + r.len) as usize);
+                    s.push_str(&base[from..rs]);
+                    s.extend(std::iter::repeat_n('*', base[rs..re].chars().count()));
+                    from = re;
+                }
+                s.push_str(&base[from..fi.range.end]);
+            }
+        }
+        at = fi.range.end;
+    }
+    s.push_str(&base[at..]);
+    s
 }
 
 /// The edit for a sensitive key's whole value.

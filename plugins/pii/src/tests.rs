@@ -299,6 +299,17 @@ fn gate_finds_what_every_pattern_finds() {
         "pa\u{17F}\u{17F}word=x",
         "token\u{a0}abcdefghijk",
         "\u{e9}t\u{e9} caf\u{e9}",
+        "AWS_SECRET_ACCESS_KEY=wJalr/K7MDENG",
+        "\"clientSecret\": \"abc def\"",
+        "{\\\"token\\\":\\\"x1\\\"}",
+        "'api-key': 'q w'",
+        "max_tokens=4096",
+        "author: x",
+        "+44 20 7946 0958",
+        "+14155550100",
+        "(415) 555-0100",
+        "06 12 34 56 78",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
         "GET",
         "/api/v1/orders/{id}",
         "eu-west-1",
@@ -472,6 +483,9 @@ fn secret_of_equals_captures() {
         "password=",
         "token    ",
         "x://a:b@c@d",
+        "AWS_SECRET_ACCESS_KEY=wJalr/K7",
+        "{\"clientSecret\": \"a b\\\"c\", \\\"token\\\":\\\"x\\\"}",
+        "'api-key':'q w' password=\\\"z\\\"",
     ];
     let mut n = 0;
     for t in texts {
@@ -484,4 +498,275 @@ fn secret_of_equals_captures() {
         n >= 15,
         "only {n} matches: the texts no longer exercise the patterns"
     );
+}
+
+/// Issue 22, item 3: credentials in `KEY=value`, `key: value`, JSON and YAML forms whose key names a
+/// secret, in any case and separator style; the secret goes, the key stays.
+#[test]
+fn credentials_by_key_name_in_text() {
+    let p = pii("{}");
+    for (text, want) in [
+        (
+            "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "AWS_SECRET_ACCESS_KEY=[REDACTED:password]",
+        ),
+        (
+            "export DB_PASSWORD=hunter2 && run",
+            "export DB_PASSWORD=[REDACTED:password] && run",
+        ),
+        (
+            r#"{"clientSecret": "9f8e7d6c5b4a3928", "clientId": "web"}"#,
+            r#"{"clientSecret": "[REDACTED:password]", "clientId": "web"}"#,
+        ),
+        (
+            r#"{"password": "correct horse battery staple"}"#,
+            r#"{"password": "[REDACTED:password]"}"#,
+        ),
+        (
+            r#"{"token":"a\"b\"c"}"#,
+            r#"{"token":"[REDACTED:password]"}"#,
+        ),
+        (
+            r#"{\"api_key\":\"k-12345\",\"n\":1}"#,
+            r#"{\"api_key\":\"[REDACTED:password]\",\"n\":1}"#,
+        ),
+        ("api-key: abc123XYZ", "api-key: [REDACTED:password]"),
+        ("X-Api-Key: abc123XYZ", "X-Api-Key: [REDACTED:password]"),
+        (
+            "spring.datasource.password: 's3cr3t!'",
+            "spring.datasource.password: '[REDACTED:password]'",
+        ),
+        (
+            "private_key = AbCdEf012345",
+            "private_key = [REDACTED:password]",
+        ),
+        (
+            "PRIVATE-KEY: AbCdEf012345",
+            "PRIVATE-KEY: [REDACTED:password]",
+        ),
+        ("accessKey=AbCdEf012345", "accessKey=[REDACTED:password]"),
+        ("credentials=user:pw", "credentials=[REDACTED:password]"),
+        ("auth=dXNlcjpwYXNz", "auth=[REDACTED:password]"),
+        ("authToken: zz-top-77", "authToken: [REDACTED:password]"),
+        (
+            "Server=db;User Id=app;Password=Pa$$w0rd;",
+            "Server=db;User Id=app;Password=[REDACTED:password];",
+        ),
+        ("--db-pass=hunter2", "--db-pass=[REDACTED:password]"),
+        (
+            "SECRET_KEY_BASE=abcdef0123",
+            "SECRET_KEY_BASE=[REDACTED:password]",
+        ),
+        ("password2=again", "password2=[REDACTED:password]"),
+        (
+            "GITHUB_TOKEN=plain-text-77",
+            "GITHUB_TOKEN=[REDACTED:password]",
+        ),
+        (
+            "pa\u{17f}\u{17f}word=x1",
+            "pa\u{17f}\u{17f}word=[REDACTED:password]",
+        ),
+    ] {
+        assert_eq!(
+            redact_one(&p, "msg", text).as_deref(),
+            Some(want),
+            "{text:?}"
+        );
+    }
+}
+
+/// Look-alikes of credentials: keys about a secret (counts, types, names, policies, settings), words
+/// that merely contain a secret word, values that stand for nothing.
+#[test]
+fn credential_near_misses_pass() {
+    let p = pii("{}");
+    for text in [
+        "max_tokens=4096",
+        "token_count: 17",
+        "input_tokens=120 output_tokens=80",
+        "token_type: bearer",
+        "tokenizer=cl100k",
+        "secret_name=db-creds",
+        "secretName: db-creds",
+        "password_policy=strict",
+        "password_length: 12",
+        "auth_method: oauth",
+        "author: Jane Austen",
+        "authors=3",
+        "passenger_count=2",
+        "bypass=true",
+        "compass: north",
+        "monkey=banana",
+        "cache_key=orders:42",
+        "partition_key: 7",
+        "aws_access_key_id=ASIDE",
+        "password=?",
+        "password: required",
+        "password=${DB_PASSWORD}",
+        r#"{"password": "********"}"#,
+        "PWD=/home/app",
+        "require_password: yes",
+        "is_secret=false",
+        "secretary: Jane",
+        "keyboard: us",
+    ] {
+        assert_eq!(redact_one(&p, "msg", text), None, "{text:?}");
+    }
+    assert_eq!(
+        redact_one(&p, "msg", "Authorization: Bearer abcdefgh12345678").as_deref(),
+        Some("Authorization: Bearer [REDACTED:bearer]"),
+        "the scheme stays, the bearer detector takes the credential"
+    );
+}
+
+/// Attribute keys are classified by their words too: a count of tokens is no secret.
+#[test]
+fn secret_attribute_keys_by_words() {
+    let p = pii("{}");
+    for key in [
+        "aws.secret_access_key",
+        "app.clientSecret",
+        "http.request.header.x-auth-token",
+        "db.password",
+        "app.password_hash",
+        "app.credentials",
+        "app.apiKey",
+    ] {
+        assert_eq!(
+            redact_one(&p, key, "v").as_deref(),
+            Some("REDACTED"),
+            "{key}"
+        );
+    }
+    for key in [
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "app.token_count",
+        "auth.method",
+        "app.secret_name",
+        "app.author",
+    ] {
+        assert_eq!(redact_one(&p, key, "v"), None, "{key}");
+    }
+}
+
+/// PEM private key blocks go whole: header, key material, footer; without a footer, to the end.
+#[test]
+fn pem_blocks_go_whole() {
+    let p = pii("{}");
+    let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n4lgOEePzNm0tRgeLezV6ffAt0gunVTLw\n-----END RSA PRIVATE KEY-----";
+    assert_eq!(
+        redact_one(&p, "msg", &format!("key: {pem} done")).as_deref(),
+        Some("key: [REDACTED:api_key] done")
+    );
+    let json = r#"{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n","client_email":"x"}"#;
+    let out = redact_one(&p, "body", json).expect("edited");
+    assert!(!out.contains("MIIEvQ") && !out.contains("BEGIN"), "{out}");
+    assert!(out.ends_with(r#"","client_email":"x"}"#), "{out}");
+    let cut = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE";
+    assert_eq!(
+        redact_one(&p, "msg", cut).as_deref(),
+        Some("[REDACTED:api_key]")
+    );
+    let enc = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0A1B\n\nMIIFHzBJBgkq\n-----END ENCRYPTED PRIVATE KEY-----";
+    assert_eq!(
+        redact_one(&p, "msg", enc).as_deref(),
+        Some("[REDACTED:api_key]")
+    );
+    assert_eq!(
+        redact_one(
+            &p,
+            "msg",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+        ),
+        None,
+        "a certificate is public"
+    );
+}
+
+/// The edits of one attribute, as `(action, reason)`.
+fn edits_of(p: &Pii, key: &str, value: &str, ty: ValueType) -> Vec<(EditAction, String)> {
+    p.edits(&packed(&[(key, value, ty)]))
+        .into_iter()
+        .map(|e| (e.action, e.reason.unwrap_or_default()))
+        .collect()
+}
+
+/// A key that carries personal data is renamed with the data masked, and its value is still scanned.
+#[test]
+fn keys_with_personal_data_are_renamed() {
+    let p = pii("{}");
+    assert_eq!(
+        edits_of(&p, "user.jane@example.com", "1", ValueType::Int),
+        vec![(
+            EditAction::RenameKey("*********@example.com".into()),
+            "key_email".into()
+        )]
+    );
+    let e = edits_of(&p, "seen.10.20.30.40", "bob@example.com", ValueType::Str);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0].0, EditAction::RenameKey("seen.***********".into()));
+    assert!(matches!(e[1].0, EditAction::Mask(_)), "{e:?}");
+    assert_eq!(
+        edits_of(&p, "cc.4111111111111111", "x", ValueType::Str),
+        vec![(
+            EditAction::RenameKey("cc.************1111".into()),
+            "key_card".into()
+        )]
+    );
+    let removing = pii(r#"{"detectors": {"email": {"action": "remove"}}}"#);
+    assert_eq!(
+        edits_of(&removing, "user.jane@example.com", "1", ValueType::Int),
+        vec![(EditAction::Remove, "key_email".into())]
+    );
+    for key in [
+        "http.response.status_code",
+        "k8s.pod.uid",
+        "service.version",
+        "app.1.2",
+    ] {
+        assert_eq!(edits_of(&p, key, "x", ValueType::Str), vec![], "{key}");
+    }
+}
+
+/// Redacted findings in arrays and maps are masks (the host keeps the array or map), not replacements.
+#[test]
+fn redactions_in_containers_keep_their_shape() {
+    let p = pii("{}");
+    let json = r#"{"db_password":"pa55word!","retries":3}"#;
+    let e = edits_of(&p, "config", json, ValueType::Kvlist);
+    let [(EditAction::Mask(r), reason)] = &e[..] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(reason, "password");
+    let masked: Vec<&str> = r
+        .iter()
+        .map(|r| &json[r.start as usize..(r.start + r.len) as usize])
+        .collect();
+    assert_eq!(masked, ["pa55word!"]);
+}
+
+/// The phone detector is on by default, and ids, times and numbers in ordinary telemetry stay.
+#[test]
+fn phones_on_by_default() {
+    let p = pii("{}");
+    assert_eq!(
+        redact_one(&p, "msg", "call +44 20 7946 0958 today").as_deref(),
+        Some("call *** ** **** **** today")
+    );
+    assert_eq!(
+        redact_one(&p, "contact.phone", "(415) 555-0100").as_deref(),
+        Some("***** ***-****")
+    );
+    for v in [
+        "550e8400-e29b-41d4-a716-446655440000",
+        "2024-01-15T10:20:30.123456789Z",
+        "1700000000123",
+        "ORD-2024-000123",
+        "took 1234 ms at 12:30:45",
+        "v2.14.3-rc.1",
+        "/api/v1/orders/{id}/items/12345678",
+    ] {
+        assert_eq!(redact_one(&p, "msg", v), None, "{v}");
+    }
 }
