@@ -6,15 +6,14 @@
 #       -e TAILGATE_EXPORTER_ENDPOINT=http://jaeger:4317 tailgate
 #
 # The image runs the seed policy (examples/tailgate.yaml: keep errors, keep traces slower than 1 s, keep
-# 10 % of the rest, redact PII). It keeps the repository's layout under /opt/tailgate, so that file's
-# relative plugin paths (../target/plugins/*.wasm) resolve unchanged:
+# 10 % of the rest, redact PII) from the plugins built into the binary (`builtin:NAME`; `tailgate plugin
+# list` names them):
 #   /opt/tailgate/examples/tailgate.yaml      the policy (mount your own over it, or pass --config)
-#   /opt/tailgate/target/plugins/*.wasm       the standard plugins (keep-errors, keep-slow,
-#                                             probabilistic, rate-limit, span-count, attribute-match, pii)
+#   /opt/tailgate/plugins/                    in plugins.search_path of your own config, for your plugins
 # Flags and TAILGATE_* variables override the file (README: Command line); the admin server listens on
 # 0.0.0.0:8888 here so /healthz and /metrics are reachable from outside the container.
 
-# --- build: tailgate (release) and the Rust plugins (wasm32-wasip2) -------------------------------------
+# --- build: tailgate (release), its build script building the standard plugins (wasm32-wasip2) ---------
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # rustup installs the toolchain and the wasm32-wasip2 target named in rust-toolchain.toml (`rustup
@@ -24,24 +23,14 @@ RUN rustup toolchain install 2>/dev/null || rustup show
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/plugins/target \
-    cd plugins \
-    && cargo build --release --target wasm32-wasip2 --locked \
-    && mkdir -p /out/plugins \
-    && for manifest in */Cargo.toml; do \
-         crate="$(dirname "$manifest")"; \
-         case "$crate" in sdk|test-*|example-*) continue ;; esac; \
-         cp "target/wasm32-wasip2/release/$(echo "$crate" | tr - _).wasm" "/out/plugins/$crate.wasm"; \
-       done \
-    && ls -l /out/plugins
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p tailgate --bin tailgate \
+    mkdir -p /out \
+    && cargo build --release --locked -p tailgate --bin tailgate \
     && cp target/release/tailgate /out/tailgate
 
 # --- runtime: glibc, CA certificates, nothing else; runs as an unprivileged user ------------------------
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/tailgate /usr/local/bin/tailgate
-COPY --from=build /out/plugins/ /opt/tailgate/target/plugins/
 COPY examples/tailgate.yaml /opt/tailgate/examples/tailgate.yaml
 WORKDIR /opt/tailgate
 ENV TAILGATE_ADMIN_ENDPOINT=0.0.0.0:8888 \

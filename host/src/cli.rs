@@ -1,6 +1,6 @@
 //! The command line: `tailgate [--config FILE]` runs the proxy, `tailgate validate --config FILE` checks a
 //! configuration, `tailgate replay --config FILE traces.pb` runs a recording through a policy offline,
-//! `tailgate plugin check FILE.wasm` inspects a plugin.
+//! `tailgate plugin check FILE.wasm` inspects a plugin, `tailgate plugin list` lists the built-in ones.
 
 use crate::config::{Config, ConfigError, Overrides};
 use clap::{Parser, Subcommand};
@@ -51,9 +51,42 @@ pub enum Command {
 pub enum PluginCommand {
     /// Load a component and report which world it implements.
     Check {
-        /// The `.wasm` component.
+        /// The `.wasm` component, or `builtin:NAME`.
         file: PathBuf,
     },
+    /// List the plugins built into this binary (`plugin: builtin:NAME`), with their options and version.
+    List,
+}
+
+/// The text of `tailgate plugin list`: one block per built-in plugin.
+pub fn builtin_plugin_list() -> String {
+    use crate::plugin::builtin;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut any = false;
+    for b in builtin::all() {
+        any = true;
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{} ({}, version {}, {} bytes)\n  {}\n  options: {}",
+            b.reference(),
+            match b.world {
+                crate::plugin::PluginWorld::Sampler => "sampler",
+                crate::plugin::PluginWorld::Redactor => "redactor",
+            },
+            b.version(),
+            b.bytes.len(),
+            b.summary,
+            b.options
+        );
+    }
+    if !any {
+        out.push_str(
+            "this tailgate was built without built-in plugins (feature `builtin-plugins`)\n",
+        );
+    }
+    out
 }
 
 /// The built-in configuration used without `--config`: keep everything (a pass-through), so a first run

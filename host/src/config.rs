@@ -529,7 +529,8 @@ pub struct RedactionConfig {
 pub struct RuleConfig {
     /// Unique name, used in metrics, logs and the `tailgate.rule` span attribute.
     pub name: String,
-    /// Path to the `.wasm` component, relative to the config file.
+    /// The plugin: `builtin:NAME` (a standard plugin built into the binary, `tailgate plugin list`) or a
+    /// path to a `.wasm` component, relative to the config file (then to `plugins.search_path`).
     pub plugin: PathBuf,
     /// Any YAML; handed to the plugin's `init` as JSON text.
     #[serde(default)]
@@ -554,6 +555,9 @@ pub struct RuleConfig {
 pub struct PluginRuntimeConfig {
     /// Where compiled plugins are cached. Default `$XDG_CACHE_HOME/tailgate` or `~/.cache/tailgate`.
     pub cache_dir: Option<PathBuf>,
+    /// Directories searched, in order, for a relative plugin path that is not found next to the config
+    /// file (relative entries are relative to the config file). Default: none.
+    pub search_path: Vec<PathBuf>,
     /// Deadline for one plugin call. Default 5 ms.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
@@ -571,6 +575,7 @@ impl Default for PluginRuntimeConfig {
     fn default() -> Self {
         PluginRuntimeConfig {
             cache_dir: None,
+            search_path: Vec::new(),
             call_timeout: Duration::from_millis(5),
             memory_limit: ByteSize::mib(64),
             workers: None,
@@ -760,9 +765,27 @@ pub struct Overrides {
     pub record_unredacted: bool,
 }
 
+/// Where a rule's plugin is: `builtin:NAME` as it is; an absolute path as it is; a relative path next to
+/// the config file (`base`) when it exists there, else in the first `search` directory that has it, else
+/// next to the config file (where the error will say it is missing).
+pub fn resolve_plugin_path(plugin: &Path, base: &Path, search: &[PathBuf]) -> PathBuf {
+    if crate::plugin::builtin::name_of(plugin).is_some() || plugin.is_absolute() {
+        return plugin.to_owned();
+    }
+    let beside = base.join(plugin);
+    if beside.exists() {
+        return beside;
+    }
+    search
+        .iter()
+        .map(|dir| dir.join(plugin))
+        .find(|p| p.exists())
+        .unwrap_or(beside)
+}
+
 impl Config {
     /// Reads, substitutes `${env:NAME}`, parses and validates a config file. Relative plugin paths are
-    /// resolved against the file's directory.
+    /// resolved against the file's directory, then `plugins.search_path` (see [`resolve_plugin_path`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -770,15 +793,19 @@ impl Config {
         })?;
         let mut cfg = Config::parse(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let search: Vec<PathBuf> = cfg
+            .plugins
+            .search_path
+            .iter()
+            .map(|dir| base.join(dir))
+            .collect();
         for rule in cfg
             .policy
             .rules
             .iter_mut()
             .chain(cfg.policy.redactors.iter_mut())
         {
-            if rule.plugin.is_relative() {
-                rule.plugin = base.join(&rule.plugin);
-            }
+            rule.plugin = resolve_plugin_path(&rule.plugin, base, &search);
         }
         cfg.resolve_security_paths(base);
         Ok(cfg)

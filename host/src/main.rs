@@ -61,6 +61,12 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Some(Command::Plugin {
+            command: PluginCommand::List,
+        }) => {
+            print!("{}", tailgate::cli::builtin_plugin_list());
+            Ok(())
+        }
+        Some(Command::Plugin {
             command: PluginCommand::Check { file },
         }) => match tailgate::plugin::check(&file) {
             Ok(info) => {

@@ -43,10 +43,15 @@
 //! # Costs (see docs/plugins.md)
 //! A call carries a host-computed trace summary plus only the attribute values the plugin declared at
 //! `init`; full span records are passed only to plugins that ask for them, and redactors get all strings
-//! packed in one buffer. Compiled code is cached on disk by wasmtime's cache (keyed by a hash of the
-//! component, the engine configuration and the wasmtime version), so a restart does not recompile.
+//! packed in one buffer. Compiled code is cached on disk in wasmtime's serialized form (`plugin/cache.rs`,
+//! keyed by the component's SHA-256 and the engine), so a restart or reload does not recompile.
+//!
+//! A rule's plugin is a `.wasm` path or `builtin:NAME`: the standard plugins are built into the binary
+//! (`plugin/builtin.rs`, `host/build.rs`).
 
 pub(crate) mod bindings;
+pub mod builtin;
+mod cache;
 mod clock;
 mod host_api;
 mod instances;

@@ -367,7 +367,13 @@ impl Reloader {
 
     /// The files a change of which triggers a reload: the config file and every plugin it references.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        self.lock().files.keys().cloned().collect()
+        // A built-in plugin is no file: it changes only with the binary.
+        self.lock()
+            .files
+            .keys()
+            .filter(|p| crate::plugin::builtin::name_of(p).is_none())
+            .cloned()
+            .collect()
     }
 
     /// Whether any watched file differs from what the last reload attempt saw. Blocking (reads files).
@@ -451,7 +457,10 @@ fn fingerprint(config_path: &Path, config: &Config) -> Fingerprint {
 }
 
 fn hash_file(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = match crate::plugin::builtin::name_of(path) {
+        Some(name) => crate::plugin::builtin::get(name)?.bytes.to_vec(),
+        None => std::fs::read(path).ok()?,
+    };
     Some(
         Sha256::digest(&bytes)
             .iter()

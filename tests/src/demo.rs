@@ -46,19 +46,14 @@ pub fn api_service_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The seed policy (`examples/tailgate.yaml`) with its plugin paths made absolute (`plugin_dir`) and
+/// The seed policy (`examples/tailgate.yaml`, built-in plugins) with
 /// its buffer timings shortened for a test (`settle`, `idle_timeout`). Everything else, the rules, the
 /// redactor and the exporter settings, is the file's. Fails if the file no longer has what is replaced,
 /// so the test cannot silently drift from the example.
-pub fn seed_policy_yaml(
-    plugin_dir: &Path,
-    settle: &str,
-    idle_timeout: &str,
-) -> anyhow::Result<String> {
+pub fn seed_policy_yaml(settle: &str, idle_timeout: &str) -> anyhow::Result<String> {
     let path = repo_root().join("examples/tailgate.yaml");
     let mut text = std::fs::read_to_string(&path)?;
     for (from, to) in [
-        ("../target/plugins/", format!("{}/", plugin_dir.display())),
         ("  settle: 2s\n", format!("  settle: {settle}\n")),
         (
             "  idle_timeout: 10s\n",

@@ -593,7 +593,7 @@ impl JaegerTrace {
 
 /// The seed policy of `examples/tailgate.yaml` (its `policy:` section: the rules `errors`, `slow`,
 /// `sample-10pct`, the `pii` redactor and the failure policies) for [`crate::proxy::TestConfig::policy`],
-/// with the plugin paths pointing at the built plugins and every plugin call given `call_timeout` (a
+/// with every plugin call given `call_timeout` (a
 /// preempted call on a loaded test machine must not be decided by the failure policy). Fails if the file
 /// no longer has what is rewritten, so the tests cannot silently drift from the example.
 pub fn seed_policy_section(call_timeout: &str) -> anyhow::Result<String> {
@@ -607,19 +607,14 @@ pub fn seed_policy_section(call_timeout: &str) -> anyhow::Result<String> {
         .find("\nadmin:")
         .ok_or_else(|| anyhow::anyhow!("{}: no `admin:` after `policy:`", path.display()))?;
     let section = format!("{}\n", text[start..start + len].trim_end());
-    let plugin_dir = tailgate::testing::built_plugin("pii")
-        .parent()
-        .map(PathBuf::from)
-        .ok_or_else(|| anyhow::anyhow!("no plugin directory"))?;
     anyhow::ensure!(
-        section.contains("../target/plugins/") && section.contains("      call_timeout: 100ms\n"),
-        "{}'s policy no longer has plugin paths under ../target/plugins/ and the redactor's call_timeout: update tailgate_e2e::jaeger",
+        section.contains("plugin: builtin:") && section.contains("      call_timeout: 100ms\n"),
+        "{}'s policy no longer has built-in plugins and the redactor's call_timeout: update tailgate_e2e::jaeger",
         path.display()
     );
     let mut out = String::new();
     for line in section.replace("      call_timeout: 100ms\n", "").lines() {
-        let line = line.replace("../target/plugins/", &format!("{}/", plugin_dir.display()));
-        out.push_str(&line);
+        out.push_str(line);
         out.push('\n');
         if line.trim_start().starts_with("plugin: ") {
             let indent = line.len() - line.trim_start().len();

@@ -15,8 +15,8 @@ pub(super) struct RuntimeInner {
     pub(super) engine: Engine,
     pub(super) linker: Linker<HostState>,
     pub(super) settings: RuntimeSettings,
-    /// The compile cache (shares its hit counter with the engine's copy), to report cache hits.
-    pub(super) cache: Option<wasmtime::Cache>,
+    /// The compiled-plugin cache (`None`: off, or its directory could not be trusted).
+    pub(super) cache: Option<super::cache::ModuleCache>,
     /// Tells the ticker thread to stop when the runtime and every plugin are gone.
     pub(super) stop: Arc<AtomicBool>,
 }
@@ -48,18 +48,19 @@ impl PluginRuntime {
         // Plugins are synchronous; without async support a call is ~0.35 us cheaper.
         config.concurrency_support(false);
         config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| runtime_err(format!("{e:#}")))?;
         let mut compile_cache = None;
         if !settings.disable_cache {
             let dir = settings.cache_dir.clone().unwrap_or_else(default_cache_dir);
             let dir = std::path::absolute(&dir).map_err(runtime_err)?;
-            let mut cc = wasmtime::CacheConfig::new();
-            cc.with_directory(dir);
-            let cache = wasmtime::Cache::new(cc)
-                .map_err(|e| runtime_err(format!("compile cache: {e:#}")))?;
-            config.cache(Some(cache.clone()));
-            compile_cache = Some(cache);
+            match super::cache::ModuleCache::open(&dir, &engine) {
+                Ok(cache) => compile_cache = Some(cache),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "compiled-plugin cache off: every plugin load compiles"
+                ),
+            }
         }
-        let engine = Engine::new(&config).map_err(|e| runtime_err(format!("{e:#}")))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| runtime_err(format!("{e:#}")))?;
@@ -157,26 +158,28 @@ impl PluginRuntime {
     }
 
     pub(super) fn compile(&self, plugin: &str, path: &Path) -> Result<Compiled, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            plugin: plugin.to_owned(),
-            path: path.to_owned(),
-            source,
-        })?;
+        let started = Instant::now();
+        let bytes = source_bytes(plugin, path)?;
         let sha256 = hex(&Sha256::digest(&bytes));
         let engine = &self.inner.engine;
         let cache = self.inner.cache.as_ref();
-        let hits_before = cache.map(|c| c.cache_hits());
-        let started = Instant::now();
-        let component = Component::new(engine, &bytes).map_err(|e| PluginError::Compile {
-            plugin: plugin.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
-        let compile_time = started.elapsed();
-        // Loads are rare and usually sequential; a concurrent load can at worst misreport this flag.
-        let from_cache = match (hits_before, cache.map(|c| c.cache_hits())) {
-            (Some(a), Some(b)) => b > a,
-            _ => false,
+        let cached = cache.and_then(|c| c.load(engine, &sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(engine, &bytes).map_err(|e| PluginError::Compile {
+                        plugin: plugin.to_owned(),
+                        reason: format!("{e:#}"),
+                    })?;
+                if let Some(cache) = cache {
+                    cache.store(&sha256, &component);
+                }
+                component
+            }
         };
+        let compile_time = started.elapsed();
         let ty = component.component_type();
         let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
         let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
@@ -302,6 +305,25 @@ impl PluginRuntime {
 /// Loads `path` with a default runtime and reports what it is: the logic of `tailgate plugin check`.
 pub fn check(path: &Path) -> Result<PluginInfo, PluginError> {
     PluginRuntime::new(RuntimeSettings::default())?.inspect(path)
+}
+
+/// The component bytes a rule names: a built-in plugin's (`builtin:NAME`) or a file's.
+fn source_bytes(plugin: &str, path: &Path) -> Result<std::borrow::Cow<'static, [u8]>, PluginError> {
+    if let Some(name) = super::builtin::name_of(path) {
+        return super::builtin::resolve(name)
+            .map(|b| std::borrow::Cow::Borrowed(b.bytes))
+            .map_err(|message| PluginError::Config {
+                plugin: plugin.to_owned(),
+                message,
+            });
+    }
+    std::fs::read(path)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|source| PluginError::Read {
+            plugin: plugin.to_owned(),
+            path: path.to_owned(),
+            source,
+        })
 }
 
 pub(super) fn ticks(d: Duration) -> u64 {
