@@ -10,16 +10,23 @@ use crate::metrics::{Metrics, RefusedLabels};
 use http::header::{AUTHORIZATION, HeaderName, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prost::Message;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// A configuration value that must never be printed (tokens, keys). Usually `${env:NAME}`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// Written as `<redacted>` (`tailgate config print`): a secret never leaves through serialization.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(crate::config::REDACTED)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
@@ -39,7 +46,7 @@ impl fmt::Debug for Secret {
 }
 
 /// `auth:` of a receiver: exactly one of `bearer_token` or `header`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Requests must carry `Authorization: Bearer <bearer_token>` (gRPC: `authorization` metadata).
@@ -51,7 +58,7 @@ pub struct AuthConfig {
 }
 
 /// A header that must be present with a given value.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderAuth {
     /// Header name (case-insensitive), e.g. `x-api-key`.

@@ -4,7 +4,7 @@
 //!
 //! The full reference with every key and default is `docs/configuration.md`; keep the two in step.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -32,7 +32,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration. Every section is optional; an empty file means all defaults.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub receivers: Receivers,
@@ -49,7 +49,7 @@ pub struct Config {
 }
 
 /// `record:`: where and how much received traffic to record (see `record`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RecordConfig {
     /// The file: `.json`/`.jsonl` for OTLP/JSON lines, anything else (`.pb`) for length-delimited
@@ -70,7 +70,7 @@ impl RecordConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Receivers {
     pub otlp: OtlpReceiver,
@@ -78,13 +78,13 @@ pub struct Receivers {
     pub kafka: Option<KafkaReceiver>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpReceiver {
     pub protocols: OtlpProtocols,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpProtocols {
     /// OTLP/gRPC; `null` disables it.
@@ -102,7 +102,7 @@ impl Default for OtlpProtocols {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcReceiver {
     /// Listen address. Default `0.0.0.0:4317`.
@@ -126,7 +126,7 @@ impl Default for GrpcReceiver {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpReceiver {
     /// Listen address. Default `0.0.0.0:4318`.
@@ -150,7 +150,7 @@ impl Default for HttpReceiver {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Exporters {
     pub otlp: OtlpExporter,
@@ -159,7 +159,18 @@ pub struct Exporters {
 }
 
 /// How kept spans leave tailgate.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportProtocol {
     /// OTLP/gRPC (Jaeger's port 4317).
@@ -187,7 +198,9 @@ impl fmt::Display for ExportProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
@@ -195,7 +208,7 @@ pub enum Compression {
     Gzip,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpExporter {
     /// `grpc`, `http`, `file` or `kafka`. Default `grpc`.
@@ -207,9 +220,11 @@ pub struct OtlpExporter {
     /// Default `gzip`.
     pub compression: Compression,
     /// Extra request headers (gRPC metadata), e.g. an authorization token.
+    #[serde(serialize_with = "redacted_values")]
     pub headers: BTreeMap<String, String>,
     /// Per-request timeout. Default 10 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     pub sending_queue: SendingQueue,
     pub retry_on_failure: RetryConfig,
@@ -238,7 +253,7 @@ impl Default for OtlpExporter {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SendingQueue {
     /// Most spans waiting for export (in batches and retries). When full, the pipeline waits, which in
@@ -262,7 +277,7 @@ impl Default for SendingQueue {
 }
 
 /// The exporter's persistent queue (`exporters.otlp.sending_queue.persistent`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PersistentQueue {
     /// Directory of the segment files (created if missing). Required. One tailgate per directory.
@@ -281,6 +296,7 @@ pub struct PersistentQueue {
         default = "PersistentQueue::default_fsync_interval",
         with = "humantime_serde"
     )]
+    #[schemars(with = "String")]
     pub fsync_interval: Duration,
     /// What happens to a batch when the queue is at `max_bytes`. Default `block`.
     #[serde(default)]
@@ -300,7 +316,9 @@ impl PersistentQueue {
 }
 
 /// When the persistent queue forces written batches to stable storage.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
     /// `fdatasync` after every batch, before it counts as queued: survives a crash of the machine.
@@ -314,7 +332,9 @@ pub enum FsyncPolicy {
 }
 
 /// What the persistent queue does with a batch when it is full.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait for room: the exporter stops taking spans, which pushes back on the pipeline and clients.
@@ -324,18 +344,21 @@ pub enum WhenFull {
     Drop,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     pub enabled: bool,
     /// First backoff. Default 200 ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub initial_interval: Duration,
     /// Longest backoff. Default 10 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_interval: Duration,
     /// Give up on a batch (counted as `failed`) after this long. Default 5 min.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_elapsed_time: Duration,
 }
 
@@ -350,7 +373,7 @@ impl Default for RetryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     /// Send when this many spans are waiting. Default 8192.
@@ -365,6 +388,7 @@ pub struct BatchConfig {
     pub send_batch_max_bytes: Option<ByteSize>,
     /// Send what is waiting after this long. Default 200 ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 
@@ -390,17 +414,20 @@ impl BatchConfig {
 }
 
 /// When a trace is decided, and how much may wait.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
     /// Decide once the root span has arrived and nothing new came for this long. Default 2 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub settle: Duration,
     /// Decide when nothing new came for this long, root or not. Default 10 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub idle_timeout: Duration,
     /// Decide at the latest this long after the first span. Default 30 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_wait: Duration,
     /// Decide a trace early when it holds this many spans. Default 10 000.
     pub max_spans_per_trace: usize,
@@ -430,7 +457,7 @@ impl Default for BufferConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionCacheConfig {
     /// Kept trace ids remembered (with the rule that kept them). Default 200 000.
@@ -439,6 +466,7 @@ pub struct DecisionCacheConfig {
     pub dropped_traces: usize,
     /// Forget a decision after this long. Default 5 min.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub ttl: Duration,
 }
 
@@ -453,7 +481,9 @@ impl Default for DecisionCacheConfig {
 }
 
 /// What happens to a trace when no rule keeps or drops it.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DefaultDecision {
     Keep,
@@ -462,7 +492,9 @@ pub enum DefaultDecision {
 }
 
 /// What a sampler failure (trap, timeout, bad result) counts as.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SamplerFailurePolicy {
     /// Keep the trace (fail open). Default.
@@ -475,7 +507,9 @@ pub enum SamplerFailurePolicy {
 }
 
 /// What happens to a kept trace whose redactor fails.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RedactorFailurePolicy {
     /// Remove every attribute not on the strict allow-list and clear messages. Default.
@@ -486,7 +520,7 @@ pub enum RedactorFailurePolicy {
 }
 
 /// The sampling policy: ordered rules (first keep/drop wins), then redactors on kept traces.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Decision when every rule abstains. Default `drop`.
@@ -500,12 +534,13 @@ pub struct PolicyConfig {
 }
 
 /// How the host applies redactors' edits: the keyed hash, dry-run mode and the strict fallback scrub.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactionConfig {
     /// Secret of the keyed hash (HMAC-SHA256) behind the `hash` action, usually `${env:NAME}`; at least 16
     /// bytes. Default: none, and then a random key is made at startup (hashes are stable only until a
     /// restart, and tagged with key id `ephemeral`).
+    #[serde(serialize_with = "redacted_option")]
     pub hash_key: Option<String>,
     /// Written into every hash (`hmac:<key id>:<hex>`) so that the secret can rotate and tokens made
     /// with different keys are told apart. Default `k1` (`ephemeral` when no `hash_key` is set).
@@ -524,7 +559,7 @@ pub struct RedactionConfig {
 }
 
 /// One rule: a plugin file and the configuration passed to its `init`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Unique name, used in metrics, logs and the `tailgate.rule` span attribute.
@@ -540,6 +575,7 @@ pub struct RuleConfig {
     pub shadow: bool,
     /// Per-call deadline, overriding `plugins.call_timeout`.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
     pub call_timeout: Option<Duration>,
     /// Memory cap, overriding `plugins.memory_limit`.
     #[serde(default)]
@@ -550,7 +586,7 @@ pub struct RuleConfig {
     pub split_across_group: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginRuntimeConfig {
     /// Where compiled plugins are cached. Default `$XDG_CACHE_HOME/tailgate` or `~/.cache/tailgate`.
@@ -560,6 +596,7 @@ pub struct PluginRuntimeConfig {
     pub search_path: Vec<PathBuf>,
     /// Deadline for one plugin call. Default 5 ms.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub call_timeout: Duration,
     /// Linear memory cap per plugin instance. Default 64 MiB.
     pub memory_limit: ByteSize,
@@ -584,7 +621,7 @@ impl Default for PluginRuntimeConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `/healthz`, `/metrics`. Default `127.0.0.1:8888` (localhost only).
@@ -607,7 +644,18 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -615,15 +663,17 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// `text` (default) or `json`.
     pub log_format: LogFormat,
-    /// `tracing` filter, e.g. `info` or `tailgate=debug`. Default `info`; `RUST_LOG` overrides.
+    /// `tracing` filter, e.g. `info` or `tailgate=debug`. Default `info`; `RUST_LOG` overrides it, and
+    /// `--log-level` / `TAILGATE_LOG_LEVEL` override both.
     pub log_level: String,
     /// On SIGINT/SIGTERM: time allowed to decide what is buffered and drain the exporter. Default 10 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub shutdown_grace: Duration,
 }
 
@@ -635,6 +685,48 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(10),
         }
     }
+}
+
+/// What `tailgate config print` writes in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Serializes a secret string as [`REDACTED`] (absent stays absent).
+fn redacted_option<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serializes a map of header values with every value [`REDACTED`]: headers carry credentials.
+fn redacted_values<S: serde::Serializer>(
+    m: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut out = s.serialize_map(Some(m.len()))?;
+    for k in m.keys() {
+        out.serialize_entry(k, REDACTED)?;
+    }
+    out.end()
+}
+
+/// Serializes librdkafka options with the values of credential-like keys (`sasl.password`,
+/// `ssl.key.password`, anything naming a secret or token) [`REDACTED`].
+pub(crate) fn redacted_client_options<S: serde::Serializer>(
+    m: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut out = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        let key = k.to_ascii_lowercase();
+        let secret = ["password", "secret", "token", "credential", "jaas"]
+            .iter()
+            .any(|w| key.contains(w));
+        out.serialize_entry(k, if secret { REDACTED } else { v.as_str() })?;
+    }
+    out.end()
 }
 
 /// A size in bytes, written as an integer or with a unit: `512KiB`, `16MiB`, `2GiB`, `1.5GB`, or `auto`
@@ -708,6 +800,36 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// Written exactly, in the largest binary unit that divides it (`256MiB`), else as an integer.
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let b = self.0;
+        match [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+            .into_iter()
+            .find(|(unit, _)| b >= *unit && b.is_multiple_of(*unit))
+        {
+            Some((unit, name)) => s.serialize_str(&format!("{}{name}", b / unit)),
+            None => s.serialize_u64(b),
+        }
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: an integer, or a number with a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. `512KiB`, `1.5GB`; `auto` where the key's documentation allows it.",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^\\s*(auto|[0-9]+(\\.[0-9]+)?\\s*([kKmMgG]([iI]?[bB])?|[bB])?)\\s*$"}
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -734,34 +856,38 @@ fn physical_memory() -> Option<u64> {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// OTLP/gRPC listen address (file: receivers.otlp.protocols.grpc.endpoint).
-    #[arg(long, env = "TAILGATE_OTLP_GRPC_ENDPOINT")]
+    #[arg(long, global = true, env = "TAILGATE_OTLP_GRPC_ENDPOINT")]
     pub otlp_grpc_endpoint: Option<SocketAddr>,
     /// OTLP/HTTP listen address (file: receivers.otlp.protocols.http.endpoint).
-    #[arg(long, env = "TAILGATE_OTLP_HTTP_ENDPOINT")]
+    #[arg(long, global = true, env = "TAILGATE_OTLP_HTTP_ENDPOINT")]
     pub otlp_http_endpoint: Option<SocketAddr>,
     /// Where kept traces go: a URL, or a path / `-` with `--exporter-protocol file`
     /// (file: exporters.otlp.endpoint).
-    #[arg(long, env = "TAILGATE_EXPORTER_ENDPOINT")]
+    #[arg(long, global = true, env = "TAILGATE_EXPORTER_ENDPOINT")]
     pub exporter_endpoint: Option<String>,
     /// grpc, http or file (file: exporters.otlp.protocol).
-    #[arg(long, env = "TAILGATE_EXPORTER_PROTOCOL")]
+    #[arg(long, global = true, env = "TAILGATE_EXPORTER_PROTOCOL")]
     pub exporter_protocol: Option<ExportProtocol>,
     /// Admin server address for /healthz and /metrics (file: admin.endpoint).
-    #[arg(long, env = "TAILGATE_ADMIN_ENDPOINT")]
+    #[arg(long, global = true, env = "TAILGATE_ADMIN_ENDPOINT")]
     pub admin_endpoint: Option<SocketAddr>,
+    /// Log level or filter, e.g. `debug` or `info,tailgate::export=debug` (file: service.log_level). Wins
+    /// over `RUST_LOG`, which wins over the file.
+    #[arg(long, global = true, env = "TAILGATE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
     /// Log format, text or json (file: service.log_format).
-    #[arg(long, env = "TAILGATE_LOG_FORMAT")]
+    #[arg(long, global = true, env = "TAILGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Record received traffic to this file for `tailgate replay` (.json: OTLP/JSON lines, else
     /// length-delimited protobuf) (file: record.path).
-    #[arg(long, env = "TAILGATE_RECORD")]
+    #[arg(long, global = true, env = "TAILGATE_RECORD")]
     pub record: Option<PathBuf>,
     /// Stop recording before the file passes this size, e.g. 100MiB (file: record.max_bytes).
-    #[arg(long, env = "TAILGATE_RECORD_MAX_BYTES")]
+    #[arg(long, global = true, env = "TAILGATE_RECORD_MAX_BYTES")]
     pub record_max_bytes: Option<ByteSize>,
     /// Allow the recording: it holds the traffic as received, not redacted, personal data included
     /// (file: record.unredacted). Without it tailgate refuses to record.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub record_unredacted: bool,
 }
 
@@ -872,6 +998,9 @@ impl Config {
         }
         if let Some(f) = o.log_format {
             self.service.log_format = f;
+        }
+        if let Some(l) = &o.log_level {
+            self.service.log_level = l.clone();
         }
         if let Some(p) = &o.record {
             let max_bytes = self

@@ -2,25 +2,34 @@
 
 use anyhow::Context;
 use clap::Parser;
-use tailgate::cli::{Cli, Command, PluginCommand};
+use tailgate::cli::{Cli, Command, ConfigCommand, PluginCommand};
 use tailgate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = match cli.load_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tailgate: {e}");
-            std::process::exit(1);
+    let config = if cli.needs_config() {
+        match cli.load_config() {
+            Ok(c) => c,
+            Err(e) => fail(e),
         }
+    } else {
+        tailgate::config::Config::default()
     };
-    // Replay prints a report on standard output; only problems go to standard error.
+    // Replay and plugin test print a report on standard output; only problems go to standard error.
     let level = match cli.command {
-        Some(Command::Replay { .. }) => "warn",
+        Some(Command::Replay { .. })
+        | Some(Command::Plugin {
+            command: PluginCommand::Test { .. },
+        }) => "warn",
         _ => config.service.log_level.as_str(),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // `--log-level` (or TAILGATE_LOG_LEVEL) wins over RUST_LOG, which wins over the file.
+    let filter = match (&cli.overrides.log_level, EnvFilter::try_from_default_env()) {
+        (None, Ok(from_env)) => from_env,
+        _ => EnvFilter::try_new(level)
+            .unwrap_or_else(|e| fail(format!("log level `{level}` is not a valid filter: {e}"))),
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -28,21 +37,64 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
     }
+    let config_name = cli
+        .config_path()
+        .map_or("built-in default".into(), |p| p.display().to_string());
     match cli.command {
-        Some(Command::Validate) => {
+        Some(Command::Validate { .. }) => {
             tailgate::policy::load(&config).context("policy")?;
-            println!(
-                "{}: ok",
-                cli.config
-                    .as_ref()
-                    .map_or("built-in default".into(), |p| p.display().to_string())
+            println!("{config_name}: ok");
+            Ok(())
+        }
+        Some(Command::Config {
+            command: ConfigCommand::Print { .. },
+        }) => {
+            print!(
+                "# the effective configuration of {config_name}, environment and flags applied\n{}",
+                tailgate::cli::config_yaml(&config).unwrap_or_else(|e| fail(e))
             );
+            Ok(())
+        }
+        Some(Command::Config {
+            command: ConfigCommand::Schema,
+        }) => {
+            println!("{}", tailgate::cli::config_schema());
+            Ok(())
+        }
+        Some(Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    traces,
+                    config,
+                    call_timeout,
+                    memory_limit,
+                    json,
+                },
+        }) => {
+            let test = tailgate::replay::plugin_test::PluginTest {
+                plugin,
+                config: tailgate::cli::plugin_config_arg(&config).unwrap_or_else(|e| fail(e)),
+                traces,
+                call_timeout,
+                memory_limit: memory_limit.as_usize(),
+            };
+            let report = tailgate::replay::plugin_test::run(&test).unwrap_or_else(|e| fail(e));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            if !report.ok() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Some(Command::Replay {
             input,
             output,
             json,
+            ..
         }) => match tailgate::replay::replay(&config, &input, output.as_deref()) {
             Ok(report) => {
                 if json {
@@ -55,11 +107,22 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            Err(e) => {
-                eprintln!("tailgate: {e}");
-                std::process::exit(1);
-            }
+            Err(e) => fail(e),
         },
+        Some(Command::Plugin {
+            command: PluginCommand::Wit { dir },
+        }) => {
+            let written = tailgate::plugin::builtin::write_contract(&dir).unwrap_or_else(|e| {
+                fail(format!(
+                    "cannot write the contract into {}: {e}",
+                    dir.display()
+                ))
+            });
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Some(Command::Plugin {
             command: PluginCommand::List,
         }) => {
@@ -97,15 +160,12 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            Err(e) => {
-                eprintln!("tailgate: {e}");
-                std::process::exit(1);
-            }
+            Err(e) => fail(e),
         },
-        Some(Command::Run) | None => {
+        Some(Command::Run { .. }) | None => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let run = async {
-                match &cli.config {
+                match cli.config_path() {
                     // From a file: reloadable (file change, SIGHUP, POST /reload).
                     Some(path) => {
                         tailgate::app::run_from_file(path, &cli.overrides, shutdown_signal()).await
@@ -121,6 +181,12 @@ fn main() -> anyhow::Result<()> {
             result.context("tailgate")
         }
     }
+}
+
+/// Prints `tailgate: <error>` on standard error and exits with status 1.
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("tailgate: {e}");
+    std::process::exit(1);
 }
 
 /// Completes on SIGINT or SIGTERM.

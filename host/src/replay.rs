@@ -9,6 +9,8 @@
 //! enough for every trace (the proxy's timing triggers do not apply offline). The kept, redacted and
 //! annotated spans can be written out (`--output`) in either format.
 
+pub mod plugin_test;
+
 use crate::config::Config;
 use crate::decisions::KeepInfo;
 use crate::explain::RedactionNotes;

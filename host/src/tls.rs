@@ -19,13 +19,13 @@ pub use listener::TlsListener;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// TLS on a receiver (`receivers.otlp.protocols.<grpc|http>.tls`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
     /// The server's certificate chain (PEM), leaf first.
@@ -39,7 +39,7 @@ pub struct ServerTls {
 }
 
 /// TLS of the exporter (`exporters.otlp.tls`), used when the endpoint is `https://`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTls {
     /// CAs (PEM) that sign the downstream's certificate. Default: the system's trust store.

@@ -4,7 +4,7 @@
 //! redacted traces, one message per export batch). Parsed in every build; running them needs the `kafka`
 //! cargo feature.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -30,7 +30,9 @@ const LIBRDKAFKA_MAX_MESSAGE_BYTES: u64 = 1_000_000_000;
 
 /// Message encodings tailgate reads and writes: the Collector's `otlp_proto` (a protobuf
 /// `ExportTraceServiceRequest` per message).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 pub enum KafkaEncoding {
     #[default]
     #[serde(rename = "otlp_proto")]
@@ -38,7 +40,9 @@ pub enum KafkaEncoding {
 }
 
 /// Where a consumer group with no committed offset for a partition starts.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum InitialOffset {
     /// The oldest message still in the topic: nothing published before the group existed is skipped.
@@ -49,7 +53,7 @@ pub enum InitialOffset {
 }
 
 /// `receivers.kafka`: read OTLP traces from a topic as one member of a consumer group.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaReceiver {
     /// Bootstrap brokers, `host:port`. Required.
@@ -64,15 +68,18 @@ pub struct KafkaReceiver {
     pub initial_offset: InitialOffset,
     /// How often decided offsets are committed. Default 1 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub commit_interval: Duration,
     /// How long a revoked partition's traces may take to be decided before the partition is let go
     /// (what is still undecided then is re-read by the next owner). Default 10 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub handoff_timeout: Duration,
     /// Replicas in the consumer group. Rules' `split_across_group` budgets are divided by it, so the
     /// cluster as a whole keeps to the configured budget. Default 1.
     pub group_size: u32,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `session.timeout.ms`, ...).
+    #[serde(serialize_with = "super::redacted_client_options")]
     pub client_options: BTreeMap<String, String>,
 }
 
@@ -94,7 +101,7 @@ impl Default for KafkaReceiver {
 
 /// `exporters.kafka`: the ingest tier. Spans accepted by the OTLP receivers are published to the topic,
 /// one message per trace per request, keyed by the trace id, instead of being sampled here.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaExporter {
     /// Bootstrap brokers, `host:port`. Required.
@@ -106,8 +113,10 @@ pub struct KafkaExporter {
     /// How long a message may wait for the broker's acknowledgement (librdkafka `message.timeout.ms`)
     /// before its spans are counted as lost. Default 30 s.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Extra librdkafka properties (`security.protocol`, `compression.type`, `linger.ms`, ...).
+    #[serde(serialize_with = "super::redacted_client_options")]
     pub client_options: BTreeMap<String, String>,
 }
 
@@ -125,7 +134,7 @@ impl Default for KafkaExporter {
 
 /// `exporters.otlp.kafka`: where `exporters.otlp.protocol: kafka` publishes kept, redacted traces (the
 /// brokers are `exporters.otlp.endpoint`). Each export batch is one message, unkeyed.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaTopic {
     /// Topic to publish to. Required: no default, because the Collector's default (`otlp_spans`) is
@@ -134,6 +143,7 @@ pub struct KafkaTopic {
     /// Extra librdkafka producer properties (`compression.type`, `linger.ms`, `security.protocol`,
     /// `sasl.*`, ...), strings. `bootstrap.servers` is `endpoint`; `message.max.bytes` must leave room
     /// for `batch.send_batch_max_bytes`.
+    #[serde(serialize_with = "super::redacted_client_options")]
     pub client_options: BTreeMap<String, String>,
 }
 

@@ -85,6 +85,54 @@ const DESCRIPTIONS: [(&str, PluginWorld, &str, &str); 7] = [
     ),
 ];
 
+/// The plugin contract this binary speaks, as WIT files (`tailgate plugin wit DIR` writes them): what a
+/// plugin author in any language generates bindings from. Paths are relative to the contract root.
+pub const CONTRACT: &[(&str, &str)] = &[
+    (
+        "v0.1.0/types.wit",
+        include_str!("../../../wit/v0.1.0/types.wit"),
+    ),
+    (
+        "v0.1.0/host.wit",
+        include_str!("../../../wit/v0.1.0/host.wit"),
+    ),
+    (
+        "v0.1.0/sampler.wit",
+        include_str!("../../../wit/v0.1.0/sampler.wit"),
+    ),
+    (
+        "v0.1.0/redactor.wit",
+        include_str!("../../../wit/v0.1.0/redactor.wit"),
+    ),
+    (
+        "v0.2.0/types.wit",
+        include_str!("../../../wit/v0.2.0/types.wit"),
+    ),
+    (
+        "v0.2.0/host.wit",
+        include_str!("../../../wit/v0.2.0/host.wit"),
+    ),
+    (
+        "v0.2.0/sampler.wit",
+        include_str!("../../../wit/v0.2.0/sampler.wit"),
+    ),
+];
+
+/// Writes [`CONTRACT`] under `dir` (created when missing), overwriting files of the same name. Returns
+/// the files written.
+pub fn write_contract(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::with_capacity(CONTRACT.len());
+    for (name, text) in CONTRACT {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Every built-in plugin, in a stable order. Empty when the binary was built without the
 /// `builtin-plugins` feature.
 pub fn all() -> impl Iterator<Item = Builtin> {
@@ -132,6 +180,34 @@ pub fn resolve(name: &str) -> Result<Builtin, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contract_carries_every_wit_file_of_the_repository() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut on_disk = Vec::new();
+        for version in std::fs::read_dir(&root).expect("wit/") {
+            let version = version.expect("entry").path();
+            for file in std::fs::read_dir(&version).expect("wit/<version>") {
+                let file = file.expect("entry").path();
+                let rel = file.strip_prefix(&root).expect("under wit/");
+                on_disk.push(rel.to_string_lossy().into_owned());
+            }
+        }
+        on_disk.sort();
+        let mut carried: Vec<String> = CONTRACT.iter().map(|(n, _)| n.to_string()).collect();
+        carried.sort();
+        assert_eq!(carried, on_disk, "CONTRACT must list every file under wit/");
+        let dir = std::env::temp_dir().join(format!("tailgate-wit-{}", std::process::id()));
+        let written = write_contract(&dir).expect("writes");
+        assert_eq!(written.len(), CONTRACT.len());
+        for (name, text) in CONTRACT {
+            assert_eq!(
+                &std::fs::read_to_string(dir.join(name)).expect("read"),
+                text
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn every_built_plugin_is_described_and_every_description_is_built() {

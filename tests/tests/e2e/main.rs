@@ -5,6 +5,7 @@
 //! without it they fail with a message saying so, they never skip.
 
 mod admin;
+mod cli_more;
 mod collector_oracle;
 mod demo_stack;
 mod exporter_retry;
@@ -24,3 +25,4 @@ mod support;
 mod through_rotel;
 mod two_services;
 mod validate_cli;
+mod walkthrough;
