@@ -16,6 +16,9 @@ use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// What `tailgate config print` writes in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 /// A configuration value that must never be printed (tokens, keys). Usually `${env:NAME}`.
 #[derive(Clone, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(transparent)]
@@ -24,7 +27,7 @@ pub struct Secret(String);
 /// Written as `<redacted>` (`tailgate config print`): a secret never leaves through serialization.
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(crate::config::REDACTED)
+        s.serialize_str(REDACTED)
     }
 }
 

@@ -687,8 +687,8 @@ impl Default for ServiceConfig {
     }
 }
 
-/// What `tailgate config print` writes in place of a secret.
-pub const REDACTED: &str = "<redacted>";
+/// What `tailgate config print` writes in place of a secret (defined beside [`crate::auth::Secret`]).
+pub use crate::auth::REDACTED;
 
 /// Serializes a secret string as [`REDACTED`] (absent stays absent).
 fn redacted_option<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
