@@ -176,7 +176,8 @@ echo "TAILGATE_KAFKA_LIBS=$TAILGATE_KAFKA_LIBS"
 log="$scratch/test.log"
 
 step "cargo test --workspace"
-cargo test --workspace --features tailgate-e2e/kafka "$@" 2>&1 | tee -a "$log"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --no-fail-fast --features tailgate-e2e/kafka "$@" 2>&1 | tee -a "$log"
 
 if [[ -f plugins/Cargo.toml ]]; then
     step "cargo test (plugins/)"

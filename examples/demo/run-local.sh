@@ -167,15 +167,17 @@ else
     exporter=(--exporter-protocol file --exporter-endpoint "$out/kept-traces.jsonl")
     where="$out/kept-traces.jsonl"
 fi
-# The seed policy as it is, with the plugin paths made absolute (the copy lives in target/demo/) and the
-# status page's trace links (admin.jaeger_ui_url) pointing at this Jaeger.
+# The seed policy as it is (its plugins are built into tailgate), with the status page's trace links
+# (admin.jaeger_ui_url) pointing at this Jaeger; plugin paths relative to examples/ made absolute, should
+# the example name any (the copy lives in target/demo/).
 python3 - "$root" "$out/tailgate.yaml" "$jaeger_url" <<'EOF'
 import sys
 root, dest, jaeger = sys.argv[1:]
 text = open(f"{root}/examples/tailgate.yaml", encoding="utf-8").read()
-for old, new in [("../target/plugins/", f"{root}/target/plugins/"), ("\nadmin:\n", f"\nadmin:\n  jaeger_ui_url: {jaeger}\n")]:
-    assert old in text, f"examples/tailgate.yaml no longer contains {old!r}: update run-local.sh"
-    text = text.replace(old, new)
+old = "\nadmin:\n"
+assert old in text, f"examples/tailgate.yaml no longer contains {old!r}: update run-local.sh"
+text = text.replace(old, f"\nadmin:\n  jaeger_ui_url: {jaeger}\n")
+text = text.replace("plugin: ../", f"plugin: {root}/")
 open(dest, "w", encoding="utf-8").write(text)
 EOF
 say "starting tailgate (examples/tailgate.yaml) on 127.0.0.1:$grpc (gRPC), :$http (HTTP), admin :$admin, exporting to $where"

@@ -558,15 +558,32 @@ pub struct RedactionConfig {
     pub strict_scrub_names: bool,
 }
 
-/// One rule: a plugin file and the configuration passed to its `init`.
+/// One rule: a plugin file and the configuration passed to its `init`, or a combinator (`all`, `any`,
+/// `not`) over other rules (its parts). Exactly one of `plugin`, `all`, `any`, `not` is set.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
-    /// Unique name, used in metrics, logs and the `tailgate.rule` span attribute.
+    /// Unique name, used in metrics, logs and the `tailgate.rule` span attribute. Required for a rule;
+    /// a part of a combinator defaults to `<rule>/all[0]`, `<rule>/any[1]`, `<rule>/not`.
+    #[serde(default)]
     pub name: String,
     /// The plugin: `builtin:NAME` (a standard plugin built into the binary, `tailgate plugin list`) or a
     /// path to a `.wasm` component, relative to the config file (then to `plugins.search_path`).
-    pub plugin: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PathBuf>,
+    /// Keeps when every part keeps (asked in order, stopping at the first that does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub all: Vec<RuleConfig>,
+    /// Keeps when any part keeps (asked in order; see docs/plugins.md for probabilities).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any: Vec<RuleConfig>,
+    /// Keeps when its part does not keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<RuleConfig>>,
+    /// What the rule does with a trace its plugin or combinator keeps: `keep` (default) or `drop` (the
+    /// Collector's `drop` policy: e.g. drop health checks before any other rule). Rules only, not parts.
+    #[serde(default)]
+    pub action: RuleAction,
     /// Any YAML; handed to the plugin's `init` as JSON text.
     #[serde(default)]
     pub config: serde_json::Value,
@@ -584,6 +601,149 @@ pub struct RuleConfig {
     /// `burst`): divided by `receivers.kafka.group_size` before the plugin sees them.
     #[serde(default)]
     pub split_across_group: Vec<String>,
+}
+
+/// What a rule does with what it matches.
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    #[default]
+    Keep,
+    Drop,
+}
+
+/// Which combinator a rule is (`crate::policy` builds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combinator {
+    All,
+    Any,
+    Not,
+}
+
+impl Combinator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Combinator::All => "all",
+            Combinator::Any => "any",
+            Combinator::Not => "not",
+        }
+    }
+}
+
+impl RuleConfig {
+    /// The combinator and its parts, or `None` for a plugin rule.
+    pub fn combinator(&self) -> Option<(Combinator, Vec<&RuleConfig>)> {
+        if let Some(n) = &self.not {
+            Some((Combinator::Not, vec![&**n]))
+        } else if !self.all.is_empty() {
+            Some((Combinator::All, self.all.iter().collect()))
+        } else if !self.any.is_empty() {
+            Some((Combinator::Any, self.any.iter().collect()))
+        } else {
+            None
+        }
+    }
+
+    /// The plugin rules of this rule: itself, or its combinator's parts', depth first.
+    pub fn leaves(&self) -> Vec<&RuleConfig> {
+        match self.combinator() {
+            None => vec![self],
+            Some((_, parts)) => parts.into_iter().flat_map(RuleConfig::leaves).collect(),
+        }
+    }
+
+    /// Every rule and part below and including this one, mutably, depth first.
+    fn each_mut(
+        &mut self,
+        f: &mut dyn FnMut(&mut RuleConfig) -> Result<(), String>,
+    ) -> Result<(), String> {
+        f(self)?;
+        for p in self.all.iter_mut().chain(self.any.iter_mut()) {
+            p.each_mut(f)?;
+        }
+        if let Some(n) = self.not.as_deref_mut() {
+            n.each_mut(f)?;
+        }
+        Ok(())
+    }
+
+    /// Gives unnamed parts their default names (`<rule>/all[0]`, ...).
+    fn name_parts(&mut self) {
+        let base = self.name.clone();
+        for (kind, parts) in [("all", &mut self.all), ("any", &mut self.any)] {
+            for (i, p) in parts.iter_mut().enumerate() {
+                if p.name.is_empty() {
+                    p.name = format!("{base}/{kind}[{i}]");
+                }
+                p.name_parts();
+            }
+        }
+        if let Some(n) = self.not.as_deref_mut() {
+            if n.name.is_empty() {
+                n.name = format!("{base}/not");
+            }
+            n.name_parts();
+        }
+    }
+
+    /// The checks of one rule or part (`at` names it in errors).
+    fn validate(&self, at: &str, redactor: bool, part: bool) -> Result<(), String> {
+        let set = [
+            self.plugin.is_some(),
+            !self.all.is_empty(),
+            !self.any.is_empty(),
+            self.not.is_some(),
+        ];
+        match set.iter().filter(|s| **s).count() {
+            1 => {}
+            0 => {
+                return Err(format!(
+                    "{at}: set one of `plugin`, `all`, `any` or `not` (an empty `all`/`any` has no parts)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{at}: set only one of `plugin`, `all`, `any` and `not`"
+                ));
+            }
+        }
+        if redactor && self.plugin.is_none() {
+            return Err(format!(
+                "{at}: a redactor is a plugin; `all`, `any` and `not` are for sampling rules"
+            ));
+        }
+        if (redactor || part) && self.action != RuleAction::Keep {
+            return Err(format!(
+                "{at}: `action` is for sampling rules, not for {}",
+                if redactor {
+                    "redactors"
+                } else {
+                    "parts of a combinator"
+                }
+            ));
+        }
+        if part && self.shadow {
+            return Err(format!(
+                "{at}: `shadow` is for whole rules, not for parts of a combinator"
+            ));
+        }
+        if self.plugin.is_none() {
+            let plugin_only = [
+                ("config", !self.config.is_null()),
+                ("call_timeout", self.call_timeout.is_some()),
+                ("memory_limit", self.memory_limit.is_some()),
+                ("split_across_group", !self.split_across_group.is_empty()),
+            ];
+            if let Some((key, _)) = plugin_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{at}: `{key}` belongs on the plugin parts of a combinator, not on the combinator"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
@@ -931,7 +1091,13 @@ impl Config {
             .iter_mut()
             .chain(cfg.policy.redactors.iter_mut())
         {
-            rule.plugin = resolve_plugin_path(&rule.plugin, base, &search);
+            // Infallible: the closure never fails.
+            let _ = rule.each_mut(&mut |r| {
+                if let Some(p) = &r.plugin {
+                    r.plugin = Some(resolve_plugin_path(p, base, &search));
+                }
+                Ok(())
+            });
         }
         cfg.resolve_security_paths(base);
         Ok(cfg)
@@ -957,6 +1123,9 @@ impl Config {
                 message: e.to_string(),
             })?
         };
+        for r in &mut cfg.policy.rules {
+            r.name_parts();
+        }
         cfg.validate()
             .and_then(|()| {
                 let group = cfg.receivers.kafka.as_ref().map_or(1, |k| k.group_size);
@@ -1149,17 +1318,26 @@ impl Config {
                 if r.name.is_empty() {
                     return Err(format!("policy.{section}[{i}].name must not be empty"));
                 }
-                if !names.insert(r.name.as_str()) {
-                    return Err(format!(
-                        "policy.{section}[{i}].name `{}` is used twice",
-                        r.name
-                    ));
-                }
                 if section == "redactors" && r.shadow {
                     return Err(format!(
                         "policy.redactors[{i}] `{}`: shadow is only for sampling rules",
                         r.name
                     ));
+                }
+                let mut stack = vec![(r, format!("policy.{section}[{i}]"), false)];
+                while let Some((node, at, part)) = stack.pop() {
+                    if !names.insert(node.name.as_str()) {
+                        return Err(format!("{at}: name `{}` is used twice", node.name));
+                    }
+                    node.validate(&at, section == "redactors", part)?;
+                    for (kind, parts) in [("all", &node.all), ("any", &node.any)] {
+                        for (j, p) in parts.iter().enumerate() {
+                            stack.push((p, format!("{at}.{kind}[{j}]"), true));
+                        }
+                    }
+                    if let Some(n) = &node.not {
+                        stack.push((n, format!("{at}.not"), true));
+                    }
                 }
             }
         }

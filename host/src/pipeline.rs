@@ -77,6 +77,27 @@ pub trait Sampler: Send + Sync {
     fn stateful(&self) -> bool {
         false
     }
+
+    /// The verdict with what a keep does to the sampling threshold. Default: [`Applied::of`] the
+    /// reported probability; a combinator (`crate::policy::combinators`) computes it from its parts.
+    fn judge(&self, trace_id: TraceId, spans: &[SpanRecord]) -> Result<Judged, SamplerFailure> {
+        let verdict = self.sample(trace_id, spans)?;
+        let applied = Applied::of(verdict.probability, self.stateful());
+        Ok(Judged { verdict, applied })
+    }
+
+    /// The samplers this one is made of (a combinator's parts; none for a plugin), for the status page,
+    /// the replay report and hot reload's reuse of unchanged plugins.
+    fn parts(&self) -> &[Rule] {
+        &[]
+    }
+}
+
+/// A sampler's verdict and, for a keep, its effect on the sampling threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub verdict: SamplerVerdict,
+    pub applied: Applied,
 }
 
 /// One rule of the policy.
@@ -112,6 +133,25 @@ impl Policy {
         }
     }
 
+    /// Every plugin of the policy's samplers, combinators' parts included (depth first), with whether its
+    /// rule is a shadow rule: what the status page and the replay report list.
+    pub fn sampler_plugins(&self) -> Vec<(&Rule, bool)> {
+        fn walk<'a>(r: &'a Rule, shadow: bool, out: &mut Vec<(&'a Rule, bool)>) {
+            let parts = r.sampler.parts();
+            if parts.is_empty() {
+                out.push((r, shadow));
+            }
+            for p in parts {
+                walk(p, shadow, out);
+            }
+        }
+        let mut out = Vec::new();
+        for r in &self.rules {
+            walk(r, r.shadow, &mut out);
+        }
+        out
+    }
+
     /// Puts `policy` in force: the pipeline decides with it from now on, and the ingest scan evaluates
     /// its predicates (spans scanned before keep the previous generation and are walked at decision time).
     pub fn install(policy: Arc<Policy>, live: &ArcSwap<Policy>, predicates: &PredicateSlot) {
@@ -136,14 +176,17 @@ impl Policy {
     /// Evaluates the live rules in order.
     pub fn decide(&self, trace_id: TraceId, spans: &[SpanRecord], metrics: &Metrics) -> Decision {
         for rule in self.rules.iter().filter(|r| !r.shadow) {
-            let result = rule.sampler.sample(trace_id, spans);
+            let result = rule.sampler.judge(trace_id, spans);
             metrics.record_plugin_call(
                 &rule.name,
                 crate::health::PluginRole::Sampler,
                 result.as_ref().err().map(|f| f.kind),
             );
-            let v = match result {
-                Ok(v) => v,
+            let Judged {
+                verdict: v,
+                applied,
+            } = match result {
+                Ok(j) => j,
                 Err(f) => {
                     metrics
                         .plugin_failures
@@ -173,7 +216,7 @@ impl Policy {
                         keep: true,
                         rule: rule.name.clone(),
                         probability: v.probability,
-                        applied: Applied::of(v.probability, rule.sampler.stateful()),
+                        applied,
                     };
                 }
                 Verdict::Drop => {

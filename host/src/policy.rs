@@ -1,8 +1,13 @@
 //! Builds the live [`Policy`] from the configuration: compiles (or loads from the cache) and initializes each
 //! rule's plugin and wraps it as a pipeline [`Sampler`], and loads the redactors with their settings.
-//! Loading happens off the hot path; the result is swapped in whole.
+//! Loading happens off the hot path; the result is swapped in whole. Combinator rules (`all`, `any`,
+//! `not`, `action: drop`) are built here from their parts (`policy/combinators.rs`).
 
-use crate::config::{Config, PluginRuntimeConfig, RuleConfig};
+mod combinators;
+
+pub use combinators::{Combinator, Combined, Dropping};
+
+use crate::config::{Config, PluginRuntimeConfig, RuleAction, RuleConfig};
 use crate::otlp::{SpanRecord, TraceId};
 use crate::pipeline::{Policy, Rule, Sampler, SamplerFailure, SamplerVerdict};
 use crate::plugin::{self, PluginError, PluginRuntime, PluginSpec, RuntimeSettings, SamplerPlugin};
@@ -25,6 +30,8 @@ pub enum PolicyError {
     Runtime(PluginError),
     #[error("policy predicates: {0}")]
     Predicates(String),
+    #[error("rule `{rule}` has no plugin (it is a combinator)")]
+    NoPlugin { rule: String },
 }
 
 /// The plugin runtime settings from the config.
@@ -46,9 +53,12 @@ pub fn plugin_spec(rule: &RuleConfig) -> Result<PluginSpec, PolicyError> {
             reason: e.to_string(),
         })?,
     };
+    let path = rule.plugin.clone().ok_or_else(|| PolicyError::NoPlugin {
+        rule: rule.name.clone(),
+    })?;
     Ok(PluginSpec {
         name: rule.name.clone(),
-        path: rule.plugin.clone(),
+        path,
         config,
         deadline: rule.call_timeout,
         memory_limit: rule.memory_limit.map(|m| m.as_usize()),
@@ -81,22 +91,16 @@ pub fn load_reusing(
     let p = &config.policy;
     let mut rules = Vec::with_capacity(p.rules.len());
     for r in &p.rules {
-        let spec = plugin_spec(r)?;
-        let sampler: Arc<dyn Sampler> = match reuse(r, &spec) {
-            Some(running) => running,
-            None => Arc::new(WasmSampler(runtime.load_sampler(&spec).map_err(
-                |source| PolicyError::Plugin {
-                    rule: r.name.clone(),
-                    path: r.plugin.display().to_string(),
-                    source,
-                },
-            )?)),
-        };
-        rules.push(Rule {
-            name: r.name.as_str().into(),
-            sampler,
-            shadow: r.shadow,
-        });
+        let mut rule = sampler_rule(r, runtime, reuse)?;
+        if r.action == RuleAction::Drop {
+            rule.sampler = Arc::new(Dropping(Rule {
+                name: rule.name.clone(),
+                sampler: rule.sampler,
+                shadow: false,
+            }));
+        }
+        rule.shadow = r.shadow;
+        rules.push(rule);
     }
     // Every configured redactor must load: a redactor that silently did nothing would let personal
     // data through, so a failure here fails the whole policy.
@@ -107,7 +111,7 @@ pub fn load_reusing(
             .load_redactor(&spec)
             .map_err(|source| PolicyError::Plugin {
                 rule: r.name.clone(),
-                path: r.plugin.display().to_string(),
+                path: spec.path.display().to_string(),
                 source,
             })?;
         redactors.push(RedactorRule {
@@ -141,6 +145,42 @@ pub fn load_reusing(
         on_sampler_failure: p.on_sampler_failure,
         redactors: Redactors::new(redactors, settings, p.on_redactor_failure),
         predicates: Arc::new(set),
+    })
+}
+
+/// The sampler of one rule or part: its plugin (reused when `reuse` offers it), or a combinator over its
+/// parts' samplers.
+fn sampler_rule(
+    r: &RuleConfig,
+    runtime: &PluginRuntime,
+    reuse: &ReuseSampler<'_>,
+) -> Result<Rule, PolicyError> {
+    let sampler: Arc<dyn Sampler> = match r.combinator() {
+        Some((kind, parts)) => {
+            let parts = parts
+                .into_iter()
+                .map(|p| sampler_rule(p, runtime, reuse))
+                .collect::<Result<Vec<_>, _>>()?;
+            Arc::new(Combined::new(kind, parts))
+        }
+        None => {
+            let spec = plugin_spec(r)?;
+            match reuse(r, &spec) {
+                Some(running) => running,
+                None => Arc::new(WasmSampler(runtime.load_sampler(&spec).map_err(
+                    |source| PolicyError::Plugin {
+                        rule: r.name.clone(),
+                        path: spec.path.display().to_string(),
+                        source,
+                    },
+                )?)),
+            }
+        }
+    };
+    Ok(Rule {
+        name: r.name.as_str().into(),
+        sampler,
+        shadow: false,
     })
 }
 

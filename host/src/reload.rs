@@ -342,7 +342,7 @@ impl Reloader {
             needs_restart: restart_only_changes(&self.started, &config),
             duration_ms: 0.0,
         };
-        for r in &config.policy.rules {
+        for r in config.policy.rules.iter().flat_map(RuleConfig::leaves) {
             let same = match (current.samplers.get(&r.name), new_samplers.get(&r.name)) {
                 (Some(old), Some(new)) => same_arc(&old.sampler, &new.sampler),
                 _ => false,
@@ -353,7 +353,13 @@ impl Reloader {
                 outcome.loaded.push(r.name.clone());
             }
         }
-        for r in &current.config.policy.rules {
+        for r in current
+            .config
+            .policy
+            .rules
+            .iter()
+            .flat_map(RuleConfig::leaves)
+        {
             if !new_samplers.contains_key(&r.name) {
                 outcome.removed.push(r.name.clone());
             }
@@ -426,22 +432,29 @@ fn remember(
     policy: &Policy,
     files: &Fingerprint,
 ) -> HashMap<String, LoadedSampler> {
-    config
+    // By plugin rule: a combinator's parts are reused one by one (names are unique across the policy).
+    let leaves: HashMap<&str, &RuleConfig> = config
         .policy
         .rules
         .iter()
-        .zip(&policy.rules)
-        .map(|(r, rule)| {
+        .flat_map(RuleConfig::leaves)
+        .map(|r| (r.name.as_str(), r))
+        .collect();
+    policy
+        .sampler_plugins()
+        .into_iter()
+        .filter_map(|(rule, _)| {
+            let r = leaves.get(&*rule.name)?;
             let key = policy::plugin_spec(r)
                 .ok()
                 .and_then(|spec| PluginKey::of(&spec, files));
-            (
+            Some((
                 r.name.clone(),
                 LoadedSampler {
                     key,
                     sampler: rule.sampler.clone(),
                 },
-            )
+            ))
         })
         .collect()
 }
@@ -450,7 +463,10 @@ fn fingerprint(config_path: &Path, config: &Config) -> Fingerprint {
     let mut files = Fingerprint::new();
     files.insert(config_path.to_owned(), hash_file(config_path));
     let plugins = config.policy.rules.iter().chain(&config.policy.redactors);
-    for path in plugins.map(|r| &r.plugin) {
+    for path in plugins
+        .flat_map(|r| r.leaves())
+        .filter_map(|r| r.plugin.as_ref())
+    {
         files.insert(path.clone(), hash_file(path));
     }
     files

@@ -265,7 +265,7 @@ pub fn replay(
         o.finish()?;
     }
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    for r in &policy.rules {
+    for (r, _) in policy.sampler_plugins() {
         if let Some(s) = r.sampler.stats() {
             report.plugins.push(plugin_time(&r.name, "sampler", &s));
         }

@@ -385,13 +385,9 @@ impl RecentDecision {
 pub fn snapshot(ctx: &StatusContext) -> serde_json::Value {
     let policy = ctx.policy.load();
     let mut plugins = Vec::new();
-    for r in &policy.rules {
+    for (r, shadow) in policy.sampler_plugins() {
         if let Some(s) = r.sampler.stats() {
-            let role = if r.shadow {
-                "shadow sampler"
-            } else {
-                "sampler"
-            };
+            let role = if shadow { "shadow sampler" } else { "sampler" };
             plugins.push(PluginStatus::new(&r.name, role, s));
         }
     }

@@ -319,22 +319,26 @@ pub(super) fn split_budgets(
     rules: &mut [super::RuleConfig],
     group_size: u32,
 ) -> Result<(), String> {
-    for (i, rule) in rules.iter_mut().enumerate() {
-        for key in &rule.split_across_group {
-            let value = rule.config.get_mut(key.as_str()).ok_or_else(|| {
-                format!(
-                    "policy.rules[{i}] (`{}`): split_across_group names `{key}`, which is not in its config",
-                    rule.name
-                )
-            })?;
-            let n = value.as_f64().ok_or_else(|| {
-                format!(
-                    "policy.rules[{i}] (`{}`): config key `{key}` in split_across_group is not a number",
-                    rule.name
-                )
-            })?;
-            *value = serde_json::json!(n / f64::from(group_size));
-        }
+    for (i, top) in rules.iter_mut().enumerate() {
+        // A combinator's plugin parts carry their own budgets.
+        top.each_mut(&mut |rule| {
+            for key in &rule.split_across_group {
+                let value = rule.config.get_mut(key.as_str()).ok_or_else(|| {
+                    format!(
+                        "policy.rules[{i}] (`{}`): split_across_group names `{key}`, which is not in its config",
+                        rule.name
+                    )
+                })?;
+                let n = value.as_f64().ok_or_else(|| {
+                    format!(
+                        "policy.rules[{i}] (`{}`): config key `{key}` in split_across_group is not a number",
+                        rule.name
+                    )
+                })?;
+                *value = serde_json::json!(n / f64::from(group_size));
+            }
+            Ok(())
+        })?;
     }
     Ok(())
 }
