@@ -347,3 +347,34 @@ fn a_policy_of_combinators_over_standard_plugins_decides() {
         ]
     );
 }
+
+#[test]
+fn the_guides_combinator_example_is_a_valid_config() {
+    let guide = include_str!("../../../../docs/plugins.md");
+    let section = guide
+        .split("### Combinators")
+        .nth(1)
+        .expect("docs/plugins.md has the combinators section");
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("with a YAML example");
+    let c = Config::parse(yaml, "docs/plugins.md").expect("the example parses and validates");
+    let kinds: Vec<Option<Combinator>> = c
+        .policy
+        .rules
+        .iter()
+        .map(|r| r.combinator().map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            None,
+            Some(Combinator::All),
+            Some(Combinator::Any),
+            Some(Combinator::All)
+        ]
+    );
+    assert_eq!(c.policy.rules[0].action, crate::config::RuleAction::Drop);
+}
