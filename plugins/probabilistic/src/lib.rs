@@ -5,9 +5,17 @@
 //!
 //! Config: `{"probability": 0.1}` (or `{"percentage": 10}`), and `"otherwise": "drop"` (default) or
 //! `"abstain"` for the traces that are not kept.
+//!
+//! Per key: `{"probability": 0.01, "key": "service.name", "probabilities": {"checkout": 1.0, "search":
+//! 0.001}}` (`key`/`on` as in `rate-limit`; default `service.name` on the resource) gives each listed
+//! value its own probability and every other key `probability`. Still consistent: the decision depends
+//! on the randomness and the key only, so every replica agrees, and the keep reports the key's `p`.
 
+use std::collections::HashMap;
 use tailgate_plugin_sdk::serde::Deserialize;
-use tailgate_plugin_sdk::{Decision, Interest, ProjectedAttribute, Sampler, Trace, TraceSummary};
+use tailgate_plugin_sdk::{
+    Decision, Interest, KeyLevel, ProjectedAttribute, Sampler, Trace, TraceKey, TraceSummary,
+};
 
 /// 2^56: the size of the randomness space.
 const MAX_RANDOMNESS: u64 = 1 << 56;
@@ -19,6 +27,12 @@ struct Config {
     percentage: Option<f64>,
     #[serde(default)]
     otherwise: Otherwise,
+    /// Per-key probabilities; `key`/`on` say where the key is read.
+    #[serde(default)]
+    probabilities: HashMap<String, f64>,
+    key: Option<String>,
+    #[serde(default)]
+    on: KeyLevel,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -34,6 +48,10 @@ pub struct Probabilistic {
     probability: f64,
     threshold: u64,
     otherwise: Otherwise,
+    /// Per-key probabilities and thresholds, with where the key is read; empty without `probabilities`.
+    per_key: HashMap<String, (f64, u64)>,
+    key: Option<TraceKey>,
+    interest: Interest,
 }
 
 /// The OTel rejection threshold for probability `p` (in `[0, 1]`). Computed as `2^56 - round(p * 2^56)`:
@@ -45,7 +63,10 @@ pub fn threshold(p: f64) -> u64 {
 impl Probabilistic {
     /// Builds the sampler from its JSON config.
     pub fn from_config(config: &str) -> Result<Self, String> {
-        let c: Config = tailgate_plugin_sdk::parse_config(config)?;
+        Self::configure(tailgate_plugin_sdk::parse_config(config)?)
+    }
+
+    fn configure(c: Config) -> Result<Self, String> {
         let p = match (c.probability, c.percentage) {
             (Some(p), None) => p,
             (None, Some(pct)) => pct / 100.0,
@@ -61,22 +82,69 @@ impl Probabilistic {
                 "invalid configuration: probability {p} is outside [0, 1]"
             ));
         }
+        let mut per_key = HashMap::with_capacity(c.probabilities.len());
+        for (k, q) in c.probabilities {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(format!(
+                    "invalid configuration: probabilities[{k:?}] {q} is outside [0, 1]"
+                ));
+            }
+            per_key.insert(k, (q, threshold(q)));
+        }
+        let (key, interest) = match (&c.key, per_key.is_empty()) {
+            (Some(_), true) => {
+                return Err(
+                    "invalid configuration: `key` needs `probabilities` (per-key values)".into(),
+                );
+            }
+            (_, true) => (None, Interest::summary_only()),
+            (k, false) => {
+                let (key, interest) = TraceKey::new(
+                    k.as_deref().unwrap_or("service.name"),
+                    c.on,
+                    Interest::summary_only(),
+                );
+                (Some(key), interest)
+            }
+        };
         Ok(Probabilistic {
             probability: p,
             threshold: threshold(p),
             otherwise: c.otherwise,
+            per_key,
+            key,
+            interest,
         })
     }
 
-    /// The decision for a trace with this randomness.
+    /// The decision for a trace with this randomness, at the default probability.
     pub fn decide_on(&self, randomness: u64) -> Decision {
-        if randomness >= self.threshold {
-            Decision::keep("probabilistic").with_probability(self.probability)
+        self.decide_at(randomness, self.probability, self.threshold)
+    }
+
+    /// The decision for a trace: its key's probability, or the default.
+    pub fn decide_trace(
+        &self,
+        summary: &TraceSummary,
+        attributes: &[ProjectedAttribute],
+    ) -> Decision {
+        let (p, t) = match &self.key {
+            Some(key) => self
+                .per_key
+                .get(&key.of(summary, attributes))
+                .copied()
+                .unwrap_or((self.probability, self.threshold)),
+            None => (self.probability, self.threshold),
+        };
+        self.decide_at(summary.randomness, p, t)
+    }
+
+    fn decide_at(&self, randomness: u64, probability: f64, threshold: u64) -> Decision {
+        if randomness >= threshold {
+            Decision::keep("probabilistic").with_probability(probability)
         } else {
             match self.otherwise {
-                Otherwise::Drop => {
-                    Decision::drop("probabilistic").with_probability(self.probability)
-                }
+                Otherwise::Drop => Decision::drop("probabilistic").with_probability(probability),
                 Otherwise::Abstain => Decision::abstain(),
             }
         }
@@ -85,19 +153,18 @@ impl Probabilistic {
 
 impl Sampler for Probabilistic {
     fn init(config: &str) -> Result<(Self, Interest), String> {
-        Ok((
-            Probabilistic::from_config(config)?,
-            Interest::summary_only(),
-        ))
+        let p = Probabilistic::from_config(config)?;
+        let interest = p.interest.clone();
+        Ok((p, interest))
     }
 
     fn decide(
         &mut self,
         summary: &TraceSummary,
-        _: &[ProjectedAttribute],
+        attributes: &[ProjectedAttribute],
         _: Option<&Trace>,
     ) -> Decision {
-        self.decide_on(summary.randomness)
+        self.decide_trace(summary, attributes)
     }
 }
 
@@ -151,5 +218,58 @@ mod tests {
         let p =
             Probabilistic::from_config(r#"{"probability": 0.0, "otherwise": "abstain"}"#).unwrap();
         assert_eq!(p.decide_on(0).verdict, Verdict::Abstain);
+    }
+
+    #[test]
+    fn per_key_probabilities_are_consistent_per_key() {
+        use tailgate_plugin_sdk::AttributeValue;
+        use tailgate_plugin_sdk::testing::{span_attr, summary};
+        let p = Probabilistic::from_config(
+            r#"{"probability": 0.1, "probabilities": {"checkout": 1.0, "search": 0.0}}"#,
+        )
+        .unwrap();
+        assert!(
+            p.interest.resource_attributes.is_empty(),
+            "service.name needs no projection"
+        );
+        let mut s = summary();
+        s.randomness = MAX_RANDOMNESS / 2; // kept at p >= 0.5 only
+        for (service, verdict, prob) in [
+            ("checkout", Verdict::Keep, 1.0),
+            ("search", Verdict::Drop, 0.0),
+            ("cart", Verdict::Drop, 0.1),
+        ] {
+            s.service_name = service.into();
+            let d = p.decide_trace(&s, &[]);
+            assert_eq!(
+                (d.verdict, d.probability),
+                (verdict, Some(prob)),
+                "{service}"
+            );
+        }
+        s.randomness = MAX_RANDOMNESS - 1;
+        s.service_name = "cart".into();
+        assert_eq!(p.decide_trace(&s, &[]).verdict, Verdict::Keep);
+        // A span attribute as the key.
+        let p = Probabilistic::from_config(
+            r#"{"probability": 0.0, "key": "http.route", "on": "span", "probabilities": {"/pay": 1.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.interest.span_attributes, ["http.route"]);
+        let attrs = [span_attr(0, 0, AttributeValue::Str("/pay".into()))];
+        assert_eq!(p.decide_trace(&s, &attrs).verdict, Verdict::Keep);
+        assert_eq!(p.decide_trace(&s, &[]).verdict, Verdict::Drop);
+        assert!(
+            Probabilistic::from_config(r#"{"probability": 1, "probabilities": {"a": 2}}"#)
+                .err()
+                .unwrap()
+                .contains("probabilities[\"a\"] 2 is outside")
+        );
+        assert!(
+            Probabilistic::from_config(r#"{"probability": 1, "key": "x"}"#)
+                .err()
+                .unwrap()
+                .contains("`key` needs `probabilities`")
+        );
     }
 }

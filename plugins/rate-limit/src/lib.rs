@@ -1,31 +1,38 @@
-//! `rate-limit`: keeps at most `traces_per_second` traces per second per key (a token bucket of size
-//! `burst` per key) and drops (or abstains on) the rest. The key is the trace's `service.name` by default,
-//! or the value of another resource or span attribute. Time comes from the host (`now-unix-nano` in the
-//! summary), so the plugin needs no clock. The plugin is stateful: the host runs one instance of it.
+//! `rate-limit`: keeps at most `traces_per_second` traces, or `spans_per_second` spans, per second per key
+//! (a token bucket of size `burst` per key, in traces or spans) and drops (or abstains on) the rest. The
+//! key is the trace's `service.name` by default, or the value of another resource or span attribute. Time
+//! comes from the host (`now-unix-nano` in the summary), so the plugin needs no clock. The plugin is
+//! stateful: the host runs one instance of it.
 //!
-//! Each keep reports the share of the key's traces kept over the current and the previous second (1
-//! while nothing was limited): the host multiplies it with the trace's upstream sampling probability and
-//! writes the result as the spans' `ot=th`, so adjusted counts stay true behind the limit (exactly at a
-//! steady rate; a burst is counted low until the window moves past it).
+//! In spans, a trace costs its span count. A trace larger than the burst is kept when the bucket is full
+//! and leaves it in debt, repaid at the rate before the next keep: the long-run rate holds and no trace
+//! is too big to ever be kept.
+//!
+//! Each keep reports the share of the key's traffic kept over the current and the previous second
+//! (traces, or spans for a span limit; 1 while nothing was limited): the host multiplies it with the
+//! trace's upstream sampling probability and writes the result as the spans' `ot=th`, so adjusted counts
+//! stay true behind the limit (exactly at a steady rate; a burst is counted low until the window moves
+//! past it).
 //!
 //! Config: `{"traces_per_second": 100, "burst": 200, "key": "service.name", "on": "resource",
-//! "max_keys": 10000, "otherwise": "drop"}`.
+//! "max_keys": 10000, "otherwise": "drop"}`, or `{"spans_per_second": 5000, ...}` instead.
 
 use std::collections::HashMap;
 use tailgate_plugin_sdk::serde::Deserialize;
 use tailgate_plugin_sdk::{
-    AttributeValue, Decision, Interest, ProjectedAttribute, Sampler, Trace, TraceSummary,
+    Decision, Interest, KeyLevel, ProjectedAttribute, Sampler, Trace, TraceKey, TraceSummary,
 };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, crate = "tailgate_plugin_sdk::serde")]
 struct Config {
-    traces_per_second: f64,
+    traces_per_second: Option<f64>,
+    spans_per_second: Option<f64>,
     burst: Option<f64>,
     #[serde(default = "service_name")]
     key: String,
     #[serde(default)]
-    on: Level,
+    on: KeyLevel,
     #[serde(default = "default_max_keys")]
     max_keys: usize,
     #[serde(default)]
@@ -40,29 +47,12 @@ fn default_max_keys() -> usize {
     10_000
 }
 
-#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
-#[serde(rename_all = "lowercase", crate = "tailgate_plugin_sdk::serde")]
-enum Level {
-    #[default]
-    Resource,
-    Span,
-}
-
 #[derive(Deserialize, Default, Clone, Copy)]
 #[serde(rename_all = "lowercase", crate = "tailgate_plugin_sdk::serde")]
 enum Otherwise {
     #[default]
     Drop,
     Abstain,
-}
-
-/// Where the key comes from.
-#[derive(PartialEq)]
-enum KeySource {
-    /// `summary.service-name` (no projection needed).
-    ServiceName,
-    /// The first projected value.
-    Projected,
 }
 
 struct Bucket {
@@ -79,9 +69,10 @@ struct Bucket {
 const WINDOW_NANOS: u64 = 1_000_000_000;
 
 impl Bucket {
-    /// Counts one trace at `now` and returns the share of the key's traces kept over the current and
-    /// the previous window before this one (what this trace's chance was); 1 when none were seen.
-    fn count(&mut self, now: u64, kept: bool) -> f64 {
+    /// Counts one trace of `weight` (1, or its spans) at `now` and returns the share of the key's
+    /// traffic kept over the current and the previous window before this one (what this trace's chance
+    /// was); 1 when none was seen.
+    fn count(&mut self, now: u64, kept: bool, weight: u64) -> f64 {
         let windows = now.saturating_sub(self.window_nanos) / WINDOW_NANOS;
         if windows > 0 {
             // The current window becomes the previous one; after a gap of two or more, both are empty.
@@ -92,12 +83,14 @@ impl Bucket {
         }
         let seen = self.seen[0] + self.seen[1];
         let kept_before = self.kept[0] + self.kept[1];
-        self.seen[0] += 1;
-        self.kept[0] += u64::from(kept);
+        self.seen[0] += weight;
+        if kept {
+            self.kept[0] += weight;
+        }
         let share = match (seen, kept_before) {
             (0, _) => 1.0,
-            // Nothing kept among them: this is the one keep among `seen + 1`.
-            (_, 0) => 1.0 / (seen + 1) as f64,
+            // Nothing kept among them: this is the one keep among `seen + weight`.
+            (_, 0) => weight as f64 / (seen + weight) as f64,
             _ => kept_before as f64 / seen as f64,
         };
         share.min(1.0)
@@ -106,9 +99,11 @@ impl Bucket {
 
 /// The configured sampler and its buckets.
 pub struct RateLimit {
+    /// Tokens per second: traces, or spans when `in_spans`.
     rate: f64,
     burst: f64,
-    source: KeySource,
+    in_spans: bool,
+    key: TraceKey,
     max_keys: usize,
     otherwise: Otherwise,
     buckets: HashMap<String, Bucket>,
@@ -118,29 +113,28 @@ impl RateLimit {
     /// Builds the sampler and its interest from the JSON config.
     pub fn from_config(config: &str) -> Result<(Self, Interest), String> {
         let c: Config = tailgate_plugin_sdk::parse_config(config)?;
-        if !(c.traces_per_second > 0.0 && c.traces_per_second.is_finite()) {
-            return Err(
-                "invalid configuration: traces_per_second must be a positive number".into(),
-            );
+        let (rate, unit, in_spans) = match (c.traces_per_second, c.spans_per_second) {
+            (Some(r), None) => (r, "traces_per_second", false),
+            (None, Some(r)) => (r, "spans_per_second", true),
+            _ => {
+                return Err("invalid configuration: set exactly one of `traces_per_second` or `spans_per_second`".into());
+            }
+        };
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(format!(
+                "invalid configuration: {unit} must be a positive number"
+            ));
         }
-        let burst = c.burst.unwrap_or(c.traces_per_second.max(1.0));
+        let burst = c.burst.unwrap_or(rate.max(1.0));
         if !(burst >= 1.0 && burst.is_finite()) {
             return Err("invalid configuration: burst must be at least 1".into());
         }
-        let mut interest = Interest::summary_only().stateful();
-        let source = if c.key == "service.name" && c.on == Level::Resource {
-            KeySource::ServiceName
-        } else {
-            interest = match c.on {
-                Level::Resource => interest.with_resource_attribute(&c.key),
-                Level::Span => interest.with_span_attribute(&c.key),
-            };
-            KeySource::Projected
-        };
+        let (key, interest) = TraceKey::new(&c.key, c.on, Interest::summary_only().stateful());
         let p = RateLimit {
-            rate: c.traces_per_second,
+            rate,
             burst,
-            source,
+            in_spans,
+            key,
             max_keys: c.max_keys.max(1),
             otherwise: c.otherwise,
             buckets: HashMap::new(),
@@ -154,15 +148,7 @@ impl RateLimit {
         summary: &TraceSummary,
         attributes: &[ProjectedAttribute],
     ) -> Decision {
-        let key = match self.source {
-            KeySource::ServiceName => summary.service_name.clone(),
-            KeySource::Projected => match attributes.first().map(|a| &a.value) {
-                Some(AttributeValue::Str(s)) => s.clone(),
-                Some(AttributeValue::Int(i)) => i.to_string(),
-                Some(AttributeValue::Boolean(b)) => b.to_string(),
-                _ => String::new(),
-            },
-        };
+        let key = self.key.of(summary, attributes);
         let now = summary.now_unix_nano;
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
             // Bound memory: forget the bucket idle the longest.
@@ -186,12 +172,19 @@ impl RateLimit {
         let elapsed = now.saturating_sub(b.last_nanos) as f64 / 1e9;
         b.tokens = (b.tokens + elapsed * self.rate).min(burst);
         b.last_nanos = b.last_nanos.max(now);
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            let share = b.count(now, true);
+        let cost = if self.in_spans {
+            f64::from(summary.span_count.max(1))
+        } else {
+            1.0
+        };
+        let weight = cost as u64;
+        // A trace larger than the burst needs a full bucket and leaves it in debt.
+        if b.tokens >= cost.min(burst) {
+            b.tokens -= cost;
+            let share = b.count(now, true, weight);
             Decision::keep("rate_limit").with_probability(share)
         } else {
-            b.count(now, false);
+            b.count(now, false, weight);
             match self.otherwise {
                 Otherwise::Drop => Decision::drop("rate_limited"),
                 Otherwise::Abstain => Decision::abstain(),
@@ -220,8 +213,8 @@ tailgate_plugin_sdk::export_sampler!(RateLimit);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tailgate_plugin_sdk::Verdict;
     use tailgate_plugin_sdk::testing::{resource_attr, summary};
+    use tailgate_plugin_sdk::{AttributeValue, Verdict};
 
     #[test]
     fn token_bucket_per_service() {
@@ -290,8 +283,59 @@ mod tests {
     }
 
     #[test]
+    fn spans_per_second_charges_each_trace_its_spans_and_counts_true() {
+        let (mut p, _) =
+            RateLimit::from_config(r#"{"spans_per_second": 100, "burst": 100}"#).unwrap();
+        let mut s = summary();
+        // 20 s of 50 traces per second of 10 spans: 500 spans/s offered, 100 kept per second.
+        let (mut kept_spans, mut adjusted, mut seen) = (0u64, 0.0, 0u64);
+        for i in 0..1000u64 {
+            s.now_unix_nano = 1_000_000_000 + i * 20_000_000;
+            s.span_count = 10;
+            let d = p.decide_on(&s, &[]);
+            if d.verdict == Verdict::Keep {
+                kept_spans += 10;
+            }
+            if i >= 250 {
+                seen += 10;
+                if d.verdict == Verdict::Keep {
+                    adjusted += 10.0 / d.probability.expect("a keep reports its share");
+                }
+            }
+        }
+        // 100 spans of burst plus 100 per second over 20 s.
+        assert!((2000..=2110).contains(&kept_spans), "{kept_spans}");
+        let err = (adjusted - seen as f64).abs() / seen as f64;
+        assert!(err < 0.05, "adjusted {adjusted:.0} of {seen} spans seen");
+    }
+
+    #[test]
+    fn a_trace_larger_than_the_burst_is_kept_from_a_full_bucket_and_repaid() {
+        let (mut p, _) =
+            RateLimit::from_config(r#"{"spans_per_second": 10, "burst": 10}"#).unwrap();
+        let mut s = summary();
+        s.now_unix_nano = 1_000_000_000;
+        s.span_count = 50;
+        assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Keep, "full bucket");
+        // 40 spans of debt: 4 s at 10 spans/s before the bucket holds a whole burst again.
+        s.span_count = 1;
+        s.now_unix_nano += 3_000_000_000;
+        assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Drop, "still in debt");
+        s.now_unix_nano += 2_000_000_000;
+        assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Keep, "repaid");
+    }
+
+    #[test]
     fn bad_config() {
         assert!(RateLimit::from_config(r#"{"traces_per_second": 0}"#).is_err());
+        let both = RateLimit::from_config(r#"{"traces_per_second": 1, "spans_per_second": 1}"#);
+        assert!(both.err().unwrap().contains("exactly one of"));
+        assert!(
+            RateLimit::from_config(r#"{"spans_per_second": -1}"#)
+                .err()
+                .unwrap()
+                .contains("spans_per_second must be a positive number")
+        );
         assert!(
             RateLimit::from_config(r#"{"rate": 1}"#)
                 .err()

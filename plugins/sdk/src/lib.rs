@@ -246,6 +246,54 @@ impl Interest {
     }
 }
 
+/// Where a keyed sampler (a per-key rate limit, a per-key probability) reads a trace's key: the
+/// summary's `service-name` for `service.name` on the resource (no projection needed), else the first
+/// projected value of the attribute, which [`TraceKey::new`] adds to the interest. Config:
+/// `"key": "http.route", "on": "span"` (`on` defaults to `resource`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceKey {
+    projected: bool,
+}
+
+/// The level a [`TraceKey`] is read from (`"on"` in a config).
+#[derive(serde::Deserialize, Default, Debug, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyLevel {
+    /// An attribute of the span's resource (`service.name`, `tenant`).
+    #[default]
+    Resource,
+    /// An attribute of a span (the first span carrying it, in the host's order).
+    Span,
+}
+
+impl TraceKey {
+    /// The key `key` on `on`, and `interest` extended with the projection it needs.
+    pub fn new(key: &str, on: KeyLevel, interest: Interest) -> (TraceKey, Interest) {
+        if key == "service.name" && on == KeyLevel::Resource {
+            return (TraceKey { projected: false }, interest);
+        }
+        let interest = match on {
+            KeyLevel::Resource => interest.with_resource_attribute(key),
+            KeyLevel::Span => interest.with_span_attribute(key),
+        };
+        (TraceKey { projected: true }, interest)
+    }
+
+    /// The trace's key: a string, int or bool value as text; empty when the attribute is absent or of
+    /// another type.
+    pub fn of(&self, summary: &TraceSummary, attributes: &[ProjectedAttribute]) -> String {
+        if !self.projected {
+            return summary.service_name.clone();
+        }
+        match attributes.first().map(|a| &a.value) {
+            Some(AttributeValue::Str(s)) => s.clone(),
+            Some(AttributeValue::Int(i)) => i.to_string(),
+            Some(AttributeValue::Boolean(b)) => b.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
 impl AttributeValue {
     /// The string, for a string value.
     pub fn as_str(&self) -> Option<&str> {
