@@ -76,6 +76,17 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
+    /// Write the tailgate configuration equivalent to a Collector configuration's `tail_sampling`
+    /// processor (YAML on standard output, or `--output FILE`); its header names every policy that maps
+    /// only approximately or not at all, and why.
+    Migrate {
+        /// The Collector configuration file.
+        #[arg(long = "from-otelcol", value_name = "FILE")]
+        from_otelcol: PathBuf,
+        /// Write the result here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Work with plugins.
     Plugin {
         #[command(subcommand)]
@@ -210,6 +221,7 @@ impl Cli {
         !matches!(
             self.command,
             Some(Command::Plugin { .. })
+                | Some(Command::Migrate { .. })
                 | Some(Command::Config {
                     command: ConfigCommand::Schema
                 })

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod kafka;
+pub mod otelcol;
 pub use kafka::{
     InitialOffset, KAFKA_MESSAGE_HEADROOM, KafkaEncoding, KafkaExporter, KafkaReceiver, KafkaTopic,
     NO_KAFKA_FEATURE, kafka_brokers, message_max_bytes,

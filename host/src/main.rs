@@ -55,6 +55,28 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Migrate {
+            from_otelcol,
+            output,
+        }) => {
+            let origin = from_otelcol.display().to_string();
+            let text = std::fs::read_to_string(&from_otelcol)
+                .unwrap_or_else(|e| fail(format!("cannot read {origin}: {e}")));
+            let m = tailgate::config::otelcol::migrate(&text, &origin).unwrap_or_else(|e| fail(e));
+            match &output {
+                Some(out) => {
+                    std::fs::write(out, &m.yaml)
+                        .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", out.display())));
+                    eprintln!(
+                        "wrote {} ({} note(s) in its header)",
+                        out.display(),
+                        m.notes.len()
+                    );
+                }
+                None => print!("{}", m.yaml),
+            }
+            Ok(())
+        }
         Some(Command::Config {
             command: ConfigCommand::Schema,
         }) => {

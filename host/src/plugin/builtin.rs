@@ -53,8 +53,9 @@ const DESCRIPTIONS: [(&str, PluginWorld, &str, &str); 7] = [
     (
         "probabilistic",
         PluginWorld::Sampler,
-        "keeps a consistent share of traces, decided on the trace id's randomness",
-        "probability: 0..1 or percentage: 0..100 (required), otherwise: drop|abstain (drop)",
+        "keeps a consistent share of traces (per key if set), decided on the trace id's randomness",
+        "probability: 0..1 or percentage: 0..100 (required), otherwise: drop|abstain (drop), \
+         probabilities: {key value: 0..1}, key (service.name), on: resource|span",
     ),
     (
         "attribute-match",
@@ -72,9 +73,9 @@ const DESCRIPTIONS: [(&str, PluginWorld, &str, &str); 7] = [
     (
         "rate-limit",
         PluginWorld::Sampler,
-        "keeps at most N traces per second per key (token bucket); stateful",
-        "traces_per_second (required), burst, key (service.name), on: resource|span, max_keys, \
-         otherwise: drop|abstain (drop)",
+        "keeps at most N traces or spans per second per key (token bucket); stateful",
+        "traces_per_second or spans_per_second (one required), burst, key (service.name), \
+         on: resource|span, max_keys, otherwise: drop|abstain (drop)",
     ),
     (
         "pii",

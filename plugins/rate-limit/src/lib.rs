@@ -1,6 +1,7 @@
 //! `rate-limit`: keeps at most `traces_per_second` traces, or `spans_per_second` spans, per second per key
 //! (a token bucket of size `burst` per key, in traces or spans) and drops (or abstains on) the rest. The
-//! key is the trace's `service.name` by default, or the value of another resource or span attribute. Time
+//! key is the trace's `service.name` by default, or the value of another resource or span attribute
+//! (`"key": ""`: one bucket for all traces, as the Collector's `rate_limiting`). Time
 //! comes from the host (`now-unix-nano` in the summary), so the plugin needs no clock. The plugin is
 //! stateful: the host runs one instance of it.
 //!
@@ -323,6 +324,17 @@ mod tests {
         assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Drop, "still in debt");
         s.now_unix_nano += 2_000_000_000;
         assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Keep, "repaid");
+    }
+
+    #[test]
+    fn an_empty_key_is_one_bucket_for_every_trace() {
+        let (mut p, interest) =
+            RateLimit::from_config(r#"{"traces_per_second": 1, "burst": 1, "key": ""}"#).unwrap();
+        assert!(interest.resource_attributes.is_empty() && interest.span_attributes.is_empty());
+        let mut s = summary();
+        assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Keep);
+        s.service_name = "other".into();
+        assert_eq!(p.decide_on(&s, &[]).verdict, Verdict::Drop, "same bucket");
     }
 
     #[test]

@@ -248,11 +248,18 @@ impl Interest {
 
 /// Where a keyed sampler (a per-key rate limit, a per-key probability) reads a trace's key: the
 /// summary's `service-name` for `service.name` on the resource (no projection needed), else the first
-/// projected value of the attribute, which [`TraceKey::new`] adds to the interest. Config:
-/// `"key": "http.route", "on": "span"` (`on` defaults to `resource`).
+/// projected value of the attribute, which [`TraceKey::new`] adds to the interest; an empty key is one
+/// key for every trace. Config: `"key": "http.route", "on": "span"` (`on` defaults to `resource`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceKey {
-    projected: bool,
+    source: KeySource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum KeySource {
+    ServiceName,
+    Projected,
+    Constant,
 }
 
 /// The level a [`TraceKey`] is read from (`"on"` in a config).
@@ -269,21 +276,41 @@ pub enum KeyLevel {
 impl TraceKey {
     /// The key `key` on `on`, and `interest` extended with the projection it needs.
     pub fn new(key: &str, on: KeyLevel, interest: Interest) -> (TraceKey, Interest) {
+        if key.is_empty() {
+            return (
+                TraceKey {
+                    source: KeySource::Constant,
+                },
+                interest,
+            );
+        }
         if key == "service.name" && on == KeyLevel::Resource {
-            return (TraceKey { projected: false }, interest);
+            return (
+                TraceKey {
+                    source: KeySource::ServiceName,
+                },
+                interest,
+            );
         }
         let interest = match on {
             KeyLevel::Resource => interest.with_resource_attribute(key),
             KeyLevel::Span => interest.with_span_attribute(key),
         };
-        (TraceKey { projected: true }, interest)
+        (
+            TraceKey {
+                source: KeySource::Projected,
+            },
+            interest,
+        )
     }
 
     /// The trace's key: a string, int or bool value as text; empty when the attribute is absent or of
     /// another type.
     pub fn of(&self, summary: &TraceSummary, attributes: &[ProjectedAttribute]) -> String {
-        if !self.projected {
-            return summary.service_name.clone();
+        match self.source {
+            KeySource::ServiceName => return summary.service_name.clone(),
+            KeySource::Constant => return String::new(),
+            KeySource::Projected => {}
         }
         match attributes.first().map(|a| &a.value) {
             Some(AttributeValue::Str(s)) => s.clone(),

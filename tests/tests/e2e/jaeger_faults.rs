@@ -34,7 +34,7 @@ use std::time::Duration;
 use tailgate_e2e::binary::tailgate_bin;
 use tailgate_e2e::jaeger::Jaeger;
 use tailgate_e2e::otlp::{decode_hex_request, flatten, hex, metric_sum};
-use tailgate_e2e::{WAIT, free_port, python};
+use tailgate_e2e::{WAIT, python, reserved_port};
 
 /// `(trace id, span id)` in lower-case hex.
 type SpanKey = (String, String);
@@ -394,7 +394,7 @@ fn scratch(name: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "tailgate-e2e-{name}-{}-{}",
         std::process::id(),
-        free_port()?
+        reserved_port()?
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -421,7 +421,7 @@ async fn stopped_under_load(persistent: bool) -> anyhow::Result<()> {
     };
     let dir = scratch(name)?;
     let mut jaeger = Jaeger::start().await?;
-    let (grpc, admin) = (free_port()?, free_port()?);
+    let (grpc, admin) = (reserved_port()?, reserved_port()?);
     let config = config(&dir, grpc, admin, &jaeger, persistent)?;
     let log = dir.join("tailgate.log");
     let tailgate = Tailgate::start(&config, admin, &log).await?;
@@ -510,7 +510,7 @@ async fn jaeger_restarted_and_tailgate_killed_with_sigkill_delivers_or_counts_ev
 -> anyhow::Result<()> {
     let dir = scratch("jaeger-sigkill")?;
     let mut jaeger = Jaeger::start().await?;
-    let (grpc, admin) = (free_port()?, free_port()?);
+    let (grpc, admin) = (reserved_port()?, reserved_port()?);
     let config = config(&dir, grpc, admin, &jaeger, true)?;
     let log = dir.join("tailgate.log");
     let result = sigkill_run(&config, &log, &mut jaeger, grpc, admin).await;
