@@ -2,7 +2,7 @@
 //! `config print` (flags and environment applied, secrets redacted), `config schema` (generated from
 //! the config types, committed as `docs/tailgate.schema.json`, referenced by the example file),
 //! `--version` with the git revision, `--log-level`, `plugin wit`, and `plugin test` over the shipped
-//! recorded traces with its exit status.
+//! recorded traces with its exit status, and `migrate --from-otelcol` on the guide's Collector example.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -272,5 +272,43 @@ fn plugin_test_exits_non_zero_when_the_plugin_fails() -> anyhow::Result<()> {
         "a config the plugin rejects is named: {}",
         text(&out.stderr)
     );
+    Ok(())
+}
+
+#[test]
+fn migrate_turns_the_guides_collector_config_into_one_that_validates() -> anyhow::Result<()> {
+    let guide = std::fs::read_to_string(repo_root().join("docs/from-the-collector.md"))?;
+    let collector = guide
+        .split("## Migrating a configuration")
+        .nth(1)
+        .and_then(|s| s.split("```yaml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .ok_or_else(|| anyhow::anyhow!("docs/from-the-collector.md lost its Collector example"))?;
+    let input = temp_file("otelcol.yaml", collector)?;
+    let out = input.with_file_name("migrated.yaml");
+    let o = tailgate(&[
+        "migrate",
+        "--from-otelcol",
+        input.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ])?;
+    anyhow::ensure!(o.status.success(), "migrate failed: {}", text(&o.stderr));
+    let migrated = std::fs::read_to_string(&out)?;
+    // The probabilistic policy is an approximation (another hash): named in the header.
+    anyhow::ensure!(
+        migrated.contains("`rest` (probabilistic)") && migrated.contains("action: drop"),
+        "{migrated}"
+    );
+    let o = tailgate(&["validate", out.to_str().expect("utf-8")])?;
+    anyhow::ensure!(
+        o.status.success(),
+        "the migration does not validate: {}\n{migrated}",
+        text(&o.stderr)
+    );
+    // Not a Collector file: exit 1 with the reason.
+    let bad = temp_file("not-otelcol.yaml", "receivers: {}\n")?;
+    let o = tailgate(&["migrate", "--from-otelcol", bad.to_str().expect("utf-8")])?;
+    anyhow::ensure!(!o.status.success() && text(&o.stderr).contains("no `processors` section"));
     Ok(())
 }
