@@ -381,3 +381,60 @@ fn the_guides_combinator_example_is_a_valid_config() {
     );
     assert_eq!(c.policy.rules[0].action, crate::config::RuleAction::Drop);
 }
+
+/// Over consistent samplers, `any` keeps with the largest probability and `all` with the smallest, and
+/// each keep reports it: the adjusted counts (1/p per kept trace) add up to the traffic, within four
+/// standard deviations. Trace ids come from a fixed sequence, so the result cannot change between runs.
+#[test]
+fn adjusted_counts_through_any_and_all_over_probabilistic_plugins_stay_true() {
+    use crate::otlp::scan_export_request;
+    use crate::testing::{request, span_in};
+    use prost::Message;
+    let yaml = r#"
+plugins: {call_timeout: 10s}
+policy:
+  rules:
+    - name: either
+      any:
+        - {plugin: builtin:probabilistic, config: {probability: 0.1, otherwise: abstain}}
+        - {plugin: builtin:probabilistic, config: {probability: 0.3, otherwise: abstain}}
+"#;
+    let both = yaml
+        .replace("either", "both")
+        .replace("any:", "all:")
+        .replace("0.1", "0.5")
+        .replace("0.3", "0.2");
+    for (text, p) in [(yaml.to_owned(), 0.3), (both, 0.2)] {
+        let config = Config::parse(&text, "t").expect("valid");
+        let policy = crate::policy::load(&config).expect("loads");
+        let mut state = 0x5eed_u64;
+        let (n, mut kept, mut adjusted) = (3_000u32, 0u32, 0.0);
+        for _ in 0..n {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let id = u128::from(z ^ (z >> 31)) | (1 << 100);
+            let body = bytes::Bytes::from(
+                request("svc", vec![span_in(id, 1, 0, "GET", 1, 2)]).encode_to_vec(),
+            );
+            let spans: Vec<SpanRecord> = scan_export_request(&body)
+                .expect("valid")
+                .spans
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect();
+            let d = policy.decide(id, &spans, &Metrics::new());
+            if d.keep {
+                kept += 1;
+                assert_eq!(d.applied, Applied::Consistent(p));
+                adjusted += 1.0 / d.probability.expect("reported");
+            }
+        }
+        let sd = (f64::from(n) * (1.0 - p) / p).sqrt();
+        assert!(
+            (adjusted - f64::from(n)).abs() < 4.0 * sd,
+            "p {p}: {kept} kept, adjusted {adjusted:.0} of {n}"
+        );
+    }
+}
