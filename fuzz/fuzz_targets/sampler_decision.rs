@@ -168,6 +168,7 @@ fuzz_target!(|input: Input| {
     let info = KeepInfo {
         rule: decision.rule.clone(),
         applied,
+        rescued_by: None,
     };
     let kept = annotate_kept(spans.clone(), &info);
     assert_eq!(kept.spans.len(), spans.len());

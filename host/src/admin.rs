@@ -30,6 +30,8 @@ pub struct AdminState {
     pub token: Option<Arc<Authenticator>>,
     /// The status page, `/api/status` and `/debug/traces/{id}` (see [`crate::status`]).
     pub status: Arc<crate::status::StatusContext>,
+    /// `POST /rescue`, when `buffer.second_chance` is on.
+    pub rescuer: Option<crate::pipeline::Rescuer>,
 }
 
 /// The admin routes.
@@ -41,6 +43,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
+        .route("/rescue", post(rescue))
         .route("/api/service-graph", get(service_graph))
         .with_state(state)
         .merge(status);
@@ -72,6 +75,89 @@ async fn require_token(
                 .into_response()
         }
     }
+}
+
+/// The body of `POST /rescue`: trace ids, or a condition over the held traces' spans (see
+/// [`crate::pipeline::RescueCondition`]), and an optional reason written into `tailgate.rescued_by`.
+/// (Unknown keys are refused by the flattened condition.)
+#[derive(Debug, serde::Deserialize)]
+struct RescueRequest {
+    #[serde(default)]
+    trace_ids: Vec<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(flatten)]
+    condition: crate::pipeline::RescueCondition,
+}
+
+/// Brings held dropped traces back (`buffer.second_chance`): `{"trace_ids": [...]}` or a condition
+/// (`service`, `span_name`, `error`, `since_unix_ms`, `until_unix_ms`), with an optional `reason`.
+/// Answers `{"ok": true, "rescued": N, "trace_ids": [...]}`: the traces queued for export, each marked
+/// `tailgate.rescued_by: request:<reason>`.
+async fn rescue(State(s): State<AdminState>, body: axum::body::Bytes) -> impl IntoResponse {
+    let fail = |code: StatusCode, error: String| {
+        (
+            code,
+            Json(serde_json::json!({ "ok": false, "error": error })),
+        )
+    };
+    let Some(rescuer) = s.rescuer.as_ref() else {
+        return fail(
+            StatusCode::CONFLICT,
+            "the second chance is off: set buffer.second_chance.grace to hold dropped traces"
+                .into(),
+        );
+    };
+    let req: RescueRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("bad rescue request: {e}")),
+    };
+    if req.trace_ids.is_empty() == req.condition.is_empty() {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "give either trace_ids or a condition (service, span_name, error, since_unix_ms, \
+             until_unix_ms), not both and not neither"
+                .into(),
+        );
+    }
+    let by = match req.reason.as_deref().map(reason_label) {
+        Some(r) if !r.is_empty() => format!("request:{r}"),
+        _ => "request".to_owned(),
+    };
+    let queued = if req.trace_ids.is_empty() {
+        rescuer.rescue_matching(&req.condition, &by).await
+    } else {
+        let mut ids = Vec::with_capacity(req.trace_ids.len());
+        for t in &req.trace_ids {
+            match crate::explain::parse_trace_id(t) {
+                Ok(id) => ids.push(id),
+                Err(e) => return fail(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        rescuer.rescue_ids(&ids, &by).await
+    };
+    tracing::info!(rescued = queued.len(), by = %by, "rescue requested");
+    let ids: Vec<String> = queued.iter().map(|id| format!("{id:032x}")).collect();
+    (
+        StatusCode::OK,
+        Json(
+            serde_json::json!({ "ok": true, "rescued": ids.len(), "trace_ids": ids, "rescued_by": by }),
+        ),
+    )
+}
+
+/// A request's reason as written into spans: `[A-Za-z0-9_.:-]` (others become `_`), at most 64 characters.
+fn reason_label(r: &str) -> String {
+    r.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The service graph (from every trace, before sampling) as JSON, for the status page.

@@ -57,6 +57,27 @@ pub enum AppError {
     Recording(String),
     #[error("{0}")]
     Kafka(String),
+    #[error("{0}")]
+    Memory(String),
+}
+
+/// Logs the memory limit and its shares, and publishes the limit.
+fn log_budget(b: &crate::config::memory::MemoryBudget, metrics: &Metrics) {
+    use crate::config::ByteSize;
+    metrics
+        .memory_limit_bytes
+        .set(i64::try_from(b.limit).unwrap_or(i64::MAX));
+    tracing::info!(
+        limit = %ByteSize(b.limit),
+        source = %b.source,
+        buffer = %ByteSize(b.buffer),
+        export_queue = %ByteSize(b.export_queue),
+        decision_cache = %ByteSize(b.decision_cache()),
+        kept_traces = b.kept_traces,
+        dropped_traces = b.dropped_traces,
+        allowance = %ByteSize(b.allowance()),
+        "memory limit"
+    );
 }
 
 /// A running tailgate. Dropping it without [`RunningApp::shutdown`] aborts nothing; call shutdown.
@@ -151,21 +172,34 @@ async fn start_stages(
     let admin_addr = local(&admin_listener).unwrap_or(cfg.admin.endpoint);
 
     // Downstream first, so upstream never sends into nothing.
-    let (export, exporter) = Exporter::start(&cfg.exporters.otlp, metrics.clone())?;
+    let budget = cfg.memory_budget().map_err(AppError::Memory)?;
+    log_budget(&budget, &metrics);
+    let (export, exporter) = Exporter::start_with_queue_bytes(
+        &cfg.exporters.otlp,
+        budget.export_queue,
+        metrics.clone(),
+    )?;
     let cache = Arc::new(DecisionCache::new(
-        cfg.buffer.decision_cache.kept_traces,
-        cfg.buffer.decision_cache.dropped_traces,
+        budget.kept_traces,
+        budget.dropped_traces,
         cfg.buffer.decision_cache.ttl,
     ));
     let workers = cfg
         .plugins
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let ring = cfg.buffer.second_chance.enabled().then(|| {
+        Arc::new(crate::rescue::Ring::new(
+            usize::try_from(budget.second_chance).unwrap_or(usize::MAX),
+            cfg.buffer.second_chance.grace,
+        ))
+    });
     let pipeline_ctx = PipelineContext {
         policy: policy.clone(),
         cache: cache.clone(),
         export,
         metrics: metrics.clone(),
+        ring: ring.clone(),
     };
     let (pipeline_tx, pipeline_done) = pipeline::start(
         workers,
@@ -174,9 +208,15 @@ async fn start_stages(
         cfg.plugins.decide_on_buffer_thread,
     )
     .map_err(AppError::Threads)?;
+    let rescuer = ring.map(|r| pipeline_tx.rescuer(r));
 
-    let limits = BufferLimits::from(&cfg.buffer);
+    let limits = BufferLimits::new(&cfg.buffer, budget.buffer);
     let pressure = Arc::new(Pressure::new(limits.max_buffer_bytes));
+    tokio::spawn(crate::ingest::watch_resident_memory(
+        pressure.clone(),
+        budget.limit,
+        metrics.clone(),
+    ));
     let recorder = match &cfg.record {
         Some(r) => {
             tracing::warn!(
@@ -254,6 +294,9 @@ async fn start_stages(
         )));
     }
     drop(ingest);
+    if let Some(r) = &rescuer {
+        tokio::spawn(pipeline::expire_ring(r.ring(), metrics.clone(), stopped()));
+    }
     let ready = Arc::new(AtomicBool::new(true));
     let history = Arc::new(status::History::new(metrics.clone()));
     tokio::spawn(status::run_sampler(history.clone(), stopped()));
@@ -275,6 +318,7 @@ async fn start_stages(
             reloader: reloader.clone(),
             token: security.admin_token.clone(),
             status,
+            rescuer,
         },
         stopped(),
     ));

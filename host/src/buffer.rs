@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Timing and size limits (from [`BufferConfig`]).
+/// Timing and size limits (from [`BufferConfig`] and the memory budget's buffer share).
 #[derive(Debug, Clone)]
 pub struct BufferLimits {
     pub settle: Duration,
@@ -34,15 +34,16 @@ pub struct BufferLimits {
     pub max_buffer_bytes: usize,
 }
 
-impl From<&BufferConfig> for BufferLimits {
-    fn from(c: &BufferConfig) -> Self {
+impl BufferLimits {
+    /// The limits of `c`, with `max_buffer_bytes` resolved (see `config::memory`).
+    pub fn new(c: &BufferConfig, max_buffer_bytes: u64) -> Self {
         BufferLimits {
             settle: c.settle,
             idle_timeout: c.idle_timeout,
             max_wait: c.max_wait,
             max_spans_per_trace: c.max_spans_per_trace,
             max_bytes_per_trace: c.max_bytes_per_trace.as_usize(),
-            max_buffer_bytes: c.max_buffer_bytes.as_usize(),
+            max_buffer_bytes: usize::try_from(max_buffer_bytes).unwrap_or(usize::MAX),
         }
     }
 }
@@ -146,6 +147,7 @@ impl TraceBuffer {
                         trace_id,
                         spans,
                         acks: ack.cloned().into_iter().collect(),
+                        charge: Default::default(),
                     }));
                     return;
                 }
@@ -210,6 +212,7 @@ impl TraceBuffer {
                 trigger,
                 first_seen: e.first_seen,
                 due_at: due_at.min(now),
+                charge: Default::default(),
             }));
         }
     }
@@ -257,7 +260,17 @@ impl TraceBuffer {
         if self.bytes <= max / 10 * 9 {
             return;
         }
-        let target = max / 10 * 8;
+        self.decide_oldest(max / 10 * 8, now, out);
+    }
+
+    /// Decides the oldest traces until a fifth of the bytes held is gone (the process's resident memory is
+    /// past 90 % of its limit).
+    pub fn shed(&mut self, now: Instant, out: &mut Vec<BufferOutput>) {
+        self.decide_oldest(self.bytes / 5 * 4, now, out);
+    }
+
+    /// Decides the oldest traces (trigger `pressure`) until at most `target` bytes are held.
+    fn decide_oldest(&mut self, target: usize, now: Instant, out: &mut Vec<BufferOutput>) {
         while self.bytes > target {
             let Some((first, id)) = self.order.pop_front() else {
                 break;
@@ -359,12 +372,15 @@ pub async fn run(
                 buffer.expire(Instant::now(), &mut out);
             }
         }
+        if pressure.take_stress() {
+            buffer.shed(Instant::now(), &mut out);
+        }
         pressure.set_buffered(buffer.bytes());
         metrics.buffer_bytes_peak.set(pressure.peak() as i64);
         metrics
             .ingest_queue_spans
             .set(pressure.queued_spans() as i64);
-        if !flush(&mut out, &pipeline, &metrics).await {
+        if !flush(&mut out, &pipeline, &pressure, &metrics).await {
             break;
         }
         metrics.buffer_traces.set(buffer.trace_count() as i64);
@@ -373,14 +389,20 @@ pub async fn run(
     }
     buffer.drain(Instant::now(), &mut out);
     pressure.set_buffered(0);
-    flush(&mut out, &pipeline, &metrics).await;
+    flush(&mut out, &pipeline, &pressure, &metrics).await;
     metrics.buffer_traces.set(0);
     metrics.buffer_spans.set(0);
     metrics.buffer_bytes.set(0);
 }
 
-async fn flush(out: &mut Vec<BufferOutput>, pipeline: &impl TraceInbox, metrics: &Metrics) -> bool {
-    for o in out.drain(..) {
+async fn flush(
+    out: &mut Vec<BufferOutput>,
+    pipeline: &impl TraceInbox,
+    pressure: &Arc<Pressure>,
+    metrics: &Metrics,
+) -> bool {
+    for mut o in out.drain(..) {
+        o.charge_to(pressure);
         if let BufferOutput::Due(t) = &o {
             metrics
                 .decision_triggers

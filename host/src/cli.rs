@@ -232,27 +232,10 @@ impl Cli {
 /// The configuration file's JSON Schema (draft 2020-12), generated from the config types: their doc
 /// comments are the descriptions, unknown keys are refused as the parser refuses them.
 pub fn config_schema() -> String {
-    let mut schema = schemars::schema_for!(Config).to_value();
-    // Defaults come from `Default` impls; `auto` sizes are computed from this machine's memory. The
-    // schema says `auto`, so that it is the same file on every machine.
-    let auto = serde_json::to_value(crate::config::ByteSize::auto_buffer()).unwrap_or_default();
-    replace_value(&mut schema, &auto, &serde_json::Value::from("auto"));
+    // Defaults come from `Default` impls; sizes computed from the machine's memory are `auto` there.
+    let schema = schemars::schema_for!(Config).to_value();
     // A schema is plain JSON values: serializing it cannot fail.
     serde_json::to_string_pretty(&schema).unwrap_or_default()
-}
-
-fn replace_value(v: &mut serde_json::Value, from: &serde_json::Value, to: &serde_json::Value) {
-    if v == from {
-        *v = to.clone();
-        return;
-    }
-    match v {
-        serde_json::Value::Array(items) => {
-            items.iter_mut().for_each(|i| replace_value(i, from, to))
-        }
-        serde_json::Value::Object(map) => map.values_mut().for_each(|i| replace_value(i, from, to)),
-        _ => {}
-    }
 }
 
 /// The text of `tailgate config print`.

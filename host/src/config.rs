@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod kafka;
+pub mod memory;
 pub mod otelcol;
 pub use kafka::{
     InitialOffset, KAFKA_MESSAGE_HEADROOM, KafkaEncoding, KafkaExporter, KafkaReceiver, KafkaTopic,
@@ -260,6 +261,9 @@ pub struct SendingQueue {
     /// Most spans waiting for export (in batches and retries). When full, the pipeline waits, which in
     /// turn fills the buffer and pushes back on clients. Default 200 000.
     pub queue_size: usize,
+    /// Most bytes of spans waiting for export, a bound beside `queue_size`. Default `auto`: a fifth of
+    /// `service.memory_limit`.
+    pub queue_bytes: AutoSize,
     /// Concurrent export requests. Default 4.
     pub num_consumers: usize,
     /// Optional persistent queue on disk (see `export::spool`): batches wait there, not in memory, and
@@ -271,6 +275,7 @@ impl Default for SendingQueue {
     fn default() -> Self {
         SendingQueue {
             queue_size: 200_000,
+            queue_bytes: AutoSize::Auto,
             num_consumers: 4,
             persistent: None,
         }
@@ -434,11 +439,15 @@ pub struct BufferConfig {
     pub max_spans_per_trace: usize,
     /// Decide a trace early when it holds this many bytes. Default 8 MiB.
     pub max_bytes_per_trace: ByteSize,
-    /// Bound on all buffered spans. Past 90 % the oldest traces are decided early; at 100 % receivers
-    /// push back. Default: 1/8 of the machine's memory, at most 4 GiB (`auto`).
-    pub max_buffer_bytes: ByteSize,
+    /// Bound on all spans between the receivers and the export queue: the ingest queue, buffered traces
+    /// and traces being decided or redacted. Past 90 % the oldest traces are decided early; at 100 %
+    /// receivers push back. Default `auto`: half of `service.memory_limit`.
+    pub max_buffer_bytes: AutoSize,
     /// Remembered decisions, for spans that arrive after their trace was decided.
     pub decision_cache: DecisionCacheConfig,
+    /// Dropped traces' spans held for a while, so late evidence or `POST /rescue` can bring them back.
+    /// Off unless `grace` is set.
+    pub second_chance: SecondChanceConfig,
     /// Capacity of the queue between receivers and the buffer, in requests. Default 1024.
     pub queue_size: usize,
 }
@@ -451,8 +460,9 @@ impl Default for BufferConfig {
             max_wait: Duration::from_secs(30),
             max_spans_per_trace: 10_000,
             max_bytes_per_trace: ByteSize::mib(8),
-            max_buffer_bytes: ByteSize::auto_buffer(),
+            max_buffer_bytes: AutoSize::Auto,
             decision_cache: DecisionCacheConfig::default(),
+            second_chance: SecondChanceConfig::default(),
             queue_size: 1024,
         }
     }
@@ -461,10 +471,14 @@ impl Default for BufferConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionCacheConfig {
-    /// Kept trace ids remembered (with the rule that kept them). Default 200 000.
-    pub kept_traces: usize,
-    /// Dropped trace ids remembered. Default 1 000 000.
-    pub dropped_traces: usize,
+    /// Kept trace ids remembered (with the rule that kept them). Default: from a tenth of
+    /// `service.memory_limit`, a sixth of the entries, at most 200 000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_traces: Option<usize>,
+    /// Dropped trace ids remembered. Default: from a tenth of `service.memory_limit`, five sixths of the
+    /// entries, at most 1 000 000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_traces: Option<usize>,
     /// Forget a decision after this long. Default 5 min.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -474,10 +488,29 @@ pub struct DecisionCacheConfig {
 impl Default for DecisionCacheConfig {
     fn default() -> Self {
         DecisionCacheConfig {
-            kept_traces: 200_000,
-            dropped_traces: 1_000_000,
+            kept_traces: None,
+            dropped_traces: None,
             ttl: Duration::from_secs(300),
         }
+    }
+}
+
+/// The second chance for dropped traces (see `rescue`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecondChanceConfig {
+    /// How long a dropped trace's spans are held. Default `0s`: off.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub grace: Duration,
+    /// Most bytes held; the oldest traces leave first. Default `auto`: a twentieth of
+    /// `service.memory_limit`.
+    pub max_bytes: AutoSize,
+}
+
+impl SecondChanceConfig {
+    pub fn enabled(&self) -> bool {
+        !self.grace.is_zero()
     }
 }
 
@@ -836,6 +869,11 @@ pub struct ServiceConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub shutdown_grace: Duration,
+    /// Memory for the whole process, from which the buffer, the export queue and the decision cache take
+    /// their shares (see `config::memory`); resident memory past it refuses new data. Default `auto`: 80 %
+    /// of the memory cgroup's limit when there is one, else a quarter of the machine's memory, at most
+    /// 8 GiB.
+    pub memory_limit: AutoSize,
 }
 
 impl Default for ServiceConfig {
@@ -844,6 +882,7 @@ impl Default for ServiceConfig {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_grace: Duration::from_secs(10),
+            memory_limit: AutoSize::Auto,
         }
     }
 }
@@ -890,20 +929,13 @@ pub(crate) fn redacted_client_options<S: serde::Serializer>(
     out.end()
 }
 
-/// A size in bytes, written as an integer or with a unit: `512KiB`, `16MiB`, `2GiB`, `1.5GB`, or `auto`
-/// where a default is computed from the machine.
+/// A size in bytes, written as an integer or with a unit: `512KiB`, `16MiB`, `2GiB`, `1.5GB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
     pub const fn mib(n: u64) -> Self {
         ByteSize(n * 1024 * 1024)
-    }
-
-    /// 1/8 of physical memory, between 64 MiB and 4 GiB.
-    pub fn auto_buffer() -> Self {
-        let total = physical_memory().unwrap_or(2 << 30);
-        ByteSize((total / 8).clamp(64 << 20, 4 << 30))
     }
 
     pub fn as_usize(self) -> usize {
@@ -913,7 +945,7 @@ impl ByteSize {
     fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t == "auto" {
-            return Ok(Self::auto_buffer());
+            return Err("`auto` is not allowed here: give a size such as 64MiB".into());
         }
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -1006,11 +1038,65 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-fn physical_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// A size, or `auto` for the share computed from `service.memory_limit` (see [`memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoSize {
+    #[default]
+    Auto,
+    Set(ByteSize),
+}
+
+impl AutoSize {
+    /// The size set, `None` for `auto`.
+    pub fn get(self) -> Option<ByteSize> {
+        match self {
+            AutoSize::Auto => None,
+            AutoSize::Set(b) => Some(b),
+        }
+    }
+}
+
+impl From<ByteSize> for AutoSize {
+    fn from(b: ByteSize) -> Self {
+        AutoSize::Set(b)
+    }
+}
+
+impl Serialize for AutoSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AutoSize::Auto => s.serialize_str("auto"),
+            AutoSize::Set(b) => b.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AutoSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(AutoSize::Set(ByteSize(n))),
+            Raw::S(s) if s.trim() == "auto" => Ok(AutoSize::Auto),
+            Raw::S(s) => ByteSize::parse(&s)
+                .map(AutoSize::Set)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl schemars::JsonSchema for AutoSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ByteSize::json_schema(g)
+    }
 }
 
 /// Settings given on the command line or in `TAILGATE_*` environment variables; they win over the file.
@@ -1254,9 +1340,42 @@ impl Config {
         }
     }
 
+    /// The memory limit and its shares, from this machine's cgroup and memory where set to `auto`.
+    pub fn memory_budget(&self) -> Result<memory::MemoryBudget, String> {
+        self.memory_budget_on(&memory::SystemMemory::detect())
+    }
+
+    /// [`Config::memory_budget`] on a machine described by `system`.
+    pub fn memory_budget_on(
+        &self,
+        system: &memory::SystemMemory,
+    ) -> Result<memory::MemoryBudget, String> {
+        let cache = &self.buffer.decision_cache;
+        let ring = &self.buffer.second_chance;
+        memory::budget(
+            memory::Requested {
+                limit: self.service.memory_limit.get(),
+                buffer: self.buffer.max_buffer_bytes.get(),
+                export_queue: self.exporters.otlp.sending_queue.queue_bytes.get(),
+                kept_traces: cache.kept_traces,
+                dropped_traces: cache.dropped_traces,
+                second_chance: ring.enabled().then(|| ring.max_bytes.get()),
+            },
+            system,
+        )
+    }
+
     /// Checks relations between keys that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         kafka::validate(self.receivers.kafka.as_ref(), self.exporters.kafka.as_ref())?;
+        let budget = self.memory_budget()?;
+        if budget.buffer < self.buffer.max_bytes_per_trace.0 {
+            return Err(format!(
+                "buffer.max_buffer_bytes ({}) is smaller than buffer.max_bytes_per_trace ({})",
+                ByteSize(budget.buffer),
+                self.buffer.max_bytes_per_trace
+            ));
+        }
         kafka::validate_transport(self)?;
         self.validate_security()?;
         let b = &self.buffer;
@@ -1473,7 +1592,8 @@ mod tests {
             "t",
         )
         .expect("ok");
-        assert_eq!(c.buffer.max_buffer_bytes, ByteSize::mib(512));
+        assert_eq!(c.buffer.max_buffer_bytes, AutoSize::Set(ByteSize::mib(512)));
+        assert!(Config::parse("buffer:\n  max_bytes_per_trace: auto\n", "t").is_err());
         assert_eq!(c.buffer.settle, Duration::from_millis(1500));
         assert_eq!(
             c.receivers

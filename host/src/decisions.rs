@@ -33,6 +33,8 @@ pub struct KeepInfo {
     /// What keeping the trace does to each span's sampling threshold (late spans' own `tracestate`
     /// included).
     pub applied: Applied,
+    /// What brought the trace back after a drop (`tailgate.rescued_by`), when it was rescued.
+    pub rescued_by: Option<Arc<str>>,
 }
 
 /// What keeping a trace does to the sampling threshold (`ot=th`) of its spans; the arithmetic is in
@@ -175,6 +177,7 @@ mod tests {
         let info = Arc::new(KeepInfo {
             rule: "errors".into(),
             applied: Applied::Everything,
+            rescued_by: None,
         });
         c.mark_pending(1);
         assert_eq!(c.lookup(1, t0), Some(Remembered::Pending));
@@ -184,6 +187,34 @@ mod tests {
         assert_eq!(c.lookup(2, t0), Some(Remembered::Dropped));
         assert_eq!(c.lookup(3, t0), None);
         assert_eq!(c.lookup(2, t0 + Duration::from_secs(61)), None);
+    }
+
+    /// What an entry costs in resident memory, behind `config::memory::CACHE_ENTRY_BYTES`. Run alone, so
+    /// that no other test allocates meanwhile: `cargo test -p tailgate --lib decision_cache_entry_bytes
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measures resident memory: run alone"]
+    fn decision_cache_entry_bytes() {
+        let (kept, dropped) = (200_000usize, 1_000_000usize);
+        let before = crate::ingest::resident_bytes().expect("/proc/self/status");
+        let c = DecisionCache::new(kept, dropped, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let info = Arc::new(KeepInfo {
+            rule: "errors".into(),
+            applied: Applied::Everything,
+            rescued_by: None,
+        });
+        for i in 0..kept as u128 {
+            c.record_keep(i << 64 | i, info.clone(), t0);
+        }
+        for i in 0..dropped as u128 {
+            c.record_drop((i + 1) << 80 | i, t0);
+        }
+        let after = crate::ingest::resident_bytes().expect("/proc/self/status");
+        let per_entry = (after - before) as f64 / (kept + dropped) as f64;
+        eprintln!("decision cache: {per_entry:.1} resident bytes per entry");
+        assert!(per_entry <= crate::config::memory::CACHE_ENTRY_BYTES as f64);
+        assert_eq!(c.len(), (kept, dropped));
     }
 
     #[test]

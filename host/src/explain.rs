@@ -215,6 +215,22 @@ pub struct Explanation {
     pub root_name: Option<String>,
     /// Redactions applied to the kept spans (late spans included).
     pub redactions: RedactionNotes,
+    /// Set when the trace was dropped first and brought back by the second chance (`rescue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescued: Option<RescueHistory>,
+}
+
+/// A rescued trace's history: the drop, then what brought it back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RescueHistory {
+    /// `late_span` (a late span made a rule keep it) or `request` (`POST /rescue`).
+    pub cause: &'static str,
+    /// The rule that kept it on the second look, or `request:<reason>`.
+    pub rescued_by: String,
+    /// The rule that had dropped it, when the drop is still remembered.
+    pub dropped_by: Option<String>,
+    /// When it was dropped (Unix milliseconds), when remembered.
+    pub dropped_at_unix_ms: Option<u64>,
 }
 
 fn as_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
@@ -247,6 +263,7 @@ impl Explanation {
             root_service: None,
             root_name: None,
             redactions: RedactionNotes::default(),
+            rescued: None,
         }
     }
 

@@ -8,9 +8,10 @@
 //!                                   Transport: gRPC | HTTP | file (OTLP/JSON lines) | Kafka (feature `kafka`)
 //! ```
 //!
-//! Every span holds one permit of a semaphore sized `sending_queue.queue_size` from the moment it is
-//! queued until its batch is accepted downstream or given up on, so the exporter never holds more than
-//! that many spans and a slow downstream becomes backpressure on the pipeline. Each span ends in exactly
+//! Every span holds one permit of a semaphore sized `sending_queue.queue_size`, and one permit per byte
+//! of a semaphore sized `sending_queue.queue_bytes` ([`span_cost`]), from the moment it is queued until
+//! its batch is accepted downstream or given up on, so the exporter never holds more than that many
+//! spans or bytes and a slow downstream becomes backpressure on the pipeline. Each span ends in exactly
 //! one of `spans_exported`, `spans_lost{reason="rejected_downstream"}` (partial success),
 //! `spans_lost{reason="export_failed"}` (non-retryable error or retries exhausted) or
 //! `spans_lost{reason="shutdown"}` (still undelivered when the shutdown grace ran out).
@@ -114,7 +115,19 @@ impl ExportHandle {
             mut per_span,
         } = kept;
         while !spans.is_empty() {
-            let at = spans.len().min(self.queue.max_part);
+            // A part is at most `max_part` spans and `max_part_bytes` bytes (at least one span).
+            let mut at = 0;
+            let mut bytes = 0;
+            while at < spans.len().min(self.queue.max_part) {
+                let cost = self
+                    .queue
+                    .cost(&spans[at], per_span.get(at).unwrap_or(&patch));
+                if at > 0 && bytes + cost > self.queue.max_part_bytes {
+                    break;
+                }
+                bytes += cost;
+                at += 1;
+            }
             let rest = spans.split_off(at);
             let per_span_rest = per_span.split_off(at.min(per_span.len()));
             let part = KeptSpans {
@@ -123,9 +136,9 @@ impl ExportHandle {
                 per_span: std::mem::replace(&mut per_span, per_span_rest),
             };
             let n = part.spans.len();
-            self.queue.acquire(n).await?;
+            self.queue.acquire(n, bytes).await?;
             if self.tx.send(part).await.is_err() {
-                self.queue.release(n);
+                self.queue.release(n, bytes);
                 return Err(ExporterClosed);
             }
         }
@@ -159,52 +172,98 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// The bound on spans held by the exporter: one semaphore permit per span, taken when queued and given
-/// back when the span's batch is settled (delivered or given up on).
+/// What a span costs the export queue's byte bound: its encoded bytes, the fields appended to it and
+/// the framing `ExportBuilder::approx_encoded_len` counts for it.
+pub(crate) fn span_cost(span: &SpanRecord, patch: &Bytes) -> usize {
+    span.raw.len() + patch.len() + 8
+}
+
+/// The bound on what the exporter holds: one semaphore permit per span and one per byte
+/// ([`span_cost`]), taken when queued and given back when the span's batch is settled (delivered or
+/// given up on).
 pub(crate) struct SpanQueue {
     permits: Semaphore,
     capacity: usize,
+    bytes: Semaphore,
+    capacity_bytes: usize,
     /// Largest part of a `KeptSpans` queued at once (the capacity, capped to what a semaphore call takes).
     max_part: usize,
+    /// Largest byte cost of such a part; a span costing more counts as this much.
+    max_part_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
 impl SpanQueue {
-    fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+    fn new(capacity: usize, capacity_bytes: u64, metrics: Arc<Metrics>) -> Self {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        let capacity_bytes = usize::try_from(capacity_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS);
         metrics
             .export_queue_capacity
             .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        metrics
+            .export_queue_capacity_bytes
+            .set(i64::try_from(capacity_bytes).unwrap_or(i64::MAX));
         SpanQueue {
             permits: Semaphore::new(capacity),
             capacity,
+            bytes: Semaphore::new(capacity_bytes),
+            capacity_bytes,
             max_part: capacity.min(u32::MAX as usize),
+            max_part_bytes: capacity_bytes.min(u32::MAX as usize),
             metrics,
         }
     }
 
-    async fn acquire(&self, n: usize) -> Result<(), ExporterClosed> {
-        // `n <= max_part <= u32::MAX`, see `ExportHandle::send`.
+    /// [`span_cost`], capped to what one part may hold (so that one huge span still gets through, alone).
+    fn cost(&self, span: &SpanRecord, patch: &Bytes) -> usize {
+        span_cost(span, patch).min(self.max_part_bytes)
+    }
+
+    /// The byte cost of `kept` as [`ExportHandle::send`] charged it.
+    fn cost_of(&self, kept: &KeptSpans) -> usize {
+        kept.spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.cost(s, kept.patch_of(i)))
+            .sum()
+    }
+
+    async fn acquire(&self, n: usize, bytes: usize) -> Result<(), ExporterClosed> {
+        // `n <= max_part <= u32::MAX` and `bytes <= max_part_bytes <= u32::MAX`, see `ExportHandle::send`.
         let n32 = u32::try_from(n).map_err(|_| ExporterClosed)?;
-        self.permits
+        let b32 = u32::try_from(bytes).map_err(|_| ExporterClosed)?;
+        let spans = self
+            .permits
             .acquire_many(n32)
+            .await
+            .map_err(|_| ExporterClosed)?;
+        self.bytes
+            .acquire_many(b32)
             .await
             .map_err(|_| ExporterClosed)?
             .forget();
+        spans.forget();
         self.metrics.export_queue_spans.inc_by(n as i64);
+        self.metrics.export_queue_bytes.inc_by(bytes as i64);
         Ok(())
     }
 
-    fn release(&self, n: usize) {
+    fn release(&self, n: usize, bytes: usize) {
         self.permits.add_permits(n);
+        self.bytes.add_permits(bytes);
         self.metrics.export_queue_spans.dec_by(n as i64);
+        self.metrics.export_queue_bytes.dec_by(bytes as i64);
     }
 }
 
-/// An encoded `ExportTraceServiceRequest` and the number of spans in it (the permits it holds).
+/// An encoded `ExportTraceServiceRequest`, the number of spans in it and their byte cost (the permits
+/// it holds).
 pub(crate) struct Batch {
     pub body: Bytes,
     pub spans: usize,
+    pub bytes: usize,
 }
 
 /// What a downstream said when it took a request.
@@ -291,7 +350,7 @@ impl BatchSender {
     /// (`max_elapsed_time`) or the shutdown grace ends; then settles it.
     pub async fn deliver(&self, batch: Batch) {
         let outcome = self.attempt(&batch).await;
-        self.settle(batch.spans, outcome);
+        self.settle(batch.spans, batch.bytes, outcome);
     }
 
     /// Sends a batch (with retries) until it is settled or the shutdown grace ends; counts nothing.
@@ -368,10 +427,10 @@ impl BatchSender {
         }
     }
 
-    /// Records how `spans` ended and gives their queue permits back.
-    pub fn settle(&self, spans: usize, outcome: Outcome) {
+    /// Records how `spans` ended and gives their queue permits (spans and `bytes`) back.
+    pub fn settle(&self, spans: usize, bytes: usize, outcome: Outcome) {
         self.count(spans, outcome);
-        self.queue.release(spans);
+        self.queue.release(spans, bytes);
     }
 
     /// Records how `spans` ended in the metrics.
@@ -436,13 +495,29 @@ pub struct Exporter {
 impl Exporter {
     /// Starts the exporter tasks. Must be called inside a tokio runtime. The gRPC connection is made
     /// lazily, so tailgate starts before its downstream does.
+    /// Starts the exporter; `sending_queue.queue_bytes: auto` is a fifth of this machine's `auto` memory
+    /// limit (the process passes its budget's share to [`Exporter::start_with_queue_bytes`]).
     pub fn start(
         cfg: &OtlpExporter,
+        metrics: Arc<Metrics>,
+    ) -> Result<(ExportHandle, Exporter), ExportError> {
+        let bytes = cfg.sending_queue.queue_bytes.get().map_or_else(
+            || crate::config::memory::SystemMemory::detect().auto_limit().0 / 5,
+            |b| b.0,
+        );
+        Self::start_with_queue_bytes(cfg, bytes, metrics)
+    }
+
+    /// Starts the exporter with an export queue of at most `queue_bytes` bytes.
+    pub fn start_with_queue_bytes(
+        cfg: &OtlpExporter,
+        queue_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> Result<(ExportHandle, Exporter), ExportError> {
         let transport = Transport::new(cfg)?;
         let queue = Arc::new(SpanQueue::new(
             cfg.sending_queue.queue_size,
+            queue_bytes,
             metrics.clone(),
         ));
         let spool = match &cfg.sending_queue.persistent {
@@ -545,6 +620,11 @@ impl Exporter {
         }
         let queue = &self.sender.queue;
         queue.permits.close();
+        queue.bytes.close();
+        let held_bytes = queue
+            .capacity_bytes
+            .saturating_sub(queue.bytes.available_permits());
+        queue.metrics.export_queue_bytes.dec_by(held_bytes as i64);
         // Every path above settles its spans; this only catches a batcher that panicked.
         let held = queue
             .capacity

@@ -6,7 +6,7 @@
 //! the process, a plain channel in tests), and the pipeline decides what to do with each item (decide
 //! it on the sending thread, route it to a worker).
 
-use crate::ingest::Ack;
+use crate::ingest::{Ack, Charge};
 use crate::otlp::{SpanRecord, TraceId};
 use std::future::Future;
 use tokio::sync::mpsc;
@@ -51,6 +51,8 @@ pub struct DueTrace {
     /// When it became due (for the decision latency metric): its deadline for the time triggers (settle,
     /// idle, max wait), so that a late timer counts as latency; the moment it was taken otherwise.
     pub due_at: Instant,
+    /// Its bytes, counted against the buffer bound until the trace is dropped or in the export queue.
+    pub charge: Charge,
 }
 
 /// Spans of a trace that was already handed to the pipeline.
@@ -59,6 +61,8 @@ pub struct LateSpans {
     pub trace_id: TraceId,
     pub spans: Vec<SpanRecord>,
     pub acks: Vec<Ack>,
+    /// As [`DueTrace::charge`].
+    pub charge: Charge,
 }
 
 /// What the buffer hands to the pipeline.
@@ -75,6 +79,15 @@ impl BufferOutput {
             BufferOutput::Due(t) => t.trace_id,
             BufferOutput::Late(l) => l.trace_id,
         }
+    }
+
+    /// Counts the bytes carried against `pressure` until the spans leave the pipeline.
+    pub fn charge_to(&mut self, pressure: &std::sync::Arc<crate::ingest::Pressure>) {
+        let (spans, charge) = match self {
+            BufferOutput::Due(t) => (&t.spans, &mut t.charge),
+            BufferOutput::Late(l) => (&l.spans, &mut l.charge),
+        };
+        *charge = pressure.charge(spans.iter().map(SpanRecord::charged_bytes).sum());
     }
 
     /// Spans carried.

@@ -8,7 +8,7 @@ use crate::otlp::{ScannedRequest, SpanRecord, TraceId};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Accepted spans of one request, grouped by trace, each group's bytes copied into one allocation so the
@@ -168,6 +168,28 @@ pub struct Pressure {
     peak: AtomicUsize,
     /// Spans in batches sitting in the ingest queue (for `tailgate_ingest_queue_spans`).
     queued_spans: AtomicUsize,
+    /// Bytes of traces handed to the pipeline and not yet in the export queue or dropped ([`Charge`]).
+    in_flight: AtomicUsize,
+    /// The process's resident memory is past `service.memory_limit`: new data is refused while tailgate
+    /// holds any (see [`watch_resident_memory`]).
+    over_limit: AtomicBool,
+    /// Resident memory samples taken while past 90 % of the limit; the buffer decides its oldest traces
+    /// once per new one ([`Pressure::take_stress`]).
+    stress: AtomicU64,
+    stress_seen: AtomicU64,
+}
+
+/// Bytes of a trace counted against the bound while the pipeline decides and redacts it; given back
+/// when dropped (the trace is in the export queue, which counts its own bytes, or was dropped).
+#[derive(Debug, Default)]
+pub struct Charge(Option<(Arc<Pressure>, usize)>);
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some((p, n)) = self.0.take() {
+            p.in_flight.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Pressure {
@@ -178,7 +200,29 @@ impl Pressure {
             buffered: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             queued_spans: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            over_limit: AtomicBool::new(false),
+            stress: AtomicU64::new(0),
+            stress_seen: AtomicU64::new(0),
         }
+    }
+
+    /// Counts `bytes` handed to the pipeline until the returned charge is dropped.
+    pub fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        self.in_flight.fetch_add(bytes, Ordering::Relaxed);
+        Charge(Some((self.clone(), bytes)))
+    }
+
+    /// Bytes handed to the pipeline and not yet given back.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether a resident memory sample past 90 % of the limit came since the last call (the buffer then
+    /// decides its oldest traces early).
+    pub fn take_stress(&self) -> bool {
+        let now = self.stress.load(Ordering::Relaxed);
+        self.stress_seen.swap(now, Ordering::Relaxed) != now
     }
 
     /// The byte bound.
@@ -208,9 +252,12 @@ impl Pressure {
 
     /// Reserves room for `bytes`, or says no.
     fn try_reserve(&self, bytes: usize) -> bool {
-        let buffered = self.buffered.load(Ordering::Relaxed);
+        let buffered = self.buffered.load(Ordering::Relaxed) + self.in_flight();
         let prev = self.queued.fetch_add(bytes, Ordering::Relaxed);
-        if prev + buffered + bytes > self.limit && prev + buffered > 0 {
+        // Past the process's limit, tailgate takes nothing while it holds anything: what it holds is
+        // what can be freed. Holding nothing, the excess is not its to free, and refusing would stall.
+        let over = self.over_limit.load(Ordering::Relaxed);
+        if (prev + buffered + bytes > self.limit || over) && prev + buffered > 0 {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
@@ -224,10 +271,57 @@ impl Pressure {
         self.peak.load(Ordering::Relaxed)
     }
 
-    /// True when the queue and buffer together are at 100 % of the bound.
+    /// True when the queue, buffer and pipeline together are at 100 % of the bound.
     pub fn is_on(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) + self.buffered.load(Ordering::Relaxed) >= self.limit
+        self.queued.load(Ordering::Relaxed)
+            + self.buffered.load(Ordering::Relaxed)
+            + self.in_flight()
+            >= self.limit
     }
+
+    /// Records a resident memory sample against the process's `limit`.
+    fn observe_resident(&self, resident: u64, limit: u64) {
+        self.over_limit.store(resident > limit, Ordering::Relaxed);
+        if resident > limit / 10 * 9 {
+            self.stress.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How often [`watch_resident_memory`] samples.
+const RESIDENT_SAMPLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Samples the process's resident memory every 100 ms against `limit` (`service.memory_limit`): past
+/// 90 % the buffer decides its oldest traces early (a fifth of its bytes per sample), past the limit new
+/// data is refused with `memory_pressure`. This is the check on everything the byte counts do not see
+/// (plugin instances, allocator slack, connections). Ends with the runtime.
+pub async fn watch_resident_memory(
+    pressure: Arc<Pressure>,
+    limit: u64,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let mut tick = tokio::time::interval(RESIDENT_SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peak = 0u64;
+    loop {
+        tick.tick().await;
+        metrics.pipeline_bytes.set(pressure.in_flight() as i64);
+        let Some(resident) = resident_bytes() else {
+            continue;
+        };
+        pressure.observe_resident(resident, limit);
+        peak = peak.max(resident);
+        metrics.resident_memory_bytes.set(resident as i64);
+        metrics.resident_memory_peak_bytes.set(peak as i64);
+    }
+}
+
+/// `VmRSS` of `/proc/self/status`; `None` where there is no such file.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The sending side of the bounded queue into the buffer. Cheap to clone.

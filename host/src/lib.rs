@@ -81,6 +81,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod reload;
+pub mod rescue;
 
 // Redact
 pub mod redact;

@@ -7,11 +7,13 @@
 //!
 //! ```text
 //! spans_received_total + persistent_queue_recovered_spans_total
-//!   = spans_exported_total + spans_sampled_out_total + sum(spans_lost_total{reason})
+//!   = spans_exported_total + (spans_sampled_out_total - spans_rescued_total) + sum(spans_lost_total{reason})
 //!   + ingest_queue_spans + buffer_spans + pipeline_spans + export_queue_spans + persistent_queue_spans
 //! ```
 //!
-//! (A span moving between stages may be counted in two gauges for an instant; once idle it is exact.)
+//! (A span moving between stages may be counted in two gauges for an instant; once idle it is exact.) A
+//! span rescued by the second chance (`rescue`) was counted sampled out when its trace was dropped and
+//! is counted again in `spans_rescued_total` when it is brought back.
 
 pub mod kafka;
 
@@ -127,6 +129,17 @@ pub struct Metrics {
     pub spans_exported: Counter,
     /// Spans of traces that the policy dropped (on purpose).
     pub spans_sampled_out: Counter,
+    /// Spans of dropped traces brought back by the second chance (counted in `spans_sampled_out` when
+    /// dropped; the identity subtracts them).
+    pub spans_rescued: Counter,
+    /// Traces brought back by the second chance, by cause (`late_span`, `request`).
+    pub rescued_traces: Family<ReasonLabels, Counter>,
+    /// Bytes of dropped traces held by the second-chance ring.
+    pub rescue_ring_bytes: Gauge,
+    /// Dropped traces held by the second-chance ring.
+    pub rescue_ring_traces: Gauge,
+    /// Traces that left the ring unrescued, by reason (`bytes`: pushed out when full, `expired`).
+    pub rescue_ring_evicted: Family<ReasonLabels, Counter>,
     /// Accepted spans that were lost, by reason (export gave up, redactor failed closed with drop, ...).
     pub spans_lost: Family<ReasonLabels, Counter>,
     /// Export requests that failed (each retry counts), by reason.
@@ -135,6 +148,18 @@ pub struct Metrics {
     pub export_queue_spans: Gauge,
     /// Capacity of the export queue in spans.
     pub export_queue_capacity: Gauge,
+    /// Bytes of spans waiting in the export queue.
+    pub export_queue_bytes: Gauge,
+    /// Capacity of the export queue in bytes (`sending_queue.queue_bytes`).
+    pub export_queue_capacity_bytes: Gauge,
+    /// Bytes of traces handed by the buffer to the pipeline and not yet in the export queue or dropped.
+    pub pipeline_bytes: Gauge,
+    /// `service.memory_limit`, resolved.
+    pub memory_limit_bytes: Gauge,
+    /// The process's resident memory, sampled every 100 ms.
+    pub resident_memory_bytes: Gauge,
+    /// Highest resident memory sampled.
+    pub resident_memory_peak_bytes: Gauge,
     /// Traces currently buffered.
     pub buffer_traces: Gauge,
     /// Spans currently buffered.
@@ -261,10 +286,21 @@ impl Metrics {
             requests_refused: Family::default(),
             spans_exported: Counter::default(),
             spans_sampled_out: Counter::default(),
+            spans_rescued: Counter::default(),
+            rescued_traces: Family::default(),
+            rescue_ring_bytes: Gauge::default(),
+            rescue_ring_traces: Gauge::default(),
+            rescue_ring_evicted: Family::default(),
             spans_lost: Family::default(),
             export_failures: Family::default(),
             export_queue_spans: Gauge::default(),
             export_queue_capacity: Gauge::default(),
+            export_queue_bytes: Gauge::default(),
+            export_queue_capacity_bytes: Gauge::default(),
+            pipeline_bytes: Gauge::default(),
+            memory_limit_bytes: Gauge::default(),
+            resident_memory_bytes: Gauge::default(),
+            resident_memory_peak_bytes: Gauge::default(),
             buffer_traces: Gauge::default(),
             buffer_spans: Gauge::default(),
             ingest_queue_spans: Gauge::default(),
@@ -327,6 +363,31 @@ impl Metrics {
             m.spans_sampled_out.clone(),
         );
         registry.register(
+            "spans_rescued",
+            "Spans of dropped traces brought back by the second chance",
+            m.spans_rescued.clone(),
+        );
+        registry.register(
+            "rescued_traces",
+            "Dropped traces brought back by the second chance, by cause",
+            m.rescued_traces.clone(),
+        );
+        registry.register(
+            "rescue_ring_bytes",
+            "Bytes of dropped traces held for a second chance",
+            m.rescue_ring_bytes.clone(),
+        );
+        registry.register(
+            "rescue_ring_traces",
+            "Dropped traces held for a second chance",
+            m.rescue_ring_traces.clone(),
+        );
+        registry.register(
+            "rescue_ring_evicted",
+            "Traces that left the second-chance ring unrescued, by reason",
+            m.rescue_ring_evicted.clone(),
+        );
+        registry.register(
             "spans_lost",
             "Accepted spans lost, by reason",
             m.spans_lost.clone(),
@@ -345,6 +406,36 @@ impl Metrics {
             "export_queue_capacity",
             "Export queue capacity in spans",
             m.export_queue_capacity.clone(),
+        );
+        registry.register(
+            "export_queue_bytes",
+            "Bytes of spans waiting for export",
+            m.export_queue_bytes.clone(),
+        );
+        registry.register(
+            "export_queue_capacity_bytes",
+            "Export queue capacity in bytes",
+            m.export_queue_capacity_bytes.clone(),
+        );
+        registry.register(
+            "pipeline_bytes",
+            "Bytes of traces being decided or redacted (counted against the buffer bound)",
+            m.pipeline_bytes.clone(),
+        );
+        registry.register(
+            "memory_limit_bytes",
+            "The process's memory limit (service.memory_limit)",
+            m.memory_limit_bytes.clone(),
+        );
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of the process",
+            m.resident_memory_bytes.clone(),
+        );
+        registry.register(
+            "resident_memory_peak_bytes",
+            "Highest resident memory of the process sampled",
+            m.resident_memory_peak_bytes.clone(),
         );
         registry.register("buffer_traces", "Traces buffered", m.buffer_traces.clone());
         registry.register("buffer_spans", "Spans buffered", m.buffer_spans.clone());
@@ -528,7 +619,11 @@ impl Metrics {
         let mut a = Accounting {
             recovered: self.persistent_queue_recovered_spans.get(),
             exported: self.spans_exported.get(),
-            sampled_out: self.spans_sampled_out.get(),
+            // A rescued span was counted sampled out when its trace was dropped, then exported.
+            sampled_out: self
+                .spans_sampled_out
+                .get()
+                .saturating_sub(self.spans_rescued.get()),
             in_flight: [
                 &self.ingest_queue_spans,
                 &self.buffer_spans,

@@ -12,6 +12,7 @@
 //! a slow redaction never delays the decisions of the traces behind it.
 
 mod redaction;
+mod second_chance;
 mod shadow;
 mod tracestate;
 
@@ -28,6 +29,7 @@ use arc_swap::ArcSwap;
 pub(crate) use redaction::annotate;
 pub use redaction::prepare_kept;
 use redaction::{Explain, KeptTrace, RedactionStage};
+pub use second_chance::{RescueCondition, Rescuer, expire_ring};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -245,6 +247,8 @@ pub struct PipelineContext {
     pub cache: Arc<DecisionCache>,
     pub export: ExportHandle,
     pub metrics: Arc<Metrics>,
+    /// The second-chance ring (`buffer.second_chance`), when on.
+    pub ring: Option<Arc<crate::rescue::Ring>>,
 }
 
 /// Starts `workers` pipeline threads and as many redaction threads (sharing one queue of `capacity`
@@ -295,6 +299,11 @@ pub(crate) enum WorkItem {
     /// A trace decided on the sending thread, to hand on.
     Decided(Box<DecidedTrace>),
     Late(LateSpans),
+    /// A held dropped trace to bring back (`POST /rescue`), marked `by`.
+    Rescue {
+        trace_id: TraceId,
+        by: Arc<str>,
+    },
 }
 
 impl WorkItem {
@@ -303,6 +312,7 @@ impl WorkItem {
             WorkItem::Due(t) => t.spans.len(),
             WorkItem::Decided(d) => d.t.spans.len(),
             WorkItem::Late(l) => l.spans.len(),
+            WorkItem::Rescue { .. } => 0,
         }
     }
 }
@@ -313,6 +323,13 @@ impl WorkItem {
 pub struct Inbox {
     workers: Vec<mpsc::Sender<WorkItem>>,
     inline: Option<Arc<InlineDecider>>,
+}
+
+impl Inbox {
+    /// The handle that brings traces held by `ring` back on request (`POST /rescue`).
+    pub fn rescuer(&self, ring: Arc<crate::rescue::Ring>) -> Rescuer {
+        Rescuer::new(&self.workers, ring)
+    }
 }
 
 impl TraceInbox for Inbox {
@@ -361,11 +378,19 @@ fn worker(mut rx: mpsc::Receiver<WorkItem>, ctx: PipelineContext, stage: Redacti
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         let n = item.span_count();
+        // Late spans and rescues may need a dropped trace in the second-chance ring: the held dropped
+        // traces' bookkeeping (which puts them there) goes first.
+        if ctx.ring.is_some() && matches!(item, WorkItem::Late(_) | WorkItem::Rescue { .. }) {
+            finish_dropped(&mut dropped, &ctx);
+        }
         let decided = match item {
             WorkItem::Due(t) => decide(t, &ctx, &stage),
             WorkItem::Decided(d) => hand_on(*d, &ctx, &stage),
             WorkItem::Late(l) => Decided::Kept {
                 staged: late(l, &ctx, &stage),
+            },
+            WorkItem::Rescue { trace_id, by } => Decided::Kept {
+                staged: second_chance::requested(trace_id, by, &ctx, &stage),
             },
         };
         let staged = match decided {
@@ -436,6 +461,7 @@ fn sample_out(d: DecidedTrace, ctx: &PipelineContext) {
     let mut why = explain(&t, &decision);
     why.set_dropped_root(&t.spans, &ctx.metrics.topology);
     ctx.metrics.decision_log.record(why);
+    second_chance::hold(ctx, t.trace_id, t.spans);
 }
 
 /// What every decided trace counts in: topology (from every trace, whatever the decision), shadow rules
@@ -486,6 +512,7 @@ fn remember(
         Arc::new(KeepInfo {
             rule: decision.rule.clone(),
             applied: decision.applied,
+            rescued_by: None,
         })
     });
     match &kept {
@@ -580,7 +607,7 @@ impl InlineDecider {
 }
 
 /// Handles spans of an already decided trace; returns how many wait in the redaction stage.
-fn late(l: LateSpans, ctx: &PipelineContext, stage: &RedactionStage) -> usize {
+fn late(mut l: LateSpans, ctx: &PipelineContext, stage: &RedactionStage) -> usize {
     ctx.metrics
         .topology
         .observe_late(&l.spans, &ctx.policy.load().redactors);
@@ -607,6 +634,9 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &RedactionStage) -> usize {
             );
         }
         Some(Remembered::Dropped) => {
+            if let Some(staged) = second_chance::second_look(&mut l, ctx, stage) {
+                return staged;
+            }
             ctx.metrics
                 .late_spans
                 .get_or_create(&ReasonLabels { reason: "dropped" })
@@ -633,6 +663,7 @@ fn late(l: LateSpans, ctx: &PipelineContext, stage: &RedactionStage) -> usize {
                     trigger: crate::inbox::Trigger::Idle,
                     first_seen: now,
                     due_at: now,
+                    charge: l.charge,
                 },
                 ctx,
                 stage,

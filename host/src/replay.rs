@@ -217,6 +217,7 @@ pub fn replay(
         let info = KeepInfo {
             rule: decision.rule.clone(),
             applied: decision.applied,
+            rescued_by: None,
         };
         let mut notes = RedactionNotes::default();
         let kept = prepare_kept(

@@ -427,6 +427,21 @@ pub fn snapshot(ctx: &StatusContext) -> serde_json::Value {
             "spans_out": m.spans_exported.get(),
             "sampled_out": m.spans_sampled_out.get(),
         },
+        "memory": {
+            "limit": m.memory_limit_bytes.get(),
+            "resident": m.resident_memory_bytes.get(),
+            "resident_peak": m.resident_memory_peak_bytes.get(),
+            "export_queue_bytes": m.export_queue_bytes.get(),
+            "export_queue_limit": m.export_queue_capacity_bytes.get(),
+        },
+        "second_chance": {
+            "ring_bytes": m.rescue_ring_bytes.get(),
+            "ring_traces": m.rescue_ring_traces.get(),
+            "rescued_late_span": m.rescued_traces.get_or_create(&crate::metrics::ReasonLabels { reason: "late_span" }).get(),
+            "rescued_request": m.rescued_traces.get_or_create(&crate::metrics::ReasonLabels { reason: "request" }).get(),
+            "evicted_bytes": m.rescue_ring_evicted.get_or_create(&crate::metrics::ReasonLabels { reason: "bytes" }).get(),
+            "evicted_expired": m.rescue_ring_evicted.get_or_create(&crate::metrics::ReasonLabels { reason: "expired" }).get(),
+        },
         "policy": {
             "rules": policy.rules.iter().map(|r| serde_json::json!({"name": &*r.name, "shadow": r.shadow})).collect::<Vec<_>>(),
             "default": format!("{:?}", policy.default).to_lowercase(),

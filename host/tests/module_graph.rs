@@ -24,6 +24,7 @@ const STAGES: &[(&str, &[&str])] = &[
             "inbox",
             "decisions",
             "pipeline",
+            "rescue",
             "plugin",
             "policy",
             "reload",

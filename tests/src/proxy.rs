@@ -29,6 +29,8 @@ pub struct TestConfig {
     pub batch_extra: String,
     /// `plugins.workers`, when set.
     pub workers: Option<usize>,
+    /// More keys of `service` (e.g. `memory_limit`), indented by two spaces.
+    pub service_extra: String,
 }
 
 impl TestConfig {
@@ -51,6 +53,7 @@ impl TestConfig {
             exporter_extra: String::new(),
             batch_extra: String::new(),
             workers: None,
+            service_extra: String::new(),
         }
     }
 
@@ -95,7 +98,7 @@ policy:
   endpoint: 127.0.0.1:0
 service:
   shutdown_grace: {grace}
-"#,
+{service_extra}"#,
             protocol = self.exporter_protocol,
             endpoint = self.exporter_endpoint,
             compression = self.exporter_compression,
@@ -110,6 +113,7 @@ service:
             exporter_extra = self.exporter_extra,
             batch_extra = self.batch_extra,
             max_buffer_bytes = self.max_buffer_bytes,
+            service_extra = self.service_extra,
             plugins = self
                 .workers
                 .map(|w| format!("plugins:\n  workers: {w}\n"))

@@ -24,6 +24,8 @@ pub(super) struct Batcher {
     consumers: Arc<Semaphore>,
     tasks: JoinSet<()>,
     builder: ExportBuilder,
+    /// The export queue's byte cost of the spans in `builder`.
+    building_bytes: usize,
     /// When the batch being built must be sent; `None` while it is empty.
     deadline: Option<Instant>,
     /// The persistent queue, when configured: batches go there instead of straight to a sender.
@@ -50,6 +52,7 @@ impl Batcher {
             consumers: Arc::new(Semaphore::new(num_consumers.max(1))),
             tasks: JoinSet::new(),
             builder: ExportBuilder::new(),
+            building_bytes: 0,
             deadline: None,
             spool,
         }
@@ -100,7 +103,7 @@ impl Batcher {
         for (i, span) in kept.spans.iter().enumerate() {
             let patch = kept.patch_of(i);
             // What `ExportBuilder::approx_encoded_len` will add for this span.
-            let span_len = span.raw.len() + patch.len() + 8;
+            let span_len = super::span_cost(span, patch);
             if self.builder.span_count() >= self.send_batch_max_size
                 || (!self.builder.is_empty()
                     && self.builder.approx_encoded_len() + span_len > self.send_batch_max_bytes)
@@ -108,6 +111,7 @@ impl Batcher {
                 self.flush().await;
             }
             self.builder.push(span, patch.clone());
+            self.building_bytes += self.sender.queue.cost(span, patch);
         }
         if self.builder.span_count() >= self.send_batch_size {
             self.flush().await;
@@ -125,6 +129,7 @@ impl Batcher {
         let builder = std::mem::take(&mut self.builder);
         let mut batch = Batch {
             spans: builder.span_count(),
+            bytes: std::mem::take(&mut self.building_bytes),
             body: builder.finish(),
         };
         if let Some(spool) = self.spool.clone() {
@@ -147,7 +152,7 @@ impl Batcher {
         {
             Ok(()) => {
                 // On disk now: the memory queue's permits go back.
-                self.sender.queue.release(batch.spans);
+                self.sender.queue.release(batch.spans, batch.bytes);
                 None
             }
             Err(AppendError::Full) => {
@@ -156,7 +161,7 @@ impl Batcher {
                 } else {
                     "shutdown"
                 };
-                self.sender.queue.release(batch.spans);
+                self.sender.queue.release(batch.spans, batch.bytes);
                 self.sender.metrics.lost(reason, batch.spans as u64);
                 None
             }
@@ -183,7 +188,8 @@ impl Batcher {
             p = self.consumers.clone().acquire_owned() => p.ok(),
         };
         let Some(permit) = permit else {
-            self.sender.settle(batch.spans, Outcome::Shutdown);
+            self.sender
+                .settle(batch.spans, batch.bytes, Outcome::Shutdown);
             return;
         };
         let sender = self.sender.clone();
@@ -208,13 +214,16 @@ impl Batcher {
     /// Shutdown deadline passed: settles the batch being built and everything still queued as lost.
     fn abandon(&mut self) {
         let building = std::mem::take(&mut self.builder).span_count();
+        let mut bytes = std::mem::take(&mut self.building_bytes);
         self.rx.close();
         let mut queued = 0;
         while let Ok(kept) = self.rx.try_recv() {
             queued += kept.spans.len();
+            bytes += self.sender.queue.cost_of(&kept);
         }
         if building + queued > 0 {
-            self.sender.settle(building + queued, Outcome::Shutdown);
+            self.sender
+                .settle(building + queued, bytes, Outcome::Shutdown);
         }
     }
 }

@@ -600,9 +600,11 @@ async fn deliver(spool: &Arc<Spool>, sender: &BatchSender, record: RecordRef) {
             return;
         }
     };
+    // From disk: it holds no permits of the memory queue.
     let batch = Batch {
         body,
         spans: record.spans as usize,
+        bytes: 0,
     };
     match sender.attempt(&batch).await {
         // Stays on disk for the next start: neither lost nor settled.

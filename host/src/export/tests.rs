@@ -3,7 +3,7 @@
 
 use super::retry::Backoff;
 use super::*;
-use crate::config::{BatchConfig, ByteSize, Compression, SendingQueue};
+use crate::config::{AutoSize, BatchConfig, ByteSize, Compression, SendingQueue};
 use crate::metrics::ReasonLabels;
 use crate::otlp::rpc::{ProtoAny, ProtoDuration, RETRY_INFO_TYPE, RetryInfo, RpcStatus};
 use crate::otlp::{SpanPatch, scan_export_request};
@@ -90,6 +90,7 @@ fn config(protocol: ExportProtocol, endpoint: String) -> OtlpExporter {
         timeout: Duration::from_secs(10),
         sending_queue: SendingQueue {
             queue_size: 1000,
+            queue_bytes: AutoSize::Auto,
             num_consumers: 2,
             persistent: None,
         },
@@ -565,6 +566,7 @@ async fn send_waits_while_queue_is_full_and_shutdown_counts_the_rest() {
     let mut cfg = config(ExportProtocol::Grpc, endpoint);
     cfg.sending_queue = SendingQueue {
         queue_size: 20,
+        queue_bytes: AutoSize::Auto,
         num_consumers: 1,
         persistent: None,
     };
@@ -590,12 +592,72 @@ async fn send_waits_while_queue_is_full_and_shutdown_counts_the_rest() {
 }
 
 #[tokio::test]
+async fn the_queue_is_bounded_in_bytes_too() {
+    let (endpoint, _capture) = grpc_capture(Script {
+        stall: true,
+        ..Default::default()
+    })
+    .await;
+    let metrics = Metrics::new();
+    let mut cfg = config(ExportProtocol::Grpc, endpoint);
+    cfg.batch = BatchConfig {
+        send_batch_size: 10,
+        send_batch_max_size: 10,
+        send_batch_max_bytes: Some(ByteSize::mib(3)),
+        timeout: Duration::from_secs(3600),
+    };
+    let ten = kept(1, 10);
+    let cost: usize = ten
+        .spans
+        .iter()
+        .map(|s| super::span_cost(s, &ten.patch))
+        .sum();
+    // Room for 25 spans by bytes, 1000 by count: the byte bound is the one that holds.
+    let (handle, exporter) =
+        Exporter::start_with_queue_bytes(&cfg, (cost * 5 / 2) as u64, metrics.clone())
+            .expect("start");
+    handle.send(ten).await.expect("send");
+    handle.send(kept(11, 10)).await.expect("send");
+    assert_eq!(metrics.export_queue_bytes.get(), 2 * cost as i64);
+    assert_eq!(
+        metrics.export_queue_capacity_bytes.get(),
+        (cost * 5 / 2) as i64
+    );
+    let blocked = tokio::time::timeout(Duration::from_millis(200), handle.send(kept(21, 10))).await;
+    assert!(
+        blocked.is_err(),
+        "send must wait while the queue's bytes are taken"
+    );
+    assert!(metrics.export_queue_bytes.get() <= (cost * 5 / 2) as i64);
+    drop(handle);
+    exporter.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(metrics.export_queue_bytes.get(), 0, "every byte given back");
+    assert_eq!(metrics.export_queue_spans.get(), 0);
+    assert_eq!(lost(&metrics, "shutdown"), 20);
+}
+
+#[tokio::test]
+async fn a_span_larger_than_the_byte_bound_still_goes_alone() {
+    let (endpoint, capture) = grpc_capture(Script::default()).await;
+    let metrics = Metrics::new();
+    let cfg = config(ExportProtocol::Grpc, endpoint);
+    let (handle, exporter) =
+        Exporter::start_with_queue_bytes(&cfg, 10, metrics.clone()).expect("start");
+    handle.send(kept(1, 3)).await.expect("send");
+    drop(handle);
+    exporter.shutdown(DRAIN).await;
+    assert_each_once(&capture.accepted(), 1..4);
+    assert_eq!(metrics.export_queue_bytes.get(), 0);
+}
+
+#[tokio::test]
 async fn a_group_larger_than_the_queue_is_queued_in_parts() {
     let (endpoint, capture) = grpc_capture(Script::default()).await;
     let metrics = Metrics::new();
     let mut cfg = config(ExportProtocol::Grpc, endpoint);
     cfg.sending_queue = SendingQueue {
         queue_size: 10,
+        queue_bytes: AutoSize::Auto,
         num_consumers: 1,
         persistent: None,
     };
@@ -877,6 +939,7 @@ async fn a_full_persistent_queue_drops_with_a_named_reason_and_keeps_the_rest_on
     let mut cfg = config(ExportProtocol::Grpc, endpoint);
     cfg.sending_queue = SendingQueue {
         queue_size: 10,
+        queue_bytes: AutoSize::Auto,
         num_consumers: 1,
         persistent: Some(crate::config::PersistentQueue {
             path: dir.clone(),
@@ -944,6 +1007,7 @@ async fn at_the_shutdown_deadline_what_the_batcher_holds_goes_to_the_persistent_
     let mut cfg = config(ExportProtocol::Grpc, endpoint);
     cfg.sending_queue = SendingQueue {
         queue_size: 1000,
+        queue_bytes: AutoSize::Auto,
         num_consumers: 1,
         persistent: Some(persistent.clone()),
     };

@@ -203,6 +203,9 @@ pub fn prepare_kept(
 pub(crate) fn annotate(spans: Vec<SpanRecord>, info: &KeepInfo) -> KeptSpans {
     let mut rule = SpanPatch::new();
     rule.string_attribute("tailgate.rule", &info.rule);
+    if let Some(by) = &info.rescued_by {
+        rule.string_attribute("tailgate.rescued_by", by);
+    }
     let rule = Bytes::copy_from_slice(rule.as_bytes());
     if info.applied == Applied::Everything {
         return KeptSpans {

@@ -181,6 +181,7 @@ mod workers {
             trigger: Trigger::Settle,
             first_seen: now,
             due_at: now,
+            charge: Default::default(),
         })
     }
 
@@ -189,6 +190,7 @@ mod workers {
             trace_id: tid,
             spans,
             acks: vec![],
+            charge: Default::default(),
         })
     }
 
@@ -206,6 +208,18 @@ mod workers {
         policy: Policy,
         items: Vec<BufferOutput>,
         inline: bool,
+    ) -> (Vec<ExportTraceServiceRequest>, Arc<Metrics>) {
+        run_pipeline_ring(policy, items, inline, None, |_, _| async {}).await
+    }
+
+    /// [`run_pipeline_with`] with the second-chance `ring`; `then` runs after the items are sent (with
+    /// the inbox's rescuer, when there is a ring, and the metrics) and before the pipeline ends.
+    async fn run_pipeline_ring<F: std::future::Future<Output = ()>>(
+        policy: Policy,
+        items: Vec<BufferOutput>,
+        inline: bool,
+        ring: Option<Arc<crate::rescue::Ring>>,
+        then: impl FnOnce(Option<Rescuer>, Arc<Metrics>) -> F,
     ) -> (Vec<ExportTraceServiceRequest>, Arc<Metrics>) {
         let dir = std::env::temp_dir().join(format!(
             "tailgate-pipeline-test-{}-{}",
@@ -226,12 +240,15 @@ mod workers {
             cache: Arc::new(DecisionCache::new(100, 100, Duration::from_secs(60))),
             export,
             metrics: metrics.clone(),
+            ring: ring.clone(),
         };
         // The exporter's shutdown waits for every handle of it to go: the inbox holds the only one left.
         let (sender, done) = start(1, 16, ctx, inline).expect("threads");
+        let rescuer = ring.map(|r| sender.rescuer(r));
         for i in items {
             assert!(sender.send(i).await, "worker alive");
         }
+        then(rescuer, metrics.clone()).await;
         drop(sender);
         done.await.expect("workers finish");
         exporter.shutdown(Duration::from_secs(10)).await;
@@ -393,6 +410,7 @@ mod workers {
             cache: cache.clone(),
             export,
             metrics: Metrics::new(),
+            ring: None,
         });
         let t = |id| match due(id, trace_spans(id, &[(1, 0)])) {
             BufferOutput::Due(t) => t,
@@ -810,5 +828,285 @@ mod workers {
                 "{kind:?}: estimated {got:.0} spans, true {want}, sd {sd:.0}"
             );
         }
+    }
+
+    /// Keeps a trace with a span whose status is error; drops the rest.
+    struct KeepErrors;
+    impl Sampler for KeepErrors {
+        fn sample(
+            &self,
+            _: TraceId,
+            spans: &[SpanRecord],
+        ) -> Result<SamplerVerdict, SamplerFailure> {
+            let error = spans
+                .iter()
+                .any(|s| s.status == crate::otlp::StatusCode::Error);
+            Ok(SamplerVerdict {
+                verdict: if error { Verdict::Keep } else { Verdict::Drop },
+                probability: None,
+                reason: None,
+            })
+        }
+    }
+
+    fn errors_policy() -> Policy {
+        Policy {
+            rules: vec![Rule {
+                name: "errors".into(),
+                sampler: Arc::new(KeepErrors),
+                shadow: false,
+            }],
+            default: DefaultDecision::Drop,
+            on_sampler_failure: SamplerFailurePolicy::Keep,
+            predicates: Default::default(),
+            redactors: Default::default(),
+        }
+    }
+
+    /// Spans of `tid` as [`trace_spans`], the ones in `errors` with an error status.
+    fn spans_with_errors(tid: TraceId, ids: &[(u64, u64)], errors: &[u64]) -> Vec<SpanRecord> {
+        let spans = ids
+            .iter()
+            .map(|&(id, p)| {
+                let mut s = span_in(tid, id, p, "op", 1_000, 2_000);
+                if errors.contains(&id) {
+                    s.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+                        code: 2,
+                        message: String::new(),
+                    });
+                }
+                s
+            })
+            .collect();
+        let body = bytes::Bytes::from(request("svc", spans).encode_to_vec());
+        scan_export_request(&body)
+            .expect("valid")
+            .spans
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    fn attribute(reqs: &[ExportTraceServiceRequest], key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in reqs
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            for kv in s.attributes.iter().filter(|kv| kv.key == key) {
+                if let Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v),
+                ) = kv.value.as_ref().and_then(|v| v.value.as_ref())
+                {
+                    out.push(v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every one of `total` spans handed in ends exported or sampled out (less those rescued), once.
+    fn assert_identity(m: &Metrics, total: u64) {
+        let a = m.accounting();
+        assert_eq!(a.exported + a.sampled_out + a.lost_total(), total, "{a:?}");
+        assert_eq!(a.in_flight, 0, "{a:?}");
+    }
+
+    #[tokio::test]
+    async fn a_late_error_span_rescues_the_dropped_trace_whole_and_once() {
+        let ring = Arc::new(crate::rescue::Ring::new(1 << 20, Duration::from_secs(60)));
+        let items = vec![
+            due(5, trace_spans(5, &[(10, 0), (11, 10)])),
+            // Arrives after the drop, with the evidence.
+            late(5, spans_with_errors(5, &[(12, 10)], &[12])),
+            // After the rescue: follows the new decision.
+            late(5, trace_spans(5, &[(13, 10)])),
+            // Another dropped trace whose late span changes nothing.
+            due(6, trace_spans(6, &[(20, 0)])),
+            late(6, trace_spans(6, &[(21, 20)])),
+        ];
+        let (reqs, metrics) = run_pipeline_ring(
+            errors_policy(),
+            items,
+            false,
+            Some(ring.clone()),
+            |_, _| async {},
+        )
+        .await;
+        let mut ids: Vec<u64> = exported_span_ids(&reqs)
+            .iter()
+            .map(|(id, _, _)| u64::from_be_bytes(id.as_slice().try_into().expect("8 bytes")))
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![10, 11, 12, 13], "the early spans too, each once");
+        let rules: Vec<String> = exported_span_ids(&reqs)
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .collect();
+        assert!(rules.iter().all(|r| r == "errors"), "{rules:?}");
+        assert_eq!(attribute(&reqs, "tailgate.rescued_by"), vec!["errors"; 4]);
+        assert_eq!(metrics.spans_rescued.get(), 2, "the two held spans");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"tailgate_rescued_traces_total{reason="late_span"} 1"#),
+            "{text}"
+        );
+        // Trace 6 is held again with its late span; trace 5 left the ring.
+        assert_eq!(ring.usage().1, 1);
+        assert_eq!(metrics.rescue_ring_traces.get(), 1);
+        assert_eq!(metrics.spans_sampled_out.get(), 2 + 2);
+        assert_identity(&metrics, 6);
+        let why = metrics.decision_log.get(5).expect("explained");
+        let h = why.rescued.expect("the history");
+        assert_eq!((h.cause, h.rescued_by.as_str()), ("late_span", "errors"));
+        assert_eq!(h.dropped_by.as_deref(), Some("errors"));
+        assert_eq!(why.decision, "keep");
+    }
+
+    #[tokio::test]
+    async fn without_the_ring_a_late_error_span_follows_the_drop() {
+        let items = vec![
+            due(5, trace_spans(5, &[(10, 0), (11, 10)])),
+            late(5, spans_with_errors(5, &[(12, 10)], &[12])),
+        ];
+        let (reqs, metrics) = run_pipeline_with(errors_policy(), items, false).await;
+        assert!(exported_span_ids(&reqs).is_empty());
+        assert_eq!(metrics.spans_sampled_out.get(), 3);
+        assert_eq!(metrics.spans_rescued.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn rescue_by_request_by_id_and_by_condition() {
+        let ring = Arc::new(crate::rescue::Ring::new(1 << 20, Duration::from_secs(60)));
+        let watched = ring.clone();
+        let items = vec![
+            due(7, trace_spans(7, &[(30, 0)])),
+            due(8, spans_with_errors(8, &[(40, 0)], &[])),
+            due(9, trace_spans(9, &[(50, 0)])),
+        ];
+        let (reqs, metrics) = run_pipeline_ring(
+            errors_policy(),
+            items,
+            false,
+            Some(ring),
+            |rescuer, _| async move {
+                let rescuer = rescuer.expect("a rescuer with the ring");
+                // Wait (not timed) until the worker has dropped all three.
+                while watched.usage().1 < 3 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let by_id = rescuer.rescue_ids(&[7, 99], "request:alert-1").await;
+                assert_eq!(by_id, vec![7], "only held traces are queued");
+                let cond = RescueCondition {
+                    service: Some("svc".into()),
+                    since_unix_ms: Some(0),
+                    until_unix_ms: Some(1),
+                    ..Default::default()
+                };
+                // Spans start at 1 000 ns: within [0, 1) ms. Trace 7 may still be held until its
+                // rescue item is handled: the condition then lists it too, and the worker skips it.
+                let by_cond = rescuer.rescue_matching(&cond, "request").await;
+                assert!(by_cond.contains(&8) && by_cond.contains(&9), "{by_cond:?}");
+                let none = RescueCondition {
+                    service: Some("other".into()),
+                    ..Default::default()
+                };
+                assert!(rescuer.rescue_matching(&none, "request").await.is_empty());
+            },
+        )
+        .await;
+        let mut ids: Vec<u64> = exported_span_ids(&reqs)
+            .iter()
+            .map(|(id, _, _)| u64::from_be_bytes(id.as_slice().try_into().expect("8 bytes")))
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![30, 40, 50], "each rescued trace once");
+        let mut by = attribute(&reqs, "tailgate.rescued_by");
+        by.sort();
+        assert_eq!(by, vec!["request", "request", "request:alert-1"]);
+        assert_eq!(attribute(&reqs, "tailgate.rule"), vec!["rescue"; 3]);
+        assert_eq!(metrics.spans_rescued.get(), 3);
+        assert_identity(&metrics, 3);
+    }
+
+    #[tokio::test]
+    async fn the_ring_evicts_the_oldest_under_its_bound_and_counts_them() {
+        let one: usize = trace_spans(1, &[(1, 0)])
+            .iter()
+            .map(SpanRecord::charged_bytes)
+            .sum();
+        let ring = Arc::new(crate::rescue::Ring::new(one * 2, Duration::from_secs(60)));
+        let items = (1..=5u128)
+            .map(|t| due(t, trace_spans(t, &[(t as u64, 0)])))
+            .collect();
+        let (_, metrics) = run_pipeline_ring(
+            errors_policy(),
+            items,
+            false,
+            Some(ring.clone()),
+            |_, _| async {},
+        )
+        .await;
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"tailgate_rescue_ring_evicted_total{reason="bytes"} 3"#),
+            "{text}"
+        );
+        assert_eq!(ring.usage().1, 2);
+        assert!(metrics.rescue_ring_bytes.get() as usize <= one * 2);
+        // The two newest are the ones held.
+        let now = tokio::time::Instant::now();
+        assert!(ring.holds(4, now) && ring.holds(5, now) && !ring.holds(1, now));
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_ring() {
+        // The ring belongs to the pipeline, not the policy: a trace dropped under one policy is rescued
+        // by a late span under the next.
+        let ring = Arc::new(crate::rescue::Ring::new(1 << 20, Duration::from_secs(60)));
+        let metrics = Metrics::new();
+        let dir = std::env::temp_dir().join(format!("tailgate-ring-reload-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("out.jsonl");
+        let cfg = OtlpExporter {
+            protocol: ExportProtocol::File,
+            endpoint: path.display().to_string(),
+            ..OtlpExporter::default()
+        };
+        let (export, exporter) = Exporter::start(&cfg, metrics.clone()).expect("exporter");
+        let live = Arc::new(ArcSwap::from_pointee(Policy::with_default(
+            DefaultDecision::Drop,
+        )));
+        let ctx = PipelineContext {
+            policy: live.clone(),
+            cache: Arc::new(DecisionCache::new(100, 100, Duration::from_secs(60))),
+            export,
+            metrics: metrics.clone(),
+            ring: Some(ring.clone()),
+        };
+        let (sender, done) = start(1, 16, ctx, false).expect("threads");
+        assert!(sender.send(due(3, trace_spans(3, &[(60, 0)]))).await);
+        while ring.usage().1 < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        live.store(Arc::new(errors_policy()));
+        assert!(
+            sender
+                .send(late(3, spans_with_errors(3, &[(61, 60)], &[61])))
+                .await
+        );
+        drop(sender);
+        done.await.expect("workers finish");
+        exporter.shutdown(Duration::from_secs(10)).await;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        let reqs: Vec<ExportTraceServiceRequest> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("OTLP/JSON line"))
+            .collect();
+        assert_eq!(exported_span_ids(&reqs).len(), 2);
+        assert_eq!(metrics.spans_rescued.get(), 1);
     }
 }

@@ -786,6 +786,7 @@ fn through_pipeline(
         let info = crate::decisions::KeepInfo {
             rule: d.rule,
             applied: d.applied,
+            rescued_by: None,
         };
         let kept = crate::pipeline::annotate(t.spans, &info);
         for (i, s) in kept.spans.iter().enumerate() {

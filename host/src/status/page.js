@@ -86,6 +86,15 @@ function render(st) {
   document.getElementById("buffer-fill").style.width = Math.min(100, pct).toFixed(1) + "%";
   document.getElementById("buffer-text").textContent =
     `${fmt(b.bytes)}B of ${fmt(b.limit)}B (${pct.toFixed(1)} %), ${b.traces} traces, ${b.spans} spans`;
+  const mem = st.memory;
+  document.getElementById("memory-text").textContent =
+    `Process: ${fmt(mem.resident)}B resident (peak ${fmt(mem.resident_peak)}B) of a ${fmt(mem.limit)}B limit; ` +
+    `export queue ${fmt(mem.export_queue_bytes)}B of ${fmt(mem.export_queue_limit)}B`;
+  const sc = st.second_chance;
+  document.getElementById("second-chance-text").textContent =
+    `Second chance: ${sc.ring_traces} dropped traces held (${fmt(sc.ring_bytes)}B); rescued ` +
+    `${sc.rescued_late_span} by late spans, ${sc.rescued_request} on request; evicted ` +
+    `${sc.evicted_bytes} when full, ${sc.evicted_expired} expired`;
   lineChart(document.getElementById("chart-buffer"),
     [{name: "fill", color: COLORS[3], points: hist.map(s => [s.t, s.buffer_limit > 0 ? 100 * s.buffer_bytes / s.buffer_limit : 0])}],
     {ymax: 100, percent: true});

@@ -14,6 +14,7 @@ mod jaeger_demo;
 mod jaeger_faults;
 mod jaeger_seed;
 mod json_and_gzip;
+mod memory_limit;
 mod overload;
 mod persistent_queue;
 mod plugin_faults;

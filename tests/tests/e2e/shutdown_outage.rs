@@ -22,7 +22,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tailgate_e2e::binary::tailgate_bin;
+use tailgate_e2e::binary::{Binary, Summary, last_summary};
 use tailgate_e2e::capture::CaptureServer;
 use tailgate_e2e::otlp::{flatten, hex, metric_sum};
 use tailgate_e2e::proxy::{RunningAppExt, TestConfig};
@@ -93,126 +93,12 @@ async fn fill(
     Ok((accepted, traces, false))
 }
 
-/// The final counts the binary logs as it exits (the `tailgate stopped` line, JSON).
-#[derive(Debug)]
-struct Summary {
-    fields: Value,
+/// The binary's SIGTERM path with this test's bound.
+trait StopWithinGrace {
+    async fn stop_within_grace(&mut self, what: &str) -> anyhow::Result<Summary>;
 }
 
-impl Summary {
-    fn get(&self, name: &str) -> u64 {
-        self.fields[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("`{name}` missing in the final log line: {}", self.fields))
-    }
-
-    /// The identity of docs/operations.md from the logged counts, and nothing left in memory.
-    fn assert_balanced(&self, accepted: u64, recovered: u64) {
-        let f = |n| self.get(n);
-        assert_eq!(
-            f("spans_received"),
-            accepted,
-            "every accepted span counted: {}",
-            self.fields
-        );
-        assert_eq!(f("spans_recovered"), recovered, "{}", self.fields);
-        assert_eq!(
-            f("spans_received") + f("spans_recovered"),
-            f("spans_exported")
-                + f("spans_sampled_out")
-                + f("spans_lost")
-                + f("persistent_queue_spans"),
-            "the accounting identity holds exactly at exit: {}",
-            self.fields
-        );
-        assert_eq!(
-            f("spans_in_flight"),
-            0,
-            "nothing is left in memory: {}",
-            self.fields
-        );
-        assert_eq!(self.fields["accounting_identity_holds"], true);
-    }
-}
-
-/// The real binary on free loopback ports, logging JSON to a file in `dir`.
-struct Binary {
-    child: Child,
-    log: PathBuf,
-    grpc: u16,
-}
-
-impl Binary {
-    /// Writes `config` (on fixed free ports) to `dir/tailgate.yaml` and starts the binary on it; returns
-    /// once it listens.
-    async fn start(config: &TestConfig, dir: &Path) -> anyhow::Result<Binary> {
-        let (grpc, http, admin) = (free_port()?, free_port()?, free_port()?);
-        let yaml = config
-            .yaml()
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{grpc}"), 1)
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{http}"), 1)
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin}"), 1)
-            // `service:` is the last section.
-            + "  log_format: json\n";
-        std::fs::create_dir_all(dir)?;
-        let file = dir.join("tailgate.yaml");
-        std::fs::write(&file, yaml)?;
-        let log = dir.join("tailgate.log");
-        let child = Command::new(tailgate_bin()?)
-            .arg("--config")
-            .arg(&file)
-            // The final counts are logged at info.
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)?,
-            ))
-            .spawn()?;
-        let mut binary = Binary { child, log, grpc };
-        let listening = tailgate_e2e::poll_until("the binary to listen", WAIT, || {
-            std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
-        })
-        .await;
-        if let Err(e) = listening {
-            let _ = binary.child.kill();
-            anyhow::bail!("{e}; log:\n{}", binary.log_text());
-        }
-        Ok(binary)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns the exit status and the time from the signal.
-    async fn sigterm(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
-        let started = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok((status, started.elapsed()));
-            }
-            if started.elapsed() > WAIT {
-                let _ = self.child.kill();
-                anyhow::bail!(
-                    "tailgate was still running {WAIT:?} after SIGTERM; log:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
+impl StopWithinGrace for Binary {
     /// SIGTERM; asserts a clean exit within the grace plus [`SLACK`]; the final counts.
     async fn stop_within_grace(&mut self, what: &str) -> anyhow::Result<Summary> {
         let (status, took) = self.sigterm().await?;
@@ -230,26 +116,6 @@ impl Binary {
         );
         Ok(summary)
     }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The fields of the last `tailgate stopped` line of a JSON log.
-fn last_summary(log: &str) -> Option<Summary> {
-    log.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "tailgate stopped")
-        .map(|v| Summary {
-            fields: v["fields"].clone(),
-        })
 }
 
 fn temp_dir(name: &str) -> anyhow::Result<PathBuf> {

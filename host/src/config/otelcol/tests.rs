@@ -58,7 +58,7 @@ fn every_policy_type_migrates_or_is_named_and_the_result_is_a_valid_config() {
         "always_sample"
     );
     assert_eq!(c.buffer.max_wait, std::time::Duration::from_secs(10));
-    assert_eq!(c.buffer.decision_cache.kept_traces, 100_000);
+    assert_eq!(c.buffer.decision_cache.kept_traces, Some(100_000));
     let names: Vec<&str> = c.policy.rules.iter().map(|r| r.name.as_str()).collect();
     // Drops first, then the keeping rules in the Collector's order; the unmigratable ones left out.
     assert_eq!(
