@@ -36,6 +36,7 @@ fn kv(key: &str, value: String) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value)),
         }),
+        ..Default::default()
     }
 }
 
@@ -145,7 +146,7 @@ async fn resident_memory_stays_under_the_limit_with_large_spans_an_outage_and_3x
     config.max_buffer_bytes = "auto";
     config.service_extra = format!("  memory_limit: {}MiB\n", LIMIT >> 20);
     config.exporter_extra = "    sending_queue:\n      num_consumers: 2\n".into();
-    config.batch_extra = "      send_batch_max_size: 64\n".into();
+    config.batch_extra = "      send_batch_size: 32\n      send_batch_max_size: 64\n".into();
     let dir = temp_dir("memory-limit")?;
     let mut binary = Binary::start(&config, &dir).await?;
     let baseline = binary.status_bytes("VmRSS")?;
