@@ -31,6 +31,8 @@ pub struct TestConfig {
     pub workers: Option<usize>,
     /// More keys of `service` (e.g. `memory_limit`), indented by two spaces.
     pub service_extra: String,
+    /// More keys of `buffer` (e.g. `second_chance`), indented by two spaces.
+    pub buffer_extra: String,
 }
 
 impl TestConfig {
@@ -54,6 +56,7 @@ impl TestConfig {
             batch_extra: String::new(),
             workers: None,
             service_extra: String::new(),
+            buffer_extra: String::new(),
         }
     }
 
@@ -93,7 +96,7 @@ exporters:
   idle_timeout: {idle}
   max_wait: {max_wait}
   max_buffer_bytes: {max_buffer_bytes}
-policy:
+{buffer_extra}policy:
 {policy}{plugins}admin:
   endpoint: 127.0.0.1:0
 service:
@@ -114,6 +117,7 @@ service:
             batch_extra = self.batch_extra,
             max_buffer_bytes = self.max_buffer_bytes,
             service_extra = self.service_extra,
+            buffer_extra = self.buffer_extra,
             plugins = self
                 .workers
                 .map(|w| format!("plugins:\n  workers: {w}\n"))

@@ -20,6 +20,7 @@ mod persistent_queue;
 mod plugin_faults;
 mod replay;
 mod sdk_roundtrip;
+mod second_chance;
 mod shutdown_outage;
 mod status_page;
 mod support;
