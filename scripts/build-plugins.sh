@@ -6,8 +6,9 @@
 #     (examples/plugins/python/build.sh: python-redactor.wasm);
 #   - the JavaScript examples (examples/plugins/javascript/build.sh: componentize-js from npm, pinned in
 #     its package.json; js-keep-errors.wasm, js-redactor.wasm);
-#   - the C examples (examples/plugins/c/build.sh: Debian's clang and wasi-libc, wit-bindgen-cli and
-#     wasm-tools from crates.io, each installed when missing; c-keep-errors.wasm, c-redactor.wasm).
+#   - the C examples (examples/plugins/c/build.sh: Debian's clang and wasi-libc, the committed bindings,
+#     jco from npm, each installed when missing; nothing built from source; c-keep-errors.wasm,
+#     c-redactor.wasm).
 # Idempotent: cargo rebuilds only what changed, files are copied only when they differ, and a Python
 # component is rebuilt only when its sources or the WIT are newer than it.
 # Environment: TAILGATE_SKIP_PYTHON=1, TAILGATE_SKIP_JS=1, TAILGATE_SKIP_C=1 skip a language (the host

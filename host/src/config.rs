@@ -1369,10 +1369,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         kafka::validate(self.receivers.kafka.as_ref(), self.exporters.kafka.as_ref())?;
         let budget = self.memory_budget()?;
-        if budget.buffer < self.buffer.max_bytes_per_trace.0 {
+        // A buffer share of the memory limit that cannot hold one trace of the largest allowed size
+        // is a limit set too small. A buffer bound set explicitly is the user's choice and simply
+        // the tighter of the two bounds.
+        if self.buffer.max_buffer_bytes.get().is_none()
+            && budget.buffer < self.buffer.max_bytes_per_trace.0
+        {
             return Err(format!(
-                "buffer.max_buffer_bytes ({}) is smaller than buffer.max_bytes_per_trace ({})",
+                "the buffer's share of service.memory_limit ({} of {}) is smaller than \
+                 buffer.max_bytes_per_trace ({}): raise service.memory_limit, set \
+                 buffer.max_buffer_bytes or lower buffer.max_bytes_per_trace",
                 ByteSize(budget.buffer),
+                ByteSize(budget.limit),
                 self.buffer.max_bytes_per_trace
             ));
         }
@@ -1583,6 +1591,22 @@ mod tests {
             Config::parse_with_env("exporters:\n  otlp:\n    endpoint: ${env:NOPE}\n", "t", env)
                 .expect_err("missing");
         assert!(e.to_string().contains("NOPE"));
+    }
+
+    #[test]
+    fn a_small_explicit_buffer_is_allowed_a_too_small_memory_limit_is_named() {
+        // An explicit buffer bound below the per-trace maximum is simply the tighter bound.
+        let c = Config::parse("buffer:\n  max_buffer_bytes: 64KiB\n", "t").expect("ok");
+        c.validate().expect("a small explicit buffer validates");
+        // A memory limit whose buffer share cannot hold one largest trace is an error naming it.
+        let c = Config::parse(
+            "service:\n  memory_limit: 64MiB\nbuffer:\n  max_bytes_per_trace: 48MiB\n",
+            "t",
+        )
+        .expect("parses");
+        let e = c.validate().expect_err("buffer share too small");
+        assert!(e.contains("service.memory_limit"), "{e}");
+        assert!(e.contains("max_bytes_per_trace"), "{e}");
     }
 
     #[test]

@@ -337,7 +337,7 @@ impl Pii {
             secret_keys: lower(secret_keys),
             secret_action: c.secret_action,
             actions,
-            detectors: Detectors::new(&kinds)?,
+            detectors: Detectors::new(&kinds),
             url_keys: c.url_keys.unwrap_or_else(|| owned(DEFAULT_URL_KEYS)),
             query_string_keys: c
                 .query_string_keys
