@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs tailgate's cargo-fuzz targets (fuzz/, see docs/fuzzing.md) for a time budget each, and fails on the
+# Runs tailgate's libFuzzer targets (fuzz/, see docs/fuzzing.md) for a time budget each, and fails on the
 # first crash (its input is left in fuzz/artifacts/<target>/).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 20 seconds, every target
 # Environment: FUZZ_JOBS (parallel workers per target, default 1), FUZZ_ARGS (extra libFuzzer flags),
@@ -7,8 +7,13 @@
 # Why none by default: tailgate's crates forbid `unsafe`, so what the fuzzers find is panics, hangs,
 # unbounded allocation and wrong results, which libFuzzer catches without ASan; ASan instruments the
 # whole dependency tree (wasmtime included) and made the first build the suite's largest step.
-# cargo-fuzz is installed when missing. Only stable Rust is needed: cargo-fuzz passes nightly-only flags
-# (-Zsanitizer=address, sanitizer coverage), which stable rustc accepts under RUSTC_BOOTSTRAP=1.
+# The default build (FUZZ_SANITIZER=none) needs no cargo-fuzz and no nightly flag: `cargo build` of the
+# fuzz crate with scripts/fuzz-rustc.sh as the workspace's compiler wrapper, which adds the coverage
+# instrumentation to the workspace's own crates only. The dependencies are the test build's artifacts in
+# the same CARGO_TARGET_DIR (the default: the one scripts/test.sh uses), so the first fuzz build after a
+# test build compiles only tailgate and the targets. FUZZ_SANITIZER=address builds with cargo-fuzz
+# (installed when missing), which instruments the whole tree for AddressSanitizer (nightly flags, which the
+# stable compiler accepts under RUSTC_BOOTSTRAP=1), in a build directory of its own.
 # New corpus entries go to a scratch directory; the small seed corpus in fuzz/corpus/ is only read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,28 +24,39 @@ if [[ $seconds == 0 ]]; then
     echo "fuzzing skipped (0 seconds)"
     exit 0
 fi
-
-if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]]; then
-    echo "installing cargo-fuzz"
-    cargo install cargo-fuzz --version 0.13.2 --locked
-fi
-export RUSTC_BOOTSTRAP=1
-# The fuzz crate is a workspace of its own with its own target directory.
-unset CARGO_TARGET_DIR
-# The instrumented build (the whole tree, wasmtime included, with sanitizer and coverage flags) takes many
-# minutes from scratch, so it lives outside the clone, like an installed tool, and later clones reuse it
-# (only the workspace's own crates rebuild). TAILGATE_FUZZ_TARGET overrides the place.
 sanitizer="${FUZZ_SANITIZER:-none}"
-# One directory per sanitizer: the two builds' flags differ, and sharing one would rebuild everything
-# whenever the choice changes.
-fuzz_target="${TAILGATE_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/fuzz-target-$sanitizer}"
-mkdir -p "$fuzz_target"
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    mapfile -t targets < <(cargo fuzz list)
+    for f in fuzz/fuzz_targets/*.rs; do
+        targets+=("$(basename "$f" .rs)")
+    done
 fi
 
-cargo fuzz build --sanitizer "$sanitizer" --target-dir "$fuzz_target"
+if [[ $sanitizer == none ]]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/target}"
+    RUSTC_WORKSPACE_WRAPPER="$root/scripts/fuzz-rustc.sh" \
+        cargo build -p tailgate-fuzz --features tailgate-fuzz/fuzz --bins
+    run_target() { # <target> <libFuzzer arguments...>
+        local t="$1"
+        shift
+        "$CARGO_TARGET_DIR/debug/$t" "$@"
+    }
+else
+    if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz 0.13.2" ]]; then
+        echo "installing cargo-fuzz"
+        cargo install cargo-fuzz --version 0.13.2 --locked
+    fi
+    export RUSTC_BOOTSTRAP=1
+    fuzz_target="${TAILGATE_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/fuzz-target-$sanitizer}"
+    mkdir -p "$fuzz_target"
+    unset CARGO_TARGET_DIR
+    cargo fuzz build --features fuzz --sanitizer "$sanitizer" --target-dir "$fuzz_target"
+    run_target() {
+        local t="$1"
+        shift
+        "$fuzz_target/$(rustc -vV | sed -n 's/^host: //p')/release/$t" "$@"
+    }
+fi
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -54,8 +70,9 @@ for t in "${targets[@]}"; do
         # libFuzzer writes each worker's output to fuzz-<n>.log in the working directory.
         parallel=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS")
     fi
+    mkdir -p "fuzz/artifacts/$t"
     # shellcheck disable=SC2086
-    if ! cargo fuzz run --sanitizer "$sanitizer" --target-dir "$fuzz_target" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
+    if ! run_target "$t" "$scratch/$t" "fuzz/corpus/$t" -artifact_prefix="fuzz/artifacts/$t/" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "${parallel[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1; then
         cat fuzz-*.log >>"$log" 2>/dev/null || true

@@ -16,8 +16,9 @@
 #      for `cargo test`;
 #   7. cargo test on the workspace (unit, integration and end-to-end tests: Jaeger, the Collector oracle,
 #      Apache Kafka) and on plugins/;
-#   8. every cargo-fuzz target for a short budget (TAILGATE_FUZZ_SECONDS, default 20; 0 skips), with
-#      cargo-fuzz 0.13.2 installed when missing.
+#   8. every libFuzzer target for a short budget (TAILGATE_FUZZ_SECONDS, default 20; 0 skips), built
+#      with coverage instrumentation on the workspace's crates only, so it reuses step 6's dependencies
+#      (scripts/fuzz.sh; no cargo-fuzz needed).
 # At the end it prints each step's duration in a table.
 # Any failure stops the run with a non-zero exit. Extra arguments go to the workspace `cargo test`
 # (e.g. `./scripts/test.sh -- two_services`).
@@ -65,7 +66,7 @@ export CARGO_INCREMENTAL=0
 
 step "toolchain"
 # The whole run needs about 10 GB of disk on a fresh machine (the debug build ~3.5 GB, the instrumented
-# fuzz build ~4 GB, Go's module and build caches ~2 GB for Jaeger and the Collector); a full disk fails the build with "No space left
+# fuzz build's own crates ~1 GB, Go's module and build caches ~2 GB for Jaeger and the Collector); a full disk fails the build with "No space left
 # on device", so say up front what there is.
 df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 " (" $6 ")" }'
 free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
@@ -116,7 +117,7 @@ if [[ -x scripts/build-plugins.sh ]]; then
     ./scripts/build-plugins.sh
 fi
 
-# The workspace's build directory lives outside the clone, like the instrumented fuzz build: a later
+# The workspace's build directory lives outside the clone, like an installed tool: a later
 # clone (CI's fresh one included) reuses the compiled dependencies and rebuilds only the workspace's own
 # crates. Each clone path adds its own copy of those (cargo hashes path dependencies by location), so the
 # directory is emptied when it grows past TAILGATE_TARGET_MAX_GB (default 8). CARGO_TARGET_DIR, when
@@ -186,7 +187,8 @@ if [[ -f plugins/Cargo.toml ]]; then
 fi
 
 step "fuzz targets, ${TAILGATE_FUZZ_SECONDS:-20}s each (scripts/fuzz.sh; docs/fuzzing.md runs them longer)"
-# The fuzz crate is its own workspace with its own instrumented build: not linted through the wrapper.
+# scripts/fuzz.sh sets its own compiler wrapper (the coverage flags) for the same build directory; the
+# fuzz crate's library was linted by step 6, the targets themselves are compiled here.
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 ./scripts/fuzz.sh "${TAILGATE_FUZZ_SECONDS:-20}"
 

@@ -1596,15 +1596,14 @@ mod tests {
     #[test]
     fn a_small_explicit_buffer_is_allowed_a_too_small_memory_limit_is_named() {
         // An explicit buffer bound below the per-trace maximum is simply the tighter bound.
-        let c = Config::parse("buffer:\n  max_buffer_bytes: 64KiB\n", "t").expect("ok");
-        c.validate().expect("a small explicit buffer validates");
+        Config::parse("buffer:\n  max_buffer_bytes: 64KiB\n", "t").expect("validates");
         // A memory limit whose buffer share cannot hold one largest trace is an error naming it.
-        let c = Config::parse(
+        let e = Config::parse(
             "service:\n  memory_limit: 64MiB\nbuffer:\n  max_bytes_per_trace: 48MiB\n",
             "t",
         )
-        .expect("parses");
-        let e = c.validate().expect_err("buffer share too small");
+        .expect_err("buffer share too small")
+        .to_string();
         assert!(e.contains("service.memory_limit"), "{e}");
         assert!(e.contains("max_bytes_per_trace"), "{e}");
     }

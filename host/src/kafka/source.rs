@@ -169,9 +169,9 @@ impl Shared {
         consumer: &BaseConsumer<C>,
         tpl: &TopicPartitionList,
         mode: CommitMode,
-    ) {
+    ) -> bool {
         if tpl.count() == 0 {
-            return;
+            return true;
         }
         let outcome = match consumer.commit(tpl, mode) {
             Ok(()) => "ok",
@@ -190,6 +190,31 @@ impl Shared {
             }
         };
         self.count_commit(outcome);
+        outcome == "ok"
+    }
+
+    /// The stop's commit, made sure of: a refused one is retried, and so is one that an earlier
+    /// asynchronous commit overtook (librdkafka retries a periodic commit refused with
+    /// `COORDINATOR_LOAD_IN_PROGRESS` itself, and that retry can reach the coordinator after this
+    /// commit, moving the group's offset back: the next owner would re-read what was decided). Checked
+    /// by reading the group's committed offsets back; a few tries, a tenth of a second apart.
+    fn commit_final<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) {
+        const TRIES: u32 = 5;
+        for attempt in 1..=TRIES {
+            if self.commit(consumer, tpl, CommitMode::Sync) && committed_at_least(consumer, tpl) {
+                return;
+            }
+            if attempt < TRIES {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        tracing::warn!(
+            "kafka: the final offset commit did not hold after {TRIES} tries; the next owner may re-read decided messages (counted as replays)"
+        );
     }
 
     fn count_commit(&self, outcome: &'static str) {
@@ -452,8 +477,26 @@ fn run(consumer: &BaseConsumer<SourceContext>, shared: &Arc<Shared>, commit_inte
         );
     }
     let tpl = shared.commit_list(None, true);
-    shared.commit(consumer, &tpl, CommitMode::Sync);
+    shared.commit_final(consumer, &tpl);
     tracing::info!("kafka receiver stopped");
+}
+
+/// Whether the group's committed offsets are at least those of `tpl` for every partition in it.
+fn committed_at_least<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> bool {
+    let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(2)) else {
+        return false;
+    };
+    tpl.elements().iter().all(|want| {
+        let Offset::Offset(want_at) = want.offset() else {
+            return true;
+        };
+        committed
+            .find_partition(want.topic(), want.partition())
+            .is_some_and(|got| matches!(got.offset(), Offset::Offset(at) if at >= want_at))
+    })
 }
 
 /// Hands one message to the buffer. Returns false when tailgate is stopping.
