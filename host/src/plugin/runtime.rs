@@ -159,10 +159,33 @@ impl PluginRuntime {
 
     pub(super) fn compile(&self, plugin: &str, path: &Path) -> Result<Compiled, PluginError> {
         let started = Instant::now();
-        let bytes = source_bytes(plugin, path)?;
-        let sha256 = hex(&Sha256::digest(&bytes));
         let engine = &self.inner.engine;
         let cache = self.inner.cache.as_ref();
+        // An unchanged file whose compiled form is cached is neither read nor hashed.
+        let file_meta = match super::builtin::name_of(path) {
+            Some(_) => None,
+            None => std::fs::metadata(path).ok(),
+        };
+        if let (Some(cache), Some(meta)) = (cache, &file_meta)
+            && let Some(sha256) = cache.known_hash(path, meta)
+            && let Some(component) = cache.load(engine, &sha256)
+        {
+            return Ok(Compiled::describe(
+                engine,
+                component,
+                meta.len(),
+                sha256,
+                started.elapsed(),
+                true,
+            ));
+        }
+        let bytes = source_bytes(plugin, path)?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let (Some(cache), Some(before)) = (cache, &file_meta)
+            && let Ok(after) = std::fs::metadata(path)
+        {
+            cache.remember_hash(path, before, &after, &sha256);
+        }
         let cached = cache.and_then(|c| c.load(engine, &sha256));
         let from_cache = cached.is_some();
         let component = match cached {
@@ -179,31 +202,14 @@ impl PluginRuntime {
                 component
             }
         };
-        let compile_time = started.elapsed();
-        let ty = component.component_type();
-        let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
-        let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
-        let uses_accessors = ty.imports(engine).any(|(n, item)| {
-            (n == bindings::HOST_IMPORT || n == bindings::HOST_IMPORT_V2)
-                && match item.ty {
-                    wasmtime::component::types::ComponentItem::ComponentInstance(i) => {
-                        i.exports(engine).any(|(f, _)| {
-                            matches!(f, "span-attribute" | "resource-attribute" | "span-name")
-                        })
-                    }
-                    _ => true,
-                }
-        });
-        Ok(Compiled {
+        Ok(Compiled::describe(
+            engine,
             component,
-            imports,
-            exports,
-            uses_accessors,
-            size_bytes: bytes.len() as u64,
+            bytes.len() as u64,
             sha256,
-            compile_time,
+            started.elapsed(),
             from_cache,
-        })
+        ))
     }
 
     pub(super) fn load<W: World>(&self, spec: &PluginSpec) -> Result<PluginCore<W>, PluginError> {
@@ -432,4 +438,41 @@ pub(super) struct Compiled {
     pub(super) sha256: String,
     pub(super) compile_time: Duration,
     pub(super) from_cache: bool,
+}
+
+impl Compiled {
+    /// A compiled component with what the loader needs to know of its imports and exports.
+    fn describe(
+        engine: &wasmtime::Engine,
+        component: Component,
+        size_bytes: u64,
+        sha256: String,
+        compile_time: Duration,
+        from_cache: bool,
+    ) -> Compiled {
+        let ty = component.component_type();
+        let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let uses_accessors = ty.imports(engine).any(|(n, item)| {
+            (n == bindings::HOST_IMPORT || n == bindings::HOST_IMPORT_V2)
+                && match item.ty {
+                    wasmtime::component::types::ComponentItem::ComponentInstance(i) => {
+                        i.exports(engine).any(|(f, _)| {
+                            matches!(f, "span-attribute" | "resource-attribute" | "span-name")
+                        })
+                    }
+                    _ => true,
+                }
+        });
+        Compiled {
+            component,
+            imports,
+            exports,
+            uses_accessors,
+            size_bytes,
+            sha256,
+            compile_time,
+            from_cache,
+        }
+    }
 }
