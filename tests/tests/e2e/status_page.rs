@@ -201,6 +201,15 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
     }
     assert_eq!(status["buffer"]["limit"], 64 << 20, "{status}");
     assert!(
+        status["memory"]["limit"].as_u64() > Some(0)
+            && status["memory"]["resident"].as_u64() > Some(0),
+        "the process's memory against its limit: {status}"
+    );
+    assert!(
+        status["second_chance"]["ring_traces"].is_u64(),
+        "the second-chance ring: {status}"
+    );
+    assert!(
         status["reload"]["last"].is_null(),
         "no reload yet: {status}"
     );
@@ -223,6 +232,8 @@ async fn status_page_renders_live_data_in_headless_chromium() -> anyhow::Result<
         "reloaded (admin)",
         &format!(r#"href="{JAEGER}/trace/"#),
         r#"class="decision""#,
+        "Process: ",
+        "Second chance: ",
     ] {
         assert!(
             dom.contains(needle),
