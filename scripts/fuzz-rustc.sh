@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # RUSTC_WORKSPACE_WRAPPER for scripts/fuzz.sh: compiles the workspace's own crates (tailgate and the fuzz
 # targets) with libFuzzer's coverage instrumentation, the flags cargo-fuzz passes with `--sanitizer none`
 # (SanitizerCoverage: inline 8-bit counters, the PC table, comparison tracing; `--cfg fuzzing`, debug
@@ -7,6 +7,8 @@
 # tailgate's code (the decoders, the buffer, the plugin boundary), which is what the targets fuzz; the
 # dependencies (prost, flate2, wasmtime) are fuzzed upstream. Build scripts and cargo's probes of the
 # compiler are passed through untouched: they are not linked with libFuzzer's runtime.
+# With CLIPPY_ARGS set (scripts/test.sh sets it), the workspace's crates are compiled by clippy-driver,
+# so the fuzz targets are linted like the rest of the workspace, in the same compilation.
 rustc="$1"
 shift
 case " $* " in
@@ -14,7 +16,11 @@ case " $* " in
     exec "$rustc" "$@"
     ;;
 esac
-exec "$rustc" "$@" --cfg fuzzing \
+driver=()
+if [ -n "${CLIPPY_ARGS:-}" ]; then
+    driver=("$(dirname "$(rustup which cargo)")/clippy-driver")
+fi
+exec "${driver[@]}" "$rustc" "$@" --cfg fuzzing \
     -Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
     -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \

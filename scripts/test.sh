@@ -192,9 +192,10 @@ if [[ -f plugins/Cargo.toml ]]; then
 fi
 
 step "fuzz targets, ${TAILGATE_FUZZ_SECONDS:-20}s each (scripts/fuzz.sh; docs/fuzzing.md runs them longer)"
-# scripts/fuzz.sh sets its own compiler wrapper (the coverage flags) for the same build directory; the
-# fuzz crate's library was linted by step 6, the targets themselves are compiled here.
-unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+# scripts/fuzz.sh sets its own compiler wrapper (the coverage flags) for the same build directory; it
+# compiles the targets with clippy-driver when CLIPPY_ARGS is set, so they are linted as step 6 lints the
+# rest of the workspace.
+unset RUSTC_WORKSPACE_WRAPPER
 ./scripts/fuzz.sh "${TAILGATE_FUZZ_SECONDS:-20}"
 
 step "all tests passed in $((SECONDS - started))s"
