@@ -215,16 +215,19 @@ fn policy(p: &Value, name: &str, notes: &mut Vec<String>) -> Result<Mapped, Stri
     match ty {
         "latency" => {
             let ms = num(&body, "threshold_ms").ok_or("latency without threshold_ms")?;
-            if num(&body, "upper_threshold_ms").is_some_and(|u| u > 0.0) {
+            let mut config = json!({"threshold": format!("{ms}ms")});
+            if let Some(upper) = num(&body, "upper_threshold_ms").filter(|u| *u > 0.0) {
+                config["upper_threshold"] = json!(format!("{upper}ms"));
                 notes.push(format!(
-                    "`{name}` (latency): upper_threshold_ms is not supported by keep-slow; traces above it are kept too"
+                    "`{name}` (latency): with upper_threshold_ms the Collector keeps {ms} ms < duration <= {upper} ms in whole milliseconds, keep-slow {ms}ms <= duration <= {upper}ms in nanoseconds"
+                ));
+            } else {
+                notes.push(format!(
+                    "`{name}` (latency): the Collector keeps durations > {ms} ms in whole milliseconds, keep-slow >= {ms}ms in nanoseconds"
                 ));
             }
-            notes.push(format!(
-                "`{name}` (latency): the Collector keeps durations > {ms} ms in whole milliseconds, keep-slow >= {ms}ms in nanoseconds"
-            ));
             Ok(Mapped {
-                rule: json!({"plugin": "builtin:keep-slow", "config": {"threshold": format!("{ms}ms")}}),
+                rule: json!({"plugin": "builtin:keep-slow", "config": config}),
                 drop: false,
                 inverted: false,
             })

@@ -48,7 +48,7 @@ const DESCRIPTIONS: [(&str, PluginWorld, &str, &str); 7] = [
         "keep-slow",
         PluginWorld::Sampler,
         "keeps traces slower than a threshold (earliest start to latest end); else abstains",
-        "threshold: duration (required), per_root_name: {name: duration} ({})",
+        "threshold: duration (required), per_root_name: {name: duration}, upper_threshold: duration ({})",
     ),
     (
         "probabilistic",

@@ -95,6 +95,7 @@ fn every_policy_type_migrates_or_is_named_and_the_result_is_a_valid_config() {
     assert_eq!(rule("sample").config["otherwise"], "abstain");
     assert_eq!(rule("limit").config["spans_per_second"], 35.0);
     assert_eq!(rule("slow").config["threshold"], "5000ms");
+    assert_eq!(rule("slow").config["upper_threshold"], "10000ms");
     assert_eq!(rule("sizes").config, json!({"min": 2, "max": 20}));
     let and = rule("and-policy").combinator().expect("a combinator");
     assert_eq!((and.0, and.1.len()), (Combinator::All, 2));
@@ -104,7 +105,7 @@ fn every_policy_type_migrates_or_is_named_and_the_result_is_a_valid_config() {
     // Each approximation and each policy left out is named.
     for needle in [
         "`always` (always_sample)",
-        "`slow` (latency): upper_threshold_ms",
+        "`slow` (latency): with upper_threshold_ms",
         "`sample` (probabilistic)",
         "`ok-too`: NOT migrated",
         "`not-debug` (string_attribute, invert_match)",
