@@ -27,6 +27,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every detector.
+    pub const ALL: [Kind; 12] = [
+        Kind::Email,
+        Kind::Card,
+        Kind::Ssn,
+        Kind::Iban,
+        Kind::Ipv4,
+        Kind::Ipv6,
+        Kind::Jwt,
+        Kind::Bearer,
+        Kind::ApiKey,
+        Kind::Password,
+        Kind::UrlUserinfo,
+        Kind::Phone,
+    ];
+
     /// The detector's name in config, reasons and metrics.
     pub fn name(self) -> &'static str {
         match self {
@@ -1168,24 +1184,9 @@ mod pattern_tests {
     /// What makes [`Pattern::re`]'s `expect` safe: every pattern of every kind compiles.
     #[test]
     fn every_detector_pattern_compiles() {
-        use Kind::*;
-        let all = [
-            Email,
-            Card,
-            Ssn,
-            Iban,
-            Ipv4,
-            Ipv6,
-            Jwt,
-            Bearer,
-            ApiKey,
-            Password,
-            UrlUserinfo,
-            Phone,
-        ];
-        let d = Detectors::new(&all);
+        let d = Detectors::new(&Kind::ALL);
         assert!(
-            d.patterns.len() >= all.len() - 1,
+            d.patterns.len() >= Kind::ALL.len() - 1,
             "every kind but phone has patterns"
         );
         for p in &d.patterns {
